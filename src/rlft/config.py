@@ -1,0 +1,385 @@
+"""Typed, validated recipes.
+
+A recipe is YAML that maps onto the frozen dataclasses below. It is validated once, at load time:
+an unknown key names the nearest valid one, a wrong type or an out-of-range value names the field,
+the value and what is allowed. The resolved config (every default filled in) is written into the
+run folder and never mutated afterwards.
+
+Each field carries its documentation in ``metadata["help"]``; ``docs/recipes.md`` is generated
+from it (``python -m rlft.config``) and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from rlft.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _f(default: Any, help: str, **checks: Any) -> Any:
+    """A dataclass field with its documentation and range checks (ge, gt, le, lt)."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Shape of the small Qwen2-architecture model rlft builds offline when ``model.path`` is empty."""
+
+    hidden_size: int = _f(256, "Width of the residual stream.", ge=8)
+    num_layers: int = _f(4, "Number of transformer blocks.", ge=1)
+    num_heads: int = _f(4, "Attention heads.", ge=1)
+    num_kv_heads: int = _f(2, "Key/value heads (grouped-query attention); must divide num_heads.", ge=1)
+    intermediate_size: int = _f(768, "Hidden width of the MLP.", ge=8)
+    vocab_size: int = _f(320, "Target vocabulary size of the byte-level BPE tokenizer trained on task text.", ge=260)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which causal language model to train."""
+
+    path: str | None = _f(
+        None,
+        "A local Hugging Face model folder or a hub id. Empty: build the tiny model offline.",
+    )
+    tiny: TinyModelConfig = _f(TinyModelConfig(), "Shape of the offline model (used when path is empty).")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Parameter dtype.")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The task: prompts, answers and the verifiable reward."""
+
+    name: Literal["arithmetic"] = _f("arithmetic", "Which task.")
+    digits: int = _f(2, "Operands have at most this many digits.", ge=1, le=6)
+    operations: list[str] = _f(["+"], "Operations to draw from: any of '+', '-', '*'.")
+    eval_size: int = _f(256, "Number of held-out problems (never seen in training).", ge=1)
+    seed: int = _f(1234, "Seed of the problem split (kept apart from the training seed).")
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """A short supervised stage so that the base policy solves some problems but far from all."""
+
+    steps: int = _f(200, "Supervised steps on (prompt, answer) pairs. 0 skips the warm start.", ge=0)
+    batch_size: int = _f(64, "Examples per supervised step.", ge=1)
+    learning_rate: float = _f(1e-3, "AdamW learning rate of the warm start.", gt=0)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How completions are sampled from the policy."""
+
+    temperature: float = _f(1.0, "Sampling temperature.", gt=0)
+    top_p: float = _f(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.", gt=0, le=1)
+    max_new_tokens: int = _f(8, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The RL algorithm: which estimators and losses, and their coefficients."""
+
+    name: Literal["grpo"] = _f("grpo", "Which algorithm.")
+    group_size: int = _f(8, "Completions sampled per prompt (G).", ge=2)
+    clip_eps: float = _f(0.2, "PPO clip range of the importance ratio.", gt=0)
+    kl_coef: float = _f(0.04, "Weight of the KL penalty to the reference model (beta).", ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = _f("k3", "Estimator of KL(policy || reference).")
+    scale_rewards: bool = _f(True, "Divide group-centred rewards by the group std (GRPO); False is Dr.GRPO.")
+    loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = _f(
+        "token_mean", "How per-token losses are averaged into one number."
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The RL optimisation."""
+
+    steps: int = _f(100, "Optimiser steps of RL.", ge=0)
+    batch_size: int = _f(128, "Completions per step; must be a multiple of algorithm.group_size.", ge=1)
+    micro_batch_size: int = _f(128, "Completions per forward/backward pass (gradient accumulation).", ge=1)
+    epochs_per_batch: int = _f(1, "Passes over each rollout batch (sample reuse); 1 is on-policy.", ge=1)
+    learning_rate: float = _f(2e-4, "AdamW learning rate.", gt=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this.", gt=0)
+    max_consecutive_nonfinite: int = _f(
+        3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
+    )
+    torch_threads: int = _f(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation during training."""
+
+    every: int = _f(25, "Evaluate every this many RL steps (and always before and after).", ge=1)
+    batch_size: int = _f(256, "Problems per generation batch.", ge=1)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Atomic checkpoints for resuming a killed run."""
+
+    every: int = _f(25, "Write a checkpoint every this many RL steps (and at the end).", ge=1)
+    keep: int = _f(2, "How many recent checkpoints to keep.", ge=1)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """A whole rlft recipe."""
+
+    seed: int = _f(0, "Seed of sampling, data order and initialisation.")
+    run_dir: str = _f("runs/demo", "Folder of this run (config, metrics, checkpoints, samples, summary).")
+    model: ModelConfig = _f(ModelConfig(), "The policy model.")
+    task: TaskConfig = _f(TaskConfig(), "The task and its reward.")
+    warm_start: WarmStartConfig = _f(WarmStartConfig(), "Supervised warm start before RL.")
+    rollout: RolloutConfig = _f(RolloutConfig(), "Sampling.")
+    algorithm: AlgorithmConfig = _f(AlgorithmConfig(), "RL algorithm.")
+    train: TrainConfig = _f(TrainConfig(), "RL optimisation.")
+    eval: EvalConfig = _f(EvalConfig(), "Evaluation.")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig(), "Checkpointing.")
+
+    def check(self) -> None:
+        """Cross-field checks that no single field can express."""
+        g = self.algorithm.group_size
+        if self.train.batch_size % g:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not a multiple of algorithm.group_size={g}: "
+                f"each prompt gets {g} completions. Use e.g. train.batch_size={max(g, self.train.batch_size // g * g)}."
+            )
+        if self.train.batch_size % self.train.micro_batch_size:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not a multiple of "
+                f"train.micro_batch_size={self.train.micro_batch_size}; pick a divisor of the batch size."
+            )
+        if self.model.tiny.num_heads % self.model.tiny.num_kv_heads:
+            raise ConfigError(
+                f"model.tiny.num_kv_heads={self.model.tiny.num_kv_heads} must divide "
+                f"model.tiny.num_heads={self.model.tiny.num_heads}."
+            )
+        if self.model.tiny.hidden_size % self.model.tiny.num_heads:
+            raise ConfigError(
+                f"model.tiny.hidden_size={self.model.tiny.hidden_size} must be a multiple of "
+                f"model.tiny.num_heads={self.model.tiny.num_heads}."
+            )
+        bad_ops = [op for op in self.task.operations if op not in ("+", "-", "*")]
+        if bad_ops or not self.task.operations:
+            raise ConfigError(
+                f"task.operations={self.task.operations!r}: allowed are '+', '-', '*' (at least one)."
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors a user can act on.
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}={value!r} is not allowed; choose one of {_type_name(tp)}.{hint}")
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
+        (item_tp,) = get_args(tp)
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected a mapping of fields.")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
+
+
+def _check_range(value: Any, f: dataclasses.Field[Any], where: str) -> None:
+    md = f.metadata
+    for key, ok, words in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        if key in md and value is not None and not ok(value, md[key]):
+            raise ConfigError(f"{where}={value!r} is out of range; it must be {words} {md[key]}.")
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"Unknown recipe key '{where}'.{hint} Valid keys here: {', '.join(fields)}."
+            )
+        converted = _convert(value, hints[key], where)
+        _check_range(converted, fields[key], where)
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{k}' is not a section.")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key.sub=value`` strings; values are read as YAML (numbers, lists, null...)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=50.")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return parsed
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> RecipeConfig:
+    """Validate a recipe given as plain data, with optional ``key=value`` overrides."""
+    data = _deepcopy(data)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    config = _build(RecipeConfig, data)
+    config.check()
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load and validate a YAML recipe. ``None`` gives the embedded default (the demo)."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Recipe file {path} does not exist. Check the path, or run `rlft demo`.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of sections (model:, task:, ...).")
+    return config_from_dict(data, overrides)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: RecipeConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+def reference_markdown() -> str:
+    """Every recipe field with its type, default and documentation, as Markdown."""
+    lines = [
+        "# Recipe reference",
+        "",
+        "Generated from `src/rlft/config.py` by `python -m rlft.config > docs/recipes.md`.",
+        "Every field is optional; the defaults are the embedded demo recipe.",
+        "",
+    ]
+
+    def walk(cls: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        lines.append(f"## `{prefix or 'top level'}`")
+        lines.append("")
+        lines.append((cls.__doc__ or "").strip())
+        lines.append("")
+        lines.append("| key | type | default | meaning |")
+        lines.append("|---|---|---|---|")
+        nested = []
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                nested.append((tp, key))
+                lines.append(f"| `{key}` | section | | {f.metadata['help']} See below. |")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rng = ", ".join(f"{k} {f.metadata[k]}" for k in ("ge", "gt", "le", "lt") if k in f.metadata)
+            help_text = f.metadata["help"] + (f" ({rng})" if rng else "")
+            lines.append(f"| `{key}` | {_type_name(tp)} | `{default!r}` | {help_text} |")
+        lines.append("")
+        for tp, key in nested:
+            walk(tp, key)
+
+    walk(RecipeConfig, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -1,0 +1,1 @@
+"""Causal LMs: load from a folder or the hub, or build the tiny offline model."""

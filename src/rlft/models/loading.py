@@ -1,0 +1,84 @@
+"""Load any Hugging Face causal LM with its tokenizer, with errors a user can act on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlft.errors import RlftError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return not name.startswith((".", "/", "~")) and name.count("/") == 1 and not Path(name).exists()
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model folder or hub id, left-padded, with a pad token."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise RlftError(
+            f"Could not load a tokenizer from {name_or_path!r}: {_first_line(exc)}\n"
+            "A model folder needs tokenizer files (tokenizer.json or tokenizer.model and "
+            "tokenizer_config.json). Save them with tokenizer.save_pretrained(FOLDER)."
+        ) from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise RlftError(f"The tokenizer of {name_or_path!r} has neither a pad nor an EOS token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
+    """A causal LM from a local folder or a hub id."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and not _looks_like_hub_id(name_or_path):
+        raise RlftError(
+            f"Model folder {name_or_path} does not exist. Give an existing folder written by "
+            "save_pretrained, or a hub id such as 'Qwen/Qwen2.5-0.5B'."
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise RlftError(
+            f"{path} has no config.json, so it is not a Hugging Face model folder. "
+            "Save the model with model.save_pretrained(FOLDER)."
+        )
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else name_or_path, dtype=_DTYPES[dtype])
+    except OSError as exc:
+        raise RlftError(
+            f"Could not load the model {name_or_path!r}: {_first_line(exc)}\n"
+            "If it is a hub id, check the name and the network (or set HF_HUB_OFFLINE=1 and use a "
+            "local folder)."
+        ) from None
+
+
+def load_policy(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer; the tokenizer is checked first, so a missing one is named clearly."""
+    if Path(name_or_path).expanduser().is_dir() or not _looks_like_hub_id(name_or_path):
+        model = load_model(name_or_path, dtype)
+        tokenizer = load_tokenizer(name_or_path)
+    else:
+        tokenizer = load_tokenizer(name_or_path)
+        model = load_model(name_or_path, dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:
+    """A frozen copy of ``model`` for the KL penalty: eval mode, no gradients."""
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

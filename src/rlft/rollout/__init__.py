@@ -1,0 +1,1 @@
+"""Generation: batched sampling with a KV cache, and scoring of sampled sequences."""

@@ -1,0 +1,1 @@
+"""The training loop, the supervised warm start, checkpoints and run folders."""

@@ -1,0 +1,68 @@
+"""Supervised warm start: next-token loss on the answer tokens of (prompt, answer) pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlft.rollout.sampling import positions_from_mask
+from rlft.tasks import Problem
+
+
+def sft_batch(
+    tokenizer: PreTrainedTokenizerBase, problems: list[Problem]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, labels), each (B, L), right-padded; labels are -100 on the
+    prompt and on padding, so only the answer and its EOS are learned."""
+    rows, label_rows = [], []
+    for p in problems:
+        prompt = tokenizer(p.prompt).input_ids
+        answer = tokenizer(p.answer).input_ids + [tokenizer.eos_token_id]
+        rows.append(prompt + answer)
+        label_rows.append([-100] * len(prompt) + answer)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, (row, lab) in enumerate(zip(rows, label_rows, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, : len(lab)] = torch.tensor(lab)
+    return ids, mask, labels
+
+
+def warm_start(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    draw_problems: Callable[[int, torch.Generator], list[Problem]],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``steps`` supervised steps in place; returns the loss of each step."""
+    if steps == 0:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="warm start (SFT)", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        ids, mask, labels = sft_batch(tokenizer, draw_problems(batch_size, gen))
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
+        # Position i predicts token i + 1.
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses

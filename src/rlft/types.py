@@ -1,0 +1,49 @@
+"""Data passed between rollout, reward and update. Shapes follow the glossary in
+``rlft.algorithms``: B sequences, P prompt tokens (left-padded), T completion tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled completions.
+
+    prompt_ids:      (B, P) left-padded prompt tokens
+    prompt_mask:     (B, P) 1 on real prompt tokens
+    completion_ids:  (B, T) sampled tokens, padded after EOS
+    completion_mask: (B, T) 1 on sampled tokens up to and including EOS
+    logprobs:        (B, T) log-probability of each sampled token under the sampling distribution
+                     (after temperature and top-p), 0 where masked
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logprobs: torch.Tensor
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """Prompt and completion in one (B, P + T) sequence."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def select(self, index: slice | torch.Tensor) -> Rollout:
+        """Rows ``index`` of every field (for micro-batches)."""
+        return Rollout(
+            self.prompt_ids[index],
+            self.prompt_mask[index],
+            self.completion_ids[index],
+            self.completion_mask[index],
+            self.logprobs[index],
+        )

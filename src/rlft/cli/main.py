@@ -1,0 +1,53 @@
+"""``rlft`` entry point: builds the parser from the command modules and turns user errors into
+one clear message and exit status 2, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from rlft.errors import RlftError
+
+# Each module defines register(subparsers) and gives its parsers a `run(args) -> int` default.
+# Command modules import heavy libraries inside `run`, so `rlft --help` stays fast.
+COMMAND_MODULES = [
+    "rlft.cli.train_commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlft",
+        description="Fine-tune language models with reinforcement learning.",
+        epilog="Run `rlft COMMAND --help` for the options of a command. Docs: docs/quickstart.md",
+    )
+    from rlft import __version__
+
+    parser.add_argument("--version", action="version", version=f"rlft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 1
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.run(args) or 0)
+    except RlftError as exc:
+        print(f"rlft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlft: interrupted; resume with --resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from rlft.errors import RlftError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -19,6 +20,14 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a model folder or hub id, left-padded, with a pad token."""
+    folder = Path(name_or_path).expanduser()
+    # Some tokenizer classes (Qwen2's in transformers 5) build an empty vocabulary when no files
+    # are present instead of failing, so a local folder is checked explicitly.
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise RlftError(
+            f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}). Save the tokenizer "
+            "next to the model with tokenizer.save_pretrained(FOLDER)."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:

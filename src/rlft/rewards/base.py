@@ -1,0 +1,125 @@
+"""The reward protocol, and the one place where a reward's output is checked.
+
+Every reward — rule-based, a learned reward model, a remote service, a user's function — is a
+callable that scores a whole batch at once::
+
+    reward(prompts: Sequence[str], completions: Sequence[str], **context) -> Sequence[float] | RewardOutput
+
+``context`` carries per-sample extras as lists aligned with ``prompts`` (``answers=[...]``,
+``problems=[...]``); a reward takes what it needs and ignores the rest, so the trainer passes the
+same context to every reward. The trainer never calls a reward directly but through
+:func:`score`, which turns a raised exception or a non-finite value into a :class:`RewardError`
+that names the prompt that caused it, before anything reaches the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from rlft.errors import ConfigError, RlftError
+
+
+class RewardError(RlftError):
+    """A reward raised, returned the wrong number of scores, or returned NaN/inf."""
+
+
+class RewardSpecError(ConfigError):
+    """A reward specification (in a recipe or passed to ``build_reward``) that does not validate."""
+
+
+@dataclass
+class RewardOutput:
+    """Scores of one batch.
+
+    rewards:    one float per completion, the value the trainer optimises
+    components: optional per-component scores (name -> one float per completion), for metrics,
+                e.g. the raw parts of a weighted combination
+    """
+
+    rewards: list[float]
+    components: dict[str, list[float]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """Anything that scores a batch of completions; see the module docstring."""
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], **context: Any
+    ) -> Sequence[float] | RewardOutput: ...
+
+
+def score(
+    reward: RewardFunction, prompts: Sequence[str], completions: Sequence[str], **context: Any
+) -> RewardOutput:
+    """Call ``reward`` on a batch and check what it returns.
+
+    Raises :class:`RewardError` naming the offending prompt when the reward raises (the batch is
+    re-scored one sample at a time to find which one), returns a wrong count, or returns a
+    non-finite value.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    try:
+        out = _as_output(reward(prompts, completions, **context))
+    except RewardError:
+        raise
+    except Exception as exc:
+        culprit = _first_failing_sample(reward, prompts, completions, context)
+        where = f" on prompt {prompts[culprit]!r}" if culprit is not None else ""
+        raise RewardError(f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}") from exc
+    if len(out.rewards) != len(prompts):
+        raise RewardError(
+            f"Reward {_name(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
+        )
+    for i, value in enumerate(out.rewards):
+        if not math.isfinite(value):
+            raise RewardError(
+                f"Reward {_name(reward)} returned {value} for prompt {prompts[i]!r} "
+                f"(completion {completions[i]!r}); rewards must be finite."
+            )
+    return out
+
+
+def _as_output(raw: Sequence[float] | RewardOutput) -> RewardOutput:
+    if isinstance(raw, RewardOutput):
+        return RewardOutput([float(v) for v in raw.rewards], raw.components)
+    if hasattr(raw, "tolist"):  # a tensor or an array
+        raw = raw.tolist()
+    return RewardOutput([float(v) for v in raw])
+
+
+def _first_failing_sample(
+    reward: RewardFunction, prompts: Sequence[str], completions: Sequence[str], context: dict[str, Any]
+) -> int | None:
+    for i in range(len(prompts)):
+        one = {k: v[i : i + 1] if _is_per_sample(v, len(prompts)) else v for k, v in context.items()}
+        try:
+            reward(prompts[i : i + 1], completions[i : i + 1], **one)
+        except Exception:
+            return i
+    return None
+
+
+def _is_per_sample(value: Any, n: int) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == n
+
+
+def _name(reward: Any) -> str:
+    return getattr(reward, "name", None) or type(reward).__name__
+
+
+def context_list(context: dict[str, Any], key: str, n: int, reward_name: str) -> list[Any]:
+    """The per-sample context ``key`` as a list of length ``n``, or a clear error."""
+    if key not in context:
+        raise RewardError(
+            f"Reward {reward_name!r} needs the per-sample context {key!r} "
+            f"(got: {', '.join(sorted(context)) or 'none'})."
+        )
+    values = list(context[key])
+    if len(values) != n:
+        raise RewardError(f"Reward {reward_name!r}: context {key!r} has {len(values)} items for {n} completions.")
+    return values

@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny model built once per test session (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly initialised tiny Qwen2 model + tokenizer saved with save_pretrained."""
+    from transformers.utils import logging
+
+    from rlft.config import TinyModelConfig
+    from rlft.models.tiny import build_tiny_model
+    from rlft.tasks import ArithmeticTask
+
+    logging.disable_progress_bar()
+    out = tmp_path_factory.mktemp("tiny_model")
+    small = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+    return build_tiny_model(small, ArithmeticTask().corpus(500), out, seed=0)
+
+
+# A recipe small enough to train in a few seconds on 2 cores.
+TINY_RECIPE = [
+    "model.tiny.hidden_size=64",
+    "model.tiny.num_layers=2",
+    "model.tiny.intermediate_size=128",
+    "warm_start.steps=10",
+    "warm_start.batch_size=16",
+    "task.eval_size=16",
+    "train.steps=6",
+    "train.batch_size=16",
+    "train.micro_batch_size=8",
+    "algorithm.group_size=4",
+    "rollout.max_new_tokens=4",
+    "eval.every=3",
+    "checkpoint.every=2",
+    "train.torch_threads=1",
+]
+
+
+@pytest.fixture
+def tiny_recipe() -> list[str]:
+    return list(TINY_RECIPE)

@@ -70,7 +70,9 @@ def score(
     except Exception as exc:
         culprit = _first_failing_sample(reward, prompts, completions, context)
         where = f" on prompt {prompts[culprit]!r}" if culprit is not None else ""
-        raise RewardError(f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}") from exc
+        raise RewardError(
+            f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}"
+        ) from exc
     if len(out.rewards) != len(prompts):
         raise RewardError(
             f"Reward {_name(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
@@ -93,10 +95,15 @@ def _as_output(raw: Sequence[float] | RewardOutput) -> RewardOutput:
 
 
 def _first_failing_sample(
-    reward: RewardFunction, prompts: Sequence[str], completions: Sequence[str], context: dict[str, Any]
+    reward: RewardFunction,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    context: dict[str, Any],
 ) -> int | None:
     for i in range(len(prompts)):
-        one = {k: v[i : i + 1] if _is_per_sample(v, len(prompts)) else v for k, v in context.items()}
+        one = {
+            k: v[i : i + 1] if _is_per_sample(v, len(prompts)) else v for k, v in context.items()
+        }
         try:
             reward(prompts[i : i + 1], completions[i : i + 1], **one)
         except Exception:
@@ -121,5 +128,7 @@ def context_list(context: dict[str, Any], key: str, n: int, reward_name: str) ->
         )
     values = list(context[key])
     if len(values) != n:
-        raise RewardError(f"Reward {reward_name!r}: context {key!r} has {len(values)} items for {n} completions.")
+        raise RewardError(
+            f"Reward {reward_name!r}: context {key!r} has {len(values)} items for {n} completions."
+        )
     return values

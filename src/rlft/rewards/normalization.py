@@ -56,7 +56,9 @@ def batch_zscore(values: Sequence[float]) -> list[float]:
     return [(v - mean) / (std + EPS) for v in values]
 
 
-def normalize(values: Sequence[float], mode: NormalizeMode, moments: RunningMoments | None = None) -> list[float]:
+def normalize(
+    values: Sequence[float], mode: NormalizeMode, moments: RunningMoments | None = None
+) -> list[float]:
     """Normalise a batch of rewards; ``running`` updates ``moments`` first, then uses them."""
     if mode == "none":
         return list(values)

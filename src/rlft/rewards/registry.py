@@ -1,0 +1,130 @@
+"""The reward registry and ``build_reward``: a recipe's ``reward:`` mapping -> a reward.
+
+A spec is a mapping with a ``type`` (a key of :data:`REWARDS`) and that reward's parameters::
+
+    {"type": "regex", "pattern": "^\\d+$", "penalty": -1.0}
+    {"type": "weighted", "normalize": "batch", "components": [
+        {"type": "exact_match", "weight": 1.0},
+        {"type": "length_penalty", "max_length": 20, "weight": 0.1, "name": "brevity"}]}
+
+Errors name the bad key or value and list what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rlft.config import _build
+from rlft.errors import ConfigError
+from rlft.rewards.base import RewardFunction, RewardSpecError
+from rlft.rewards.builtins import (
+    Component,
+    ExactMatch,
+    LengthPenalty,
+    NumericAnswer,
+    PythonFunction,
+    RegexFormat,
+    Sentiment,
+    WeightedSum,
+)
+from rlft.rewards.normalization import NORMALIZE_MODES
+from rlft.rewards.reward_model import RewardModelReward
+
+# name -> reward class (a dataclass of its parameters) or a builder taking (params, where).
+REWARDS: dict[str, Any] = {
+    "exact_match": ExactMatch,
+    "numeric": NumericAnswer,
+    "regex": RegexFormat,
+    "length_penalty": LengthPenalty,
+    "sentiment": Sentiment,
+    "python": PythonFunction,
+    "reward_model": RewardModelReward,
+}
+
+
+def build_reward(spec: Mapping[str, Any] | RewardFunction, where: str = "reward") -> RewardFunction:
+    """Validate ``spec`` and build the reward it describes; a callable is returned unchanged."""
+    if callable(spec) and not isinstance(spec, Mapping):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise RewardSpecError(f"{where} must be a mapping with a 'type' key, got {spec!r}.")
+    params = dict(spec)
+    kind = params.pop("type", None)
+    builders = _builders()
+    if kind is None:
+        raise RewardSpecError(f"{where} has no 'type'; choose one of: {', '.join(builders)}.")
+    if kind not in builders:
+        close = difflib.get_close_matches(str(kind), list(builders), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise RewardSpecError(
+            f"{where}.type={kind!r} is not a reward.{hint} Choose one of: {', '.join(builders)}."
+        )
+    return builders[kind](params, where)  # type: ignore[no-any-return]
+
+
+def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:
+    out: dict[str, Callable[[dict[str, Any], str], Any]] = {
+        name: (lambda params, where, cls=cls: _build_dataclass(cls, params, where))
+        for name, cls in REWARDS.items()
+    }
+    out["weighted"] = _build_weighted
+    return out
+
+
+def _build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in params if key not in fields]
+    missing = [
+        f
+        for f in fields.values()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in params
+    ]
+    if missing and not unknown:
+        f = missing[0]
+        raise RewardSpecError(
+            f"{where} (type {cls.name!r}) needs '{f.name}': {f.metadata.get('help', '')}"
+        )
+    try:
+        return _build(cls, params, where)
+    except RewardSpecError:
+        raise
+    except ConfigError as exc:
+        raise RewardSpecError(
+            str(exc).replace("Unknown recipe key", "Unknown reward parameter")
+        ) from None
+
+
+def _build_weighted(params: dict[str, Any], where: str) -> WeightedSum:
+    allowed = {"components", "normalize"}
+    for key in params:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RewardSpecError(
+                f"Unknown reward parameter '{where}.{key}'.{hint} Valid: components, normalize."
+            )
+    mode = params.get("normalize", "none")
+    if mode not in NORMALIZE_MODES:
+        raise RewardSpecError(
+            f"{where}.normalize={mode!r} is not allowed; choose one of {', '.join(NORMALIZE_MODES)}."
+        )
+    items = params.get("components")
+    if not isinstance(items, list) or not items:
+        raise RewardSpecError(f"{where}.components must be a non-empty list of reward specs.")
+    components = []
+    for i, item in enumerate(items):
+        here = f"{where}.components[{i}]"
+        if not isinstance(item, Mapping):
+            raise RewardSpecError(f"{here} must be a mapping with a 'type' key, got {item!r}.")
+        item = dict(item)
+        weight = item.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise RewardSpecError(f"{here}.weight={weight!r} must be a number.")
+        name = str(item.pop("name", item.get("type", f"component_{i}")))
+        components.append(Component(name, build_reward(item, here), float(weight)))
+    return WeightedSum(components, mode)

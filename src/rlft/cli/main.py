@@ -14,6 +14,7 @@ from rlft.errors import RlftError
 # Command modules import heavy libraries inside `run`, so `rlft --help` stays fast.
 COMMAND_MODULES = [
     "rlft.cli.train_commands",
+    "rlft.cli.responsible_commands",
 ]
 
 

@@ -1,0 +1,84 @@
+"""``rlft privacy``, ``rlft audit``, ``rlft card`` and ``rlft report``: responsible training.
+
+Heavy imports (torch, matplotlib, vaderSentiment) happen inside the ``_run_*`` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_privacy(sub)
+
+
+def _register_privacy(sub: argparse._SubParsersAction) -> None:
+    privacy = sub.add_parser(
+        "privacy",
+        help="Find or remove personal data (PII) in text and JSONL files.",
+        description="Find or remove e-mail addresses, phone numbers, card numbers, IP addresses, "
+        "government IDs, street addresses (and person names with spaCy installed).",
+    )
+    psub = privacy.add_subparsers(dest="privacy_command", metavar="SUBCOMMAND", required=True)
+    scan = psub.add_parser(
+        "scan",
+        help="Report the PII in a file: counts by type and line numbers, never the values.",
+        description="Scan a text file (each line) or a .jsonl file (each string of each record). "
+        "Prints counts by type and the line numbers where each type occurs; the values themselves "
+        "are printed only with --show-values.",
+    )
+    scan.add_argument("file", help="A text or .jsonl file.")
+    scan.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+    scan.add_argument("--show-values", action="store_true",
+                      help="Also print the matched values (they are personal data: handle the output with care).")
+    scan.add_argument("--fail-on-pii", action="store_true", help="Exit with status 1 if any PII is found (for CI).")
+    scan.set_defaults(run=_run_privacy_scan)
+    scrub = psub.add_parser(
+        "scrub",
+        help="Write a copy of a file with PII replaced by placeholders such as [EMAIL].",
+        description="Write a copy of a text or .jsonl file with every entity replaced by a typed "
+        "placeholder ([EMAIL], [PHONE], [CARD], [IP], [GOV_ID], [ADDRESS], [PERSON]).",
+    )
+    scrub.add_argument("file", help="A text or .jsonl file.")
+    scrub.add_argument("-o", "--output", required=True, help="Where to write the scrubbed copy.")
+    scrub.set_defaults(run=_run_privacy_scrub)
+
+
+def _run_privacy_scan(args: argparse.Namespace) -> int:
+    from rlft.responsible.pii import ner_available, scan_file
+
+    scan = scan_file(args.file, keep_values=args.show_values)
+    result = {
+        "file": scan.path,
+        "lines": scan.lines_read,
+        "total": sum(scan.counts.values()),
+        "counts": dict(sorted(scan.counts.items())),
+        "line_numbers": scan.lines,
+        "person_names_checked": ner_available(),
+    }
+    if args.show_values:
+        result["values"] = scan.values
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{scan.path}: {result['total']} PII entities in {scan.lines_read} lines")
+        for kind, count in result["counts"].items():
+            lines = scan.lines[kind]
+            shown = ", ".join(map(str, lines[:20])) + (f", ... ({len(lines)} lines)" if len(lines) > 20 else "")
+            print(f"  {kind:<8} {count:>6}   lines {shown}")
+            for value in scan.values.get(kind, []):
+                print(f"           {value}")
+        if not result["person_names_checked"]:
+            print("  (person names not checked: install spaCy and en_core_web_sm to detect them)")
+    return 1 if args.fail_on_pii and result["total"] else 0
+
+
+def _run_privacy_scrub(args: argparse.Namespace) -> int:
+    from rlft.responsible.pii import scrub_file
+
+    counts = scrub_file(args.file, args.output)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing found"
+    print(f"wrote {args.output}: replaced {sum(counts.values())} entities ({summary})", file=sys.stderr)
+    return 0

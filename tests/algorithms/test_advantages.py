@@ -11,8 +11,8 @@ from rlft.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     discounted_returns,
     gae_advantages,
-    grpo_advantages,
     group_normalise,
+    grpo_advantages,
     masked_whiten,
     reinforce_advantages,
     reinforce_pp_advantages,
@@ -26,7 +26,9 @@ TOKEN_REWARDS = torch.tensor([[0.0, 0, 1], [0, 0, 0], [3, 0, 0], [0, 0, 1]])
 
 
 def close(actual: torch.Tensor, expected: list, atol: float = 1e-5) -> None:
-    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), atol=atol, rtol=0)
+    torch.testing.assert_close(
+        actual, torch.tensor(expected, dtype=actual.dtype), atol=atol, rtol=0
+    )
 
 
 def test_sequence_returns_ignores_masked_rewards() -> None:
@@ -258,7 +260,14 @@ def test_every_estimator_shares_the_signature(name: str) -> None:
     rewards, values, mask = random_trajectories(5)
     values.requires_grad_(True)
     adv, ret = ADVANTAGE_ESTIMATORS[name](
-        rewards, mask, values=values, group_size=3, gamma=0.9, lam=0.95, scale_rewards=True, eps=1e-6
+        rewards,
+        mask,
+        values=values,
+        group_size=3,
+        gamma=0.9,
+        lam=0.95,
+        scale_rewards=True,
+        eps=1e-6,
     )
     assert adv.shape == ret.shape == rewards.shape
     assert (adv[mask == 0] == 0).all() and (ret[mask == 0] == 0).all()

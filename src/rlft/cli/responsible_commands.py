@@ -12,6 +12,7 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_privacy(sub)
+    _register_audit(sub)
 
 
 def _register_privacy(sub: argparse._SubParsersAction) -> None:
@@ -82,3 +83,45 @@ def _run_privacy_scrub(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing found"
     print(f"wrote {args.output}: replaced {sum(counts.values())} entities ({summary})", file=sys.stderr)
     return 0
+
+
+def _register_audit(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser(
+        "audit",
+        help="Verify a run's tamper-evident audit log, or audit a model for bias.",
+        description="Audit trail and bias audit of a run.",
+    )
+    asub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    verify = asub.add_parser(
+        "verify",
+        help="Check RUN/audit.jsonl; name the first edited, deleted, reordered or truncated record.",
+        description="Check every record of RUN/audit.jsonl (hash chain, sequence numbers, head file "
+        "and, with a key, HMAC signatures). Exit status 0 when intact, 1 when tampered with. The key "
+        "comes from --key-file, $RLFT_AUDIT_KEY or the file named in $RLFT_AUDIT_KEY_FILE.",
+    )
+    verify.add_argument("run_dir", metavar="RUN", help="A run folder (or an audit.jsonl file).")
+    verify.add_argument("--key-file", help="File holding the HMAC key the log was signed with.")
+    verify.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+    verify.set_defaults(run=_run_audit_verify)
+
+
+def _run_audit_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from rlft.responsible.audit_log import HEAD_NAME, LOG_NAME, load_key, verify_log
+
+    target = Path(args.run_dir)
+    log = target if target.is_file() else target / LOG_NAME
+    result = verify_log(log, log.with_name(HEAD_NAME), load_key(args.key_file))
+    if args.json:
+        print(json.dumps({"log": str(log), **asdict(result)}))
+    elif result.ok:
+        signed = "signed, signatures checked" if result.signed and not result.warning else (
+            "signed" if result.signed else "not signed")
+        print(f"{log}: OK, {result.records} records, chain intact ({signed}).")
+    else:
+        print(f"{log}: TAMPERED: {result.problem}")
+    if result.warning and not args.json:
+        print(f"warning: {result.warning}", file=sys.stderr)
+    return 0 if result.ok else 1

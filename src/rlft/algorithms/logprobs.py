@@ -17,6 +17,11 @@ def selective_log_softmax(logits: torch.Tensor, token_ids: torch.Tensor) -> torc
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution at each position. (B, T, V) -> (B, T)."""
+    """Entropy of the categorical distribution at each position. (B, T, V) -> (B, T).
+
+    -sum_v p_v log p_v, with 0 log 0 = 0: logits of -inf (masked vocabulary) would otherwise give
+    0 * -inf = NaN, in the value and in its gradient.
+    """
     logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    finite_logp = logp.clamp(min=torch.finfo(logp.dtype).min)
+    return -(logp.exp() * finite_logp).sum(-1)

@@ -25,16 +25,20 @@ KL_CLAMP = 10.0
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """k1 = log_ratio, clamped to [-KL_CLAMP, KL_CLAMP]. (B, T), (B, T) -> (B, T)."""
     log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return log_ratio.clamp(-KL_CLAMP, KL_CLAMP)
 
 
 def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """k2 = 0.5 * log_ratio**2, at most KL_CLAMP. (B, T), (B, T) -> (B, T)."""
     log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return (0.5 * log_ratio.square()).clamp(max=KL_CLAMP)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """k3 = exp(-log_ratio) - 1 + log_ratio (GRPO, Shao et al., 2024, eq. 4), at most KL_CLAMP.
+    (B, T), (B, T) -> (B, T)."""
     log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return (torch.exp(-log_ratio) - 1 + log_ratio).clamp(max=KL_CLAMP)
 
@@ -86,6 +90,7 @@ class FixedKLController:
     horizon: int | None = None
 
     def update(self, current_kl: float, n_steps: int) -> float:
+        """Returns the unchanged beta."""
         return self.beta
 
 

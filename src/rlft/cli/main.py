@@ -15,6 +15,7 @@ from rlft.errors import RlftError
 COMMAND_MODULES = [
     "rlft.cli.train_commands",
     "rlft.cli.responsible_commands",
+    "rlft.cli.feedback_commands",
 ]
 
 

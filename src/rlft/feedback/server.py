@@ -1,0 +1,253 @@
+"""The feedback web app: FastAPI on uvicorn, in front of a :class:`~rlft.feedback.store.Store`.
+
+This module imports FastAPI and uvicorn at the top; nothing else in rlft imports it, so they load
+only when a server is started.
+
+HTTP API (every ``/api`` route except ``/api/health`` needs ``Authorization: Bearer TOKEN``;
+an unknown or missing token gets 401):
+
+=========================  ========================================================================
+``GET /``                  the annotation page
+``GET /api/health``        ``{"ok": true}``
+``GET /api/me``            ``{name, consented, consent_text, mode}``
+``POST /api/consent``      record the annotator's consent (204)
+``GET /api/next?kind=``    the next item for this annotator (200), or 204 when none is left
+``POST /api/judgements``   store a judgement: 201 stored, 200 a repeat of an idempotency key
+                           (stored once), 409 the key was used for a different judgement,
+                           403 no consent yet, 404 unknown item, 413 body too large, 422 invalid
+=========================  ========================================================================
+"""
+
+import asyncio
+import hashlib
+import socket
+import threading
+from typing import Annotated, Any, Literal
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlft.feedback.page import PAGE
+from rlft.feedback.store import Annotator, Judgement, Store, UnknownItemError
+
+DEFAULT_CONSENT_TEXT = (
+    "Your judgements and comments will be stored with your annotator name and used to train "
+    "language models. Do not enter personal information in comments."
+)
+MAX_BODY_BYTES = 16 * 1024
+
+
+class JudgementIn(BaseModel):
+    """A submission from the page (or any client)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=128)
+    kind: Literal["pair", "rating"] = "pair"
+    choice: Literal["A", "B", "tie", "up", "down"]
+    side: Literal["A", "B"] | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+    idempotency_key: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @model_validator(mode="after")
+    def _choice_fits_kind(self) -> "JudgementIn":
+        if self.kind == "pair" and (self.choice not in ("A", "B", "tie") or self.side is not None):
+            raise ValueError("a pair judgement has choice A, B or tie and no side")
+        if self.kind == "rating" and (self.choice not in ("up", "down") or self.side is None):
+            raise ValueError("a rating has choice up or down and a side (A or B)")
+        return self
+
+
+class BodyLimit:
+    """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI middleware)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:  # bodies are small: read it all, then replay it to the app
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # type: ignore[no-any-return]
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Any, receive: Any, send: Any) -> None:
+        response = JSONResponse(
+            {"detail": f"Request body over {self.max_bytes} bytes."}, status_code=413
+        )
+        await response(scope, receive, send)
+
+
+def create_app(
+    store: Store,
+    mode: Literal["pair", "rating"] = "pair",
+    consent_text: str = DEFAULT_CONSENT_TEXT,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Any:
+    """The ASGI app. ``mode`` is what the page asks annotators for: compare two or rate one."""
+    app = FastAPI(title="rlft feedback", docs_url=None, redoc_url=None)
+
+    def annotator(request: Request) -> Annotator:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        found = None
+        if scheme.lower() == "bearer" and 0 < len(token) <= 256:
+            found = store.annotator_for_token(token.strip())
+        if found is None:
+            raise HTTPException(
+                401, "Unknown or missing token.", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    Who = Annotated[Annotator, Depends(annotator)]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE
+
+    @app.get("/api/health")
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/api/me")
+    def me(who: Who) -> dict[str, Any]:
+        return {
+            "name": who.name,
+            "consented": who.consented,
+            "consent_text": consent_text,
+            "mode": mode,
+        }
+
+    @app.post("/api/consent", status_code=204)
+    def consent(who: Who) -> Response:
+        store.record_consent(who.id)
+        return Response(status_code=204)
+
+    @app.get("/api/next")
+    def next_item(who: Who, kind: Literal["pair", "rating"] = mode) -> Any:
+        found = store.next_item(who.id, kind)
+        if found is None:
+            return Response(status_code=204)
+        item, side = found
+        if kind == "rating":
+            text = item.completion_a if side == "A" else item.completion_b
+            options = [{"side": side, "text": text}]
+        else:
+            options = [
+                {"side": "A", "text": item.completion_a},
+                {"side": "B", "text": item.completion_b},
+            ]
+            if _shown_swapped(
+                item.id, who.id
+            ):  # against position bias: half the items show B first
+                options.reverse()
+        return {"item_id": item.id, "kind": kind, "prompt": item.prompt, "options": options}
+
+    @app.post("/api/judgements", status_code=201)
+    def submit(body: JudgementIn, who: Who) -> Any:
+        if not who.consented:
+            raise HTTPException(403, "Give consent first (POST /api/consent).")
+        judgement = Judgement(
+            body.idempotency_key,
+            body.item_id,
+            who.id,
+            body.kind,
+            body.choice,
+            body.side,
+            body.comment,
+        )
+        try:
+            result = store.submit(judgement)
+        except UnknownItemError as exc:
+            raise HTTPException(404, str(exc)) from None
+        if result.conflict:
+            raise HTTPException(
+                409, "This idempotency key was already used for a different judgement."
+            )
+        if not result.created:
+            return JSONResponse(
+                {"id": result.id, "stored": False, "duplicate": True}, status_code=200
+            )
+        return {"id": result.id, "stored": True, "duplicate": False}
+
+    return BodyLimit(app, max_body_bytes)
+
+
+def _shown_swapped(item_id: str, annotator_id: int) -> bool:
+    return hashlib.sha256(f"{item_id}:{annotator_id}".encode()).digest()[0] & 1 == 1
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back with ``getsockname()``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class BackgroundServer:
+    """Run the app on uvicorn in a thread: for tests, benchmarks and scripted annotators.
+
+    >>> with BackgroundServer(create_app(store)) as server:
+    ...     httpx.get(server.url + "/api/health")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sock = bind_socket(host, port)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._serve, name="rlft-feedback-server", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("The feedback server failed to start.")
+            threading.Event().wait(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def serve(
+    store: Store, host: str, port: int, mode: Literal["pair", "rating"], consent_text: str
+) -> None:
+    """Serve until interrupted (the ``rlft feedback serve`` command)."""
+    app = create_app(store, mode=mode, consent_text=consent_text)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,451 @@
+"""Where human feedback is kept: SQLite (default, a file in WAL mode) or PostgreSQL (a URL).
+
+Both go through the same few SQL statements on plain DB-API connections (``sqlite3`` and
+``psycopg`` 3). The statements are written once with ``?`` placeholders; the PostgreSQL dialect
+rewrites them to ``%s``. We chose this over SQLAlchemy Core because the schema is three tables
+and a dozen statements that both databases understand as written (``ON CONFLICT ... DO NOTHING``,
+``RETURNING``), so an ORM layer would add a dependency and hide the SQL without removing any
+code. Values always travel as query parameters, never in the SQL text.
+
+Feedback is never dropped: every write runs in its own transaction (SQLite: ``BEGIN IMMEDIATE``,
+so writers queue instead of failing mid-transaction), a busy or locked database and a lost
+PostgreSQL connection are retried with backoff, and SQLite runs with ``synchronous=FULL`` so a
+committed judgement survives a power cut. The idempotency key is ``UNIQUE`` in the database, so
+a double click or a client retry stores one row however the requests interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rlft.errors import RlftError
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    completion_a TEXT NOT NULL,
+    completion_b TEXT,
+    source TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annotators (
+    id {id_pk},
+    name TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    consent_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judgements (
+    id {id_pk},
+    idempotency_key TEXT NOT NULL UNIQUE,
+    item_id TEXT NOT NULL REFERENCES items (id),
+    annotator_id BIGINT NOT NULL REFERENCES annotators (id),
+    kind TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    side TEXT,
+    comment TEXT,
+    created_at TEXT NOT NULL,
+    CHECK ((kind = 'pair' AND choice IN ('A', 'B', 'tie') AND side IS NULL)
+        OR (kind = 'rating' AND choice IN ('up', 'down') AND side IN ('A', 'B')))
+);
+CREATE INDEX IF NOT EXISTS judgements_item ON judgements (item_id);
+CREATE INDEX IF NOT EXISTS judgements_annotator ON judgements (annotator_id)
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """A prompt with one completion (rating only) or two (pairwise comparison)."""
+
+    id: str
+    prompt: str
+    completion_a: str
+    completion_b: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Annotator:
+    id: int
+    name: str
+    consented: bool
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One submission. ``kind='pair'``: choice A/B/tie. ``kind='rating'``: choice up/down on ``side``."""
+
+    idempotency_key: str
+    item_id: str
+    annotator_id: int
+    kind: str
+    choice: str
+    side: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """``created``: this call stored the row. ``conflict``: the key was already used for another judgement."""
+
+    id: int
+    created: bool
+    conflict: bool = False
+
+
+class UnknownItemError(RlftError):
+    """A judgement names an item that is not in the store (or has no completion B for a pair)."""
+
+
+def item_id_for(prompt: str, completion_a: str, completion_b: str | None) -> str:
+    """A stable id from the content, so loading the same file twice adds nothing."""
+    digest = hashlib.sha256("\x00".join([prompt, completion_a, completion_b or ""]).encode())
+    return digest.hexdigest()[:16]
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class _SQLite:
+    name = "sqlite"
+    id_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self, path: str, busy_timeout_s: float) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+    def connect(self) -> Any:
+        # isolation_level=None: we issue BEGIN ourselves; timeout is SQLite's busy handler.
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def retryable(self, exc: BaseException) -> tuple[bool, bool]:
+        """(retry?, reconnect first?)"""
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in text or "busy" in text
+        ), False
+
+
+class _Postgres:
+    name = "postgresql"
+    id_pk = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise RlftError("PostgreSQL needs psycopg 3: pip install 'rlft[feedback]'.") from None
+        self.psycopg = psycopg
+        self.url = url
+
+    def connect(self) -> Any:
+        try:
+            return self.psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+        except self.psycopg.OperationalError as exc:
+            raise RlftError(f"Cannot connect to PostgreSQL at {_redact(self.url)}: {exc}") from None
+
+    def begin(self, conn: Any, write: bool) -> None:
+        pass  # psycopg opens a transaction at the first statement
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def retryable(self, exc: BaseException) -> tuple[bool, bool]:
+        errors = self.psycopg.errors
+        if isinstance(exc, (errors.SerializationFailure, errors.DeadlockDetected)):
+            return True, False
+        if isinstance(exc, self.psycopg.OperationalError):
+            return True, True
+        return False, False
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+class Store:
+    """Items, annotators and judgements in SQLite or PostgreSQL; safe to share between threads.
+
+    ``target`` is a file path (SQLite) or a ``postgresql://`` URL. Each thread gets its own
+    connection. A transaction that finds the database busy is retried whole, up to
+    ``max_retries`` times with exponential backoff, after SQLite's own wait of ``busy_timeout_s``.
+    """
+
+    def __init__(
+        self, target: str | Path, max_retries: int = 8, busy_timeout_s: float = 10.0
+    ) -> None:
+        target = str(target)
+        is_pg = target.startswith(("postgresql://", "postgres://"))
+        self.dialect: Any = _Postgres(target) if is_pg else _SQLite(target, busy_timeout_s)
+        self.max_retries = max_retries
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._run(self._create_schema, write=True)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.dialect.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _run(self, fn: Callable[[_Cursor], T], write: bool = False) -> T:
+        """Run ``fn`` in one transaction; retry it whole when the database is busy."""
+        delay = 0.005
+        for attempt in range(self.max_retries + 1):
+            try:
+                conn = self._connection()
+                self.dialect.begin(conn, write)
+                result = fn(_Cursor(conn.cursor(), self.dialect))
+                conn.commit()
+                return result
+            except Exception as exc:
+                self._rollback()
+                retry, reconnect = self.dialect.retryable(exc)
+                if not retry or attempt == self.max_retries:
+                    raise
+                if reconnect:
+                    self._drop_connection()
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _rollback(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except Exception:
+            self._drop_connection()  # a connection that cannot roll back is not reused
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+    def _create_schema(self, cur: _Cursor) -> None:
+        for statement in SCHEMA.format(id_pk=self.dialect.id_pk).split(";"):
+            if statement.strip():
+                cur.execute(statement)
+
+    # -- items ------------------------------------------------------------------------------------
+
+    def add_items(self, items: Iterable[Item]) -> int:
+        """Insert items; ones already present (same id) are skipped. Returns how many were new."""
+        rows = [(i.id, i.prompt, i.completion_a, i.completion_b, i.source, _now()) for i in items]
+
+        def op(cur: _Cursor) -> int:
+            added = 0
+            for row in rows:
+                cur.execute(
+                    "INSERT INTO items (id, prompt, completion_a, completion_b, source, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    row,
+                )
+                added += cur.fetchone() is not None
+            return added
+
+        return self._run(op, write=True)
+
+    def next_item(self, annotator_id: int, kind: str) -> tuple[Item, str | None] | None:
+        """The next item this annotator has not judged, least-judged first; for ratings, also the side."""
+        if kind == "pair":
+            sql = (
+                "SELECT i.id, i.prompt, i.completion_a, i.completion_b, NULL FROM items i "
+                "WHERE i.completion_b IS NOT NULL AND NOT EXISTS (SELECT 1 FROM judgements j "
+                "WHERE j.item_id = i.id AND j.annotator_id = ? AND j.kind = 'pair') "
+                "ORDER BY (SELECT COUNT(*) FROM judgements k WHERE k.item_id = i.id AND k.kind = 'pair'), i.id "
+                "LIMIT 1"
+            )
+        else:
+            sql = (
+                "SELECT i.id, i.prompt, i.completion_a, i.completion_b, s.side FROM items i "
+                "CROSS JOIN (SELECT 'A' AS side UNION ALL SELECT 'B' AS side) s "
+                "WHERE (s.side = 'A' OR i.completion_b IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM "
+                "judgements j WHERE j.item_id = i.id AND j.annotator_id = ? AND j.kind = 'rating' "
+                "AND j.side = s.side) ORDER BY i.id, s.side LIMIT 1"
+            )
+
+        def op(cur: _Cursor) -> tuple[Item, str | None] | None:
+            cur.execute(sql, (annotator_id,))
+            row = cur.fetchone()
+            return None if row is None else (Item(row[0], row[1], row[2], row[3]), row[4])
+
+        return self._run(op)
+
+    # -- annotators -------------------------------------------------------------------------------
+
+    def add_annotator(self, name: str, consent: bool = False) -> str:
+        """Register an annotator and return their bearer token (only its hash is stored)."""
+        token = "rlft_" + secrets.token_urlsafe(32)
+
+        def op(cur: _Cursor) -> None:
+            cur.execute("SELECT 1 FROM annotators WHERE name = ?", (name,))
+            if cur.fetchone() is not None:
+                raise RlftError(f"An annotator named {name!r} already exists; choose another name.")
+            cur.execute(
+                "INSERT INTO annotators (name, token_hash, consent_at, created_at) VALUES (?, ?, ?, ?)",
+                (name, hash_token(token), _now() if consent else None, _now()),
+            )
+
+        self._run(op, write=True)
+        return token
+
+    def annotator_for_token(self, token: str) -> Annotator | None:
+        def op(cur: _Cursor) -> Annotator | None:
+            cur.execute(
+                "SELECT id, name, consent_at FROM annotators WHERE token_hash = ?",
+                (hash_token(token),),
+            )
+            row = cur.fetchone()
+            return None if row is None else Annotator(int(row[0]), row[1], row[2] is not None)
+
+        return self._run(op)
+
+    def record_consent(self, annotator_id: int) -> None:
+        def op(cur: _Cursor) -> None:
+            cur.execute(
+                "UPDATE annotators SET consent_at = ? WHERE id = ? AND consent_at IS NULL",
+                (_now(), annotator_id),
+            )
+
+        self._run(op, write=True)
+
+    # -- judgements -------------------------------------------------------------------------------
+
+    def submit(self, j: Judgement) -> SubmitResult:
+        """Store a judgement once per idempotency key; a repeat returns the first row's id."""
+
+        def op(cur: _Cursor) -> SubmitResult:
+            cur.execute("SELECT completion_b FROM items WHERE id = ?", (j.item_id,))
+            item = cur.fetchone()
+            if item is None:
+                raise UnknownItemError(f"No item with id {j.item_id!r}.")
+            if item[0] is None and (j.kind == "pair" or j.side == "B"):
+                raise UnknownItemError(f"Item {j.item_id!r} has only completion A.")
+            cur.execute(
+                "INSERT INTO judgements (idempotency_key, item_id, annotator_id, kind, choice, side, "
+                "comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (
+                    j.idempotency_key,
+                    j.item_id,
+                    j.annotator_id,
+                    j.kind,
+                    j.choice,
+                    j.side,
+                    j.comment,
+                    _now(),
+                ),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                return SubmitResult(int(row[0]), created=True)
+            cur.execute(
+                "SELECT id, item_id, annotator_id, kind, choice, side FROM judgements WHERE idempotency_key = ?",
+                (j.idempotency_key,),
+            )
+            first = cur.fetchone()
+            same = tuple(first[1:]) == (j.item_id, j.annotator_id, j.kind, j.choice, j.side)
+            return SubmitResult(int(first[0]), created=False, conflict=not same)
+
+        return self._run(op, write=True)
+
+    def judgements(self) -> list[dict[str, Any]]:
+        """Every judgement joined with its item and annotator, oldest first."""
+
+        def op(cur: _Cursor) -> list[dict[str, Any]]:
+            cur.execute(
+                "SELECT j.id, j.idempotency_key, j.item_id, a.name, j.kind, j.choice, j.side, j.comment, "
+                "j.created_at, i.prompt, i.completion_a, i.completion_b FROM judgements j "
+                "JOIN items i ON i.id = j.item_id JOIN annotators a ON a.id = j.annotator_id ORDER BY j.id"
+            )
+            keys = ("id", "idempotency_key", "item_id", "annotator", "kind", "choice", "side", "comment",
+                    "created_at", "prompt", "completion_a", "completion_b")  # fmt: skip
+            return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+
+        return self._run(op)
+
+    def counts(self) -> dict[str, int]:
+        def op(cur: _Cursor) -> dict[str, int]:
+            out = {}
+            for table in ("items", "annotators", "judgements"):
+                cur.execute(f"SELECT COUNT(*) FROM {table}")  # table names are constants
+                out[table] = int(cur.fetchone()[0])
+            return out
+
+        return self._run(op)
+
+
+class _Cursor:
+    """A DB-API cursor that speaks the ``?`` placeholder style on both dialects."""
+
+    def __init__(self, cursor: Any, dialect: Any) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> None:
+        self._cursor.execute(self._dialect.sql(statement), params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall())

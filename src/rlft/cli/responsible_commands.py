@@ -13,6 +13,7 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     _register_privacy(sub)
     _register_audit(sub)
+    _register_card_and_report(sub)
 
 
 def _register_privacy(sub: argparse._SubParsersAction) -> None:
@@ -125,3 +126,49 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
     if result.warning and not args.json:
         print(f"warning: {result.warning}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _register_card_and_report(sub: argparse._SubParsersAction) -> None:
+    card = sub.add_parser(
+        "card",
+        help="Write a model card (Markdown and HTML) for a run.",
+        description="Write RUN/model_card.md and RUN/model_card.html: base model, RL method and "
+        "hyperparameters, reward definition, KL budget, data provenance, privacy-scrub counts, "
+        "evaluation before and after RL, bias audit, limitations and intended use.",
+    )
+    card.add_argument("run_dir", metavar="RUN", help="A run folder.")
+    card.add_argument("--out-dir", help="Write the card here instead of into RUN.")
+    card.set_defaults(run=_run_card)
+    report = sub.add_parser(
+        "report",
+        help="Write one HTML page: learning curves, samples early vs late, per-token view.",
+        description="Write RUN/report.html: learning curves from metrics.jsonl, sample completions "
+        "early vs late in training, and a per-token view of completions of held-out prompts "
+        "coloured by advantage, KL to the base model and log-probability change.",
+    )
+    report.add_argument("run_dir", metavar="RUN", help="A finished run folder.")
+    report.add_argument("-o", "--output", help="Where to write the page (default RUN/report.html).")
+    report.add_argument("--prompts", type=int, default=4, help="Held-out prompts in the per-token view (default 4).")
+    report.set_defaults(run=_run_report)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlft.responsible.card import write_card
+
+    md, page = write_card(Path(args.run_dir), Path(args.out_dir) if args.out_dir else None)
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlft.cli.train_commands import _quiet_transformers
+    from rlft.responsible.report import write_report
+
+    _quiet_transformers()
+    out = write_report(Path(args.run_dir), Path(args.output) if args.output else None, args.prompts)
+    print(f"wrote {out}")
+    return 0

@@ -86,7 +86,7 @@ def score(
     return out
 
 
-def _as_output(raw: Sequence[float] | RewardOutput) -> RewardOutput:
+def _as_output(raw: Any) -> RewardOutput:
     if isinstance(raw, RewardOutput):
         return RewardOutput([float(v) for v in raw.rewards], raw.components)
     if hasattr(raw, "tolist"):  # a tensor or an array

@@ -215,7 +215,7 @@ def load_function(ref: str) -> Callable[..., Any]:
         )
     if not callable(fn):
         raise RewardSpecError(f"python.function={ref!r}: {attr!r} is not callable.")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,19 +63,19 @@ def build_reward(spec: Mapping[str, Any] | RewardFunction, where: str = "reward"
         raise RewardSpecError(
             f"{where}.type={kind!r} is not a reward.{hint} Choose one of: {', '.join(builders)}."
         )
-    return builders[kind](params, where)  # type: ignore[no-any-return]
+    reward: RewardFunction = builders[kind](params, where)
+    return reward
 
 
 def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:
     out: dict[str, Callable[[dict[str, Any], str], Any]] = {
-        name: (lambda params, where, cls=cls: _build_dataclass(cls, params, where))
-        for name, cls in REWARDS.items()
+        name: functools.partial(_build_dataclass, cls) for name, cls in REWARDS.items()
     }
     out["weighted"] = _build_weighted
     return out
 
 
-def _build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
+def _build_dataclass(cls: Any, params: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in params if key not in fields]
     missing = [

@@ -104,6 +104,24 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--key-file", help="File holding the HMAC key the log was signed with.")
     verify.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
     verify.set_defaults(run=_run_audit_verify)
+    bias = asub.add_parser(
+        "bias",
+        help="Counterfactual bias audit of a run (base vs final model) or a model folder.",
+        description="Fill counterfactual templates with the terms of each demographic group and "
+        "compare groups: mean log-probability of fixed continuations, VADER sentiment of sampled "
+        "completions and, with --reward, mean reward; disparities with 95%% bootstrap CIs. For a "
+        "run folder, base_model and final_model are audited (before vs after RL) and "
+        "bias_audit.json/.md are written into it, where `rlft card` finds them.",
+    )
+    bias.add_argument("target", metavar="RUN_OR_MODEL", help="A run folder or a Hugging Face model folder.")
+    bias.add_argument("--templates", help="YAML/JSON file of extra or replacement attributes (same shape as the shipped ones).")
+    bias.add_argument("--attributes", help="Comma-separated attributes to audit (default: all).")
+    bias.add_argument("--reward", help="Also compare mean reward: module:function taking (prompts, completions).")
+    bias.add_argument("--samples", type=int, default=2, help="Sampled completions per prompt (default 2).")
+    bias.add_argument("--max-new-tokens", type=int, default=12)
+    bias.add_argument("--seed", type=int, default=0)
+    bias.add_argument("--out-dir", help="Where to write bias_audit.json/.md (default: the run folder, or '.').")
+    bias.set_defaults(run=_run_audit_bias)
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
@@ -171,4 +189,40 @@ def _run_report(args: argparse.Namespace) -> int:
     _quiet_transformers()
     out = write_report(Path(args.run_dir), Path(args.output) if args.output else None, args.prompts)
     print(f"wrote {out}")
+    return 0
+
+
+def _run_audit_bias(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlft.cli.train_commands import _quiet_transformers
+    from rlft.errors import RlftError
+    from rlft.models.loading import load_policy
+    from rlft.responsible import bias
+
+    _quiet_transformers()
+    attributes = bias.load_templates(args.templates)
+    if args.attributes:
+        wanted = [a.strip() for a in args.attributes.split(",")]
+        unknown = [a for a in wanted if a not in attributes]
+        if unknown:
+            raise RlftError(f"Unknown attribute(s) {unknown}; available: {', '.join(attributes)}.")
+        attributes = {a: attributes[a] for a in wanted}
+    reward = bias.load_reward(args.reward) if args.reward else None
+    target = Path(args.target)
+    if (target / "config.yaml").exists() and not (target / "config.json").exists():
+        names = [n for n in ("base_model", "final_model") if (target / n / "config.json").exists()]
+        if not names:
+            raise RlftError(f"Run folder {target} has no base_model/ or final_model/ yet.")
+        models = {n.removesuffix("_model"): load_policy(str(target / n)) for n in names}
+        out_dir = Path(args.out_dir) if args.out_dir else target
+    else:
+        models = {"model": load_policy(args.target)}
+        out_dir = Path(args.out_dir or ".")
+    result = bias.audit(models, attributes, reward, args.samples, args.max_new_tokens, args.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bias_audit.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "bias_audit.md").write_text(bias.markdown(result))
+    print(result["summary"])
+    print(f"wrote {out_dir / 'bias_audit.json'} and {out_dir / 'bias_audit.md'}")
     return 0

@@ -87,19 +87,91 @@ class RolloutConfig:
     max_new_tokens: int = _f(8, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
 
 
+ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")
+
+# Each algorithm is a named combination of registry entries (see docs/algorithms.md). A recipe may
+# override any of these; fields it leaves empty (null) take the algorithm's value.
+ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
+    # Shao et al. (2024), DeepSeekMath: group-normalised outcome advantages, clipped surrogate,
+    # k3 KL in the loss. Token-mean aggregation (as in DAPO / TRL) rather than the paper's
+    # sequence mean, so long completions are not down-weighted per token.
+    "grpo": dict(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=True,
+                 kl_placement="loss", kl_estimator="k3", kl_coef=0.04, loss_agg_mode="token_mean"),
+    # Liu et al. (2025), "Understanding R1-Zero-Like Training": no std scaling, no length
+    # normalisation (constant normaliser), no KL.
+    "dr_grpo": dict(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=False,
+                    kl_placement="loss", kl_estimator="k3", kl_coef=0.0, loss_agg_mode="seq_mean_token_sum_norm"),
+    # Ahmadian et al. (2024), "Back to Basics": leave-one-out baseline, REINFORCE on whole
+    # sequences, KL to the reference as a reward penalty.
+    "rloo": dict(advantage_estimator="rloo", policy_loss="vanilla_pg", critic="none", scale_rewards=False,
+                 kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="seq_mean_token_mean"),
+    # Williams (1992) with a batch-mean baseline.
+    "reinforce": dict(advantage_estimator="reinforce", policy_loss="vanilla_pg", critic="none",
+                      scale_rewards=False, kl_placement="reward", kl_estimator="k1", kl_coef=0.05,
+                      loss_agg_mode="seq_mean_token_mean"),
+    # Hu (2025), REINFORCE++: global batch normalisation, clipped surrogate, token KL in the reward.
+    "reinforce_pp": dict(advantage_estimator="reinforce_pp", policy_loss="ppo_clip", critic="none",
+                         scale_rewards=True, kl_placement="reward", kl_estimator="k1", kl_coef=0.01,
+                         loss_agg_mode="token_mean"),
+    # Schulman et al. (2017) as used for RLHF by Ziegler et al. (2019) / Ouyang et al. (2022): a
+    # critic on the policy's trunk, GAE, several epochs of minibatches, KL penalty in the reward.
+    "ppo": dict(advantage_estimator="gae", policy_loss="ppo_clip", critic="value_head", scale_rewards=True,
+                kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="token_mean"),
+    # Mnih et al. (2016), synchronous advantage actor-critic: one on-policy update per batch.
+    "a2c": dict(advantage_estimator="gae", policy_loss="vanilla_pg", critic="value_head", scale_rewards=True,
+                kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="token_mean",
+                lam=1.0, entropy_coef=0.01),
+}
+
+
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    """The RL algorithm: which estimators and losses, and their coefficients."""
+    """The RL algorithm: a named combination of an advantage estimator, a policy loss, a critic
+    and KL control. Fields left empty take the value of the named algorithm (``ALGORITHM_PRESETS``)."""
 
-    name: Literal["grpo"] = _f("grpo", "Which algorithm.")
-    group_size: int = _f(8, "Completions sampled per prompt (G).", ge=2)
-    clip_eps: float = _f(0.2, "PPO clip range of the importance ratio.", gt=0)
-    kl_coef: float = _f(0.04, "Weight of the KL penalty to the reference model (beta).", ge=0)
-    kl_estimator: Literal["k1", "k2", "k3"] = _f("k3", "Estimator of KL(policy || reference).")
-    scale_rewards: bool = _f(True, "Divide group-centred rewards by the group std (GRPO); False is Dr.GRPO.")
-    loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = _f(
-        "token_mean", "How per-token losses are averaged into one number."
+    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c"] = _f(
+        "grpo", "Which algorithm; sets the defaults of the fields below (docs/algorithms.md)."
     )
+    advantage_estimator: Literal["grpo", "rloo", "reinforce", "reinforce_pp", "gae"] | None = _f(
+        None, "Advantage estimator (rlft.algorithms.advantages.ADVANTAGE_ESTIMATORS)."
+    )
+    policy_loss: Literal["ppo_clip", "vanilla_pg"] | None = _f(
+        None, "Policy loss (rlft.algorithms.losses.POLICY_LOSSES)."
+    )
+    critic: Literal["none", "value_head", "separate"] | None = _f(
+        None, "Critic: none, a value head on the policy's trunk, or a separate copy of the model with its own head."
+    )
+    group_size: int = _f(8, "Completions sampled per prompt (G).", ge=1)
+    clip_low: float = _f(0.2, "PPO clip range below 1 of the importance ratio.", gt=0, lt=1)
+    clip_high: float = _f(0.2, "PPO clip range above 1 (larger than clip_low = DAPO's clip-higher).", gt=0)
+    clip_ratio_c: float | None = _f(None, "Dual-clip bound for negative advantages (e.g. 3.0); empty disables it.", gt=1)
+    kl_coef: float | None = _f(None, "Initial weight of the KL penalty to the reference model (beta).", ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] | None = _f(None, "Estimator of KL(policy || reference).")
+    kl_placement: Literal["loss", "reward"] | None = _f(
+        None, "Where the KL penalty goes: a term of the loss (GRPO) or a per-token reward penalty (PPO)."
+    )
+    kl_controller: Literal["fixed", "adaptive"] = _f(
+        "fixed", "Fixed beta, or the adaptive controller of Ziegler et al. (2019) that steers toward kl_target."
+    )
+    kl_target: float = _f(6.0, "Target KL (nats per sequence) of the adaptive controller.", gt=0)
+    kl_horizon: int = _f(10000, "Horizon (samples) of the adaptive controller.", ge=1)
+    scale_rewards: bool | None = _f(
+        None, "Divide advantages by a std (group std for grpo, batch std for reinforce_pp/gae); False for grpo is Dr.GRPO."
+    )
+    loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = _f(
+        None, "How per-token losses are averaged into one number."
+    )
+    gamma: float = _f(1.0, "Discount per token (gae, reinforce_pp).", ge=0, le=1)
+    lam: float | None = _f(None, "GAE lambda (0.95 for ppo, 1.0 for a2c).", ge=0, le=1)
+    entropy_coef: float | None = _f(None, "Weight of the entropy bonus (0.01 for a2c, 0 otherwise).", ge=0)
+    vf_coef: float = _f(0.5, "Weight of the critic's value loss.", ge=0)
+    value_clip: float | None = _f(0.2, "Value clipping range of the critic loss; empty disables it.", gt=0)
+
+    def resolved(self) -> AlgorithmConfig:
+        """This config with every empty field taken from the named algorithm."""
+        preset = {"lam": 0.95, "entropy_coef": 0.0, **ALGORITHM_PRESETS[self.name]}
+        fill = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill)
 
 
 @dataclass(frozen=True)
@@ -108,8 +180,15 @@ class TrainConfig:
 
     steps: int = _f(100, "Optimiser steps of RL.", ge=0)
     batch_size: int = _f(128, "Completions per step; must be a multiple of algorithm.group_size.", ge=1)
-    micro_batch_size: int = _f(128, "Completions per forward/backward pass (gradient accumulation).", ge=1)
-    epochs_per_batch: int = _f(1, "Passes over each rollout batch (sample reuse); 1 is on-policy.", ge=1)
+    micro_batch_size: int | None = _f(
+        None, "Completions per forward/backward pass (gradient accumulation). Empty: the mini-batch size.", ge=1
+    )
+    epochs_per_batch: int | None = _f(
+        None, "Passes over each rollout batch (sample reuse). Empty: 4 for ppo, 1 otherwise.", ge=1
+    )
+    mini_batch_size: int | None = _f(
+        None, "Completions per optimiser step within a batch. Empty: batch_size/4 for ppo, batch_size otherwise.", ge=1
+    )
     learning_rate: float = _f(2e-4, "AdamW learning rate.", gt=0)
     weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this.", gt=0)
@@ -150,18 +229,63 @@ class RecipeConfig:
     eval: EvalConfig = _f(EvalConfig(), "Evaluation.")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "Checkpointing.")
 
+    def resolved(self) -> RecipeConfig:
+        """Fill every empty field from the named algorithm's defaults."""
+        algorithm = self.algorithm.resolved()
+        reuse = algorithm.name == "ppo"
+        mini = self.train.mini_batch_size or (
+            max(self.train.batch_size // 4, 1) if reuse else self.train.batch_size
+        )
+        train = dataclasses.replace(
+            self.train,
+            epochs_per_batch=self.train.epochs_per_batch or (4 if reuse else 1),
+            mini_batch_size=mini,
+            micro_batch_size=self.train.micro_batch_size or mini,
+        )
+        return dataclasses.replace(self, algorithm=algorithm, train=train)
+
     def check(self) -> None:
-        """Cross-field checks that no single field can express."""
+        """Cross-field checks that no single field can express (on a resolved config)."""
+        algo = self.algorithm
+        if algo.advantage_estimator == "gae" and algo.critic == "none":
+            raise ConfigError(
+                "algorithm.advantage_estimator='gae' needs a critic to estimate values, but "
+                "algorithm.critic='none'. Set algorithm.critic: value_head (or separate), or use a "
+                "critic-free estimator (grpo, rloo, reinforce, reinforce_pp)."
+            )
+        if algo.critic != "none" and algo.advantage_estimator != "gae":
+            raise ConfigError(
+                f"algorithm.critic={algo.critic!r} would be trained but never used: the "
+                f"{algo.advantage_estimator!r} estimator ignores values. Use advantage_estimator: gae, "
+                "or critic: none."
+            )
+        if algo.advantage_estimator in ("grpo", "rloo") and algo.group_size < 2:
+            raise ConfigError(
+                f"algorithm.advantage_estimator={algo.advantage_estimator!r} compares completions of "
+                "the same prompt, so algorithm.group_size must be at least 2."
+            )
+        reuses = (self.train.epochs_per_batch or 1) > 1 or (self.train.mini_batch_size or 0) < self.train.batch_size
+        if algo.policy_loss == "vanilla_pg" and reuses:
+            raise ConfigError(
+                "algorithm.policy_loss='vanilla_pg' has no importance ratio, so it is only correct "
+                "for one on-policy update per batch; set train.epochs_per_batch=1 and "
+                "train.mini_batch_size=train.batch_size, or use policy_loss: ppo_clip."
+            )
+        if self.train.mini_batch_size and self.train.batch_size % self.train.mini_batch_size:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not a multiple of "
+                f"train.mini_batch_size={self.train.mini_batch_size}."
+            )
+        if self.train.mini_batch_size and self.train.mini_batch_size % (self.train.micro_batch_size or 1):
+            raise ConfigError(
+                f"train.mini_batch_size={self.train.mini_batch_size} is not a multiple of "
+                f"train.micro_batch_size={self.train.micro_batch_size}; pick a divisor."
+            )
         g = self.algorithm.group_size
         if self.train.batch_size % g:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is not a multiple of algorithm.group_size={g}: "
                 f"each prompt gets {g} completions. Use e.g. train.batch_size={max(g, self.train.batch_size // g * g)}."
-            )
-        if self.train.batch_size % self.train.micro_batch_size:
-            raise ConfigError(
-                f"train.batch_size={self.train.batch_size} is not a multiple of "
-                f"train.micro_batch_size={self.train.micro_batch_size}; pick a divisor of the batch size."
             )
         if self.model.tiny.num_heads % self.model.tiny.num_kv_heads:
             raise ConfigError(
@@ -211,9 +335,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error is the most precise
+            return _convert(value, options[0], where)
+        for arg in options:
             try:
                 return _convert(value, arg, where)
             except ConfigError:
@@ -306,7 +431,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     data = _deepcopy(data)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)
-    config = _build(RecipeConfig, data)
+    config = _build(RecipeConfig, data).resolved()
     config.check()
     return config
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.algorithms.logprobs import selective_log_softmax
+from rlft.algorithms.logprobs import entropy_from_logits, selective_log_softmax
 from rlft.types import Rollout
 
 
@@ -125,27 +125,44 @@ def sequence_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities (B, T) of the rollout's completion tokens under ``model``.
+    """Log-probabilities (B, T) of the rollout's completion tokens under ``model``, and the
+    per-token entropy (B, T) when asked. See :func:`score_completions`."""
+    logprobs, entropy, _ = score_completions(model, rollout, temperature, with_entropy)
+    return logprobs, entropy
 
-    One forward pass over prompt + completion; logits are divided by ``temperature`` so that they
-    describe the distribution the tokens were sampled from. Gradients flow unless the caller is in
-    ``torch.inference_mode``. Also returns the per-token entropy (B, T) when asked.
+
+def score_completions(
+    model: PreTrainedModel,
+    rollout: Rollout,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    value_head: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(logprobs, entropy, values), each (B, T), from one forward pass over prompt + completion.
+
+    Logits are divided by ``temperature`` so that they describe the distribution the tokens were
+    sampled from. ``values`` are ``value_head`` applied to the last hidden state at the position
+    that predicts each completion token, i.e. V(s_t) of the state before token t. Gradients flow
+    unless the caller is in ``torch.no_grad``/``inference_mode``; entropy never carries gradients.
     """
-    input_ids = rollout.input_ids
     attention_mask = rollout.attention_mask
     prompt_len = rollout.prompt_ids.shape[1]
-    logits = model(
-        input_ids=input_ids,
+    out = model(
+        input_ids=rollout.input_ids,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
         use_cache=False,
-    ).logits
+        output_hidden_states=value_head is not None,
+    )
     # The logit at position i predicts token i + 1.
-    logits = logits[:, prompt_len - 1 : -1, :].float() / temperature  # (B, T, V)
-    logprobs = selective_log_softmax(logits, rollout.completion_ids) * rollout.completion_mask
+    logits = out.logits[:, prompt_len - 1 : -1, :].float() / temperature  # (B, T, V)
+    mask = rollout.completion_mask
+    logprobs = selective_log_softmax(logits, rollout.completion_ids) * mask
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            logp = torch.log_softmax(logits, -1)
-            entropy = -(logp.exp() * logp).sum(-1)
-    return logprobs, entropy
+            entropy = entropy_from_logits(logits) * mask
+    values = None
+    if value_head is not None:
+        values = value_head(out.hidden_states[-1][:, prompt_len - 1 : -1, :]) * mask  # (B, T)
+    return logprobs, entropy, values

@@ -89,7 +89,7 @@ def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> TrainerState:
     weights = load_file(str(path / "model.safetensors"))
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(weights)
     extra = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(extra["optimizer"])
     _set_rng_state(extra["rng"])

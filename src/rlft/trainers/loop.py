@@ -8,6 +8,7 @@ algorithm's name: the recipe's choices are looked up in the registries of ``rlft
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -16,18 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.aggregation import aggregate_loss, masked_mean
-from rlft.algorithms.kl import KL_ESTIMATORS
-from rlft.algorithms.losses import clipped_surrogate_loss
+from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, kl_penalised_rewards
+from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
 from rlft.config import RecipeConfig
 from rlft.errors import NonFiniteError
 from rlft.evaluation import decode_completions, evaluate
 from rlft.models.loading import frozen_reference
-from rlft.rollout.sampling import encode_prompts, sample, sequence_logprobs
+from rlft.models.value_head import ValueHead
+from rlft.rollout.sampling import encode_prompts, sample, score_completions, sequence_logprobs
 from rlft.tasks import Problem
 from rlft.trainers.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from rlft.trainers.run_folder import RunFolder, write_json_atomic
@@ -49,27 +52,81 @@ class Batch:
     rollout: Rollout
     problems: list[Problem]
     completions: list[str]
-    rewards: torch.Tensor  # (B,)
+    rewards: torch.Tensor  # (B,) task reward of each completion
     advantages: torch.Tensor  # (B, T)
+    returns: torch.Tensor  # (B, T) critic targets
     ref_logprobs: torch.Tensor  # (B, T)
-    old_logprobs: torch.Tensor | None  # (B, T); None when the batch is used once (on-policy)
+    old_logprobs: torch.Tensor | None  # (B, T); None when each row is used in one update only
+    old_values: torch.Tensor | None  # (B, T); None without a critic
+    kl: torch.Tensor  # (B, T) KL estimate of the sampling policy to the reference
+
+
+@dataclass
+class Learner:
+    """What the optimiser trains: the policy and, for actor-critic methods, the critic.
+
+    ``critic_trunk`` is the policy itself for a value head on the policy's trunk, or a separate
+    copy of the model; ``value_head`` maps its last hidden state to V(s_t).
+    """
+
+    policy: PreTrainedModel
+    value_head: ValueHead | None = None
+    critic_trunk: PreTrainedModel | None = None
+
+    def modules(self) -> torch.nn.ModuleDict:
+        """The trainable modules under stable names (checkpoint keys)."""
+        parts: dict[str, torch.nn.Module] = {"policy": self.policy}
+        if self.value_head is not None:
+            parts["value_head"] = self.value_head
+        if self.critic_trunk is not None and self.critic_trunk is not self.policy:
+            parts["critic"] = self.critic_trunk
+        return torch.nn.ModuleDict(parts)
+
+    def score(
+        self, rollout: Rollout, temperature: float, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logprobs, entropy, values): one pass when the critic shares the policy's trunk."""
+        shared = self.critic_trunk is self.policy
+        logprobs, entropy, values = score_completions(
+            self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
+        )
+        if self.value_head is not None and not shared:
+            _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
+        return logprobs, entropy, values
+
+
+def build_learner(config: RecipeConfig, policy: PreTrainedModel) -> Learner:
+    critic = config.algorithm.critic
+    if critic == "none":
+        return Learner(policy)
+    trunk = policy if critic == "value_head" else copy.deepcopy(policy)
+    return Learner(policy, ValueHead(policy.config.hidden_size), trunk)
+
+
+def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sequence rewards -> (B, T), each on its completion's last counted token."""
+    last = (completion_mask.sum(-1).long() - 1).clamp(min=0)
+    token_rewards = torch.zeros_like(completion_mask)
+    token_rewards[torch.arange(len(rewards)), last] = rewards
+    return token_rewards
 
 
 def collect(
     config: RecipeConfig,
-    policy: PreTrainedModel,
+    learner: Learner,
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     task: Any,
     gen: torch.Generator,
+    kl_coef: float,
 ) -> Batch:
     """Rollout, reward and advantage for one step."""
     algo, G = config.algorithm, config.algorithm.group_size
     problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
-    policy.eval()
+    learner.policy.eval()
     rollout = sample(
-        policy,
+        learner.policy,
         prompt_ids,
         prompt_mask,
         eos_token_id=tokenizer.eos_token_id,
@@ -81,106 +138,151 @@ def collect(
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     rewards = torch.tensor(task.reward(completions, problems), dtype=torch.float32)  # (B,)
-    # Outcome reward on the last counted token of each completion.
-    last = (rollout.completion_mask.sum(-1).long() - 1).clamp(min=0)
-    token_rewards = torch.zeros_like(rollout.completion_mask)
-    token_rewards[torch.arange(len(problems)), last] = rewards
-    advantages, _returns = ADVANTAGE_ESTIMATORS[algo.name](
+    mask = rollout.completion_mask
+    with torch.no_grad():
+        ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
+        old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
+    kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs) * mask
+    token_rewards = outcome_token_rewards(rewards, mask)
+    if algo.kl_placement == "reward":
+        token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)
+    advantages, returns = ADVANTAGE_ESTIMATORS[algo.advantage_estimator](
         token_rewards,
-        rollout.completion_mask,
-        values=None,
+        mask,
+        values=old_values,
         group_size=G,
+        gamma=algo.gamma,
+        lam=algo.lam,
         scale_rewards=algo.scale_rewards,
     )
-    with torch.inference_mode():
-        ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
-        old_logprobs = None
-        if config.train.epochs_per_batch > 1:
-            old_logprobs, _ = sequence_logprobs(policy, rollout, config.rollout.temperature)
+    single_update = config.train.epochs_per_batch == 1 and config.train.mini_batch_size == config.train.batch_size
     return Batch(
-        rollout, problems, completions, rewards, advantages, ref_logprobs.clone(),
-        None if old_logprobs is None else old_logprobs.clone(),
+        rollout, problems, completions, rewards, advantages, returns, ref_logprobs,
+        None if single_update else old_logprobs, old_values, kl,
     )
+
+
+def micro_batch_loss(
+    config: RecipeConfig, learner: Learner, batch: Batch, rows: torch.Tensor, kl_coef: float,
+    batch_tokens: float, batch_seqs: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of rows ``rows`` of ``batch``, normalised by the totals of their mini-batch."""
+    algo = config.algorithm
+    micro = batch.rollout.select(rows)
+    mask = micro.completion_mask
+    logprobs, entropy, values = learner.score(micro, config.rollout.temperature, with_entropy=True)
+    assert entropy is not None
+    # On-policy single update: the sampling policy is the current one, so the ratio is 1.
+    old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[rows]
+    per_token, clipped = POLICY_LOSSES[algo.policy_loss](
+        logprobs, old, batch.advantages[rows],
+        clip_low=algo.clip_low, clip_high=algo.clip_high, clip_ratio_c=algo.clip_ratio_c,
+    )
+    kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows])
+    if algo.kl_placement == "loss":
+        per_token = per_token + kl_coef * kl
+    if algo.entropy_coef:
+        per_token = per_token + entropy_bonus(entropy, algo.entropy_coef)
+    value_loss = torch.zeros(())
+    if values is not None:
+        assert batch.old_values is not None
+        v_loss, _ = clipped_value_loss(values, batch.old_values[rows], batch.returns[rows], algo.value_clip)
+        per_token = per_token + algo.vf_coef * v_loss
+        value_loss = masked_mean(v_loss.detach(), mask)
+    loss = aggregate_loss(
+        per_token, mask, algo.loss_agg_mode,
+        batch_tokens=batch_tokens, batch_sequences=batch_seqs, max_len=config.rollout.max_new_tokens,
+    )
+    stats = {
+        "policy/kl": masked_mean(kl.detach(), mask).item(),
+        "policy/entropy": masked_mean(entropy, mask).item(),
+        "policy/clip_fraction": masked_mean(clipped, mask).item(),
+        "loss/value": value_loss.item(),
+    }
+    return loss, stats
 
 
 def update(
     config: RecipeConfig,
-    policy: PreTrainedModel,
+    learner: Learner,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
+    gen: torch.Generator,
+    kl_coef: float,
 ) -> tuple[dict[str, float], bool]:
-    """Optimise the policy on ``batch``; returns (metrics, all_finite).
+    """Optimise on ``batch``: ``epochs_per_batch`` passes of shuffled mini-batches, each one
+    optimiser step accumulated over micro-batches. Returns (metrics, all_finite).
 
-    Micro-batch losses are normalised by whole-batch totals, so accumulating them gives the
-    full-batch gradient. A non-finite loss or gradient norm skips the optimiser step.
+    Micro-batch losses are normalised by their mini-batch's totals, so accumulating them gives
+    the mini-batch gradient exactly. A non-finite loss or gradient norm skips the optimiser step.
     """
-    algo, mask = config.algorithm, batch.rollout.completion_mask
-    batch_tokens, batch_seqs = float(mask.sum()), float(mask.shape[0])
-    totals = {"policy/kl": 0.0, "policy/entropy": 0.0, "policy/clip_fraction": 0.0, "loss/total": 0.0}
-    policy.train()
-    finite, grad_norm = True, 0.0
-    for _epoch in range(config.train.epochs_per_batch):
-        optimizer.zero_grad(set_to_none=True)
-        for start in range(0, len(batch.rollout), config.train.micro_batch_size):
-            rows = slice(start, start + config.train.micro_batch_size)
-            micro, micro_mask = batch.rollout.select(rows), mask[rows]
-            logprobs, entropy = sequence_logprobs(policy, micro, config.rollout.temperature, with_entropy=True)
-            old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[rows]
-            pg_loss, clipped = clipped_surrogate_loss(
-                logprobs, old, batch.advantages[rows], algo.clip_eps, algo.clip_eps
-            )
-            kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows])
-            loss = aggregate_loss(
-                pg_loss + algo.kl_coef * kl, micro_mask, algo.loss_agg_mode,
-                batch_tokens=batch_tokens, batch_sequences=batch_seqs, max_len=config.rollout.max_new_tokens,
-            )
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            loss.backward()
-            share = micro_mask.sum().item() / batch_tokens  # token share of this micro-batch
-            totals["loss/total"] += loss.item()
-            totals["policy/kl"] += masked_mean(kl.detach(), micro_mask).item() * share
-            totals["policy/entropy"] += masked_mean(entropy, micro_mask).item() * share
-            totals["policy/clip_fraction"] += masked_mean(clipped, micro_mask).item() * share
-        if finite:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.train.max_grad_norm))
-            finite = math.isfinite(grad_norm)
-        if not finite:
+    train = config.train
+    assert train.mini_batch_size and train.micro_batch_size and train.epochs_per_batch
+    params = [p for p in learner.modules().parameters() if p.requires_grad]
+    mask = batch.rollout.completion_mask
+    sums: dict[str, float] = {}
+    weight_total, grad_norms = 0.0, []
+    learner.modules().train()
+    for _epoch in range(train.epochs_per_batch):
+        order = torch.randperm(len(batch.rollout), generator=gen) if train.mini_batch_size < len(batch.rollout) \
+            else torch.arange(len(batch.rollout))
+        for mini in order.split(train.mini_batch_size):
             optimizer.zero_grad(set_to_none=True)
-            break
-        optimizer.step()
-    epochs = config.train.epochs_per_batch
-    metrics = {k: v / epochs for k, v in totals.items()}
-    metrics["optim/grad_norm"] = grad_norm
-    return metrics, finite
+            mini_tokens, mini_seqs = float(mask[mini].sum()), float(len(mini))
+            for rows in mini.split(train.micro_batch_size):
+                loss, stats = micro_batch_loss(config, learner, batch, rows, kl_coef, mini_tokens, mini_seqs)
+                if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    return {}, False
+                loss.backward()
+                weight = float(mask[rows].sum())  # token-weighted averages of the statistics
+                weight_total += weight
+                sums["loss/total"] = sums.get("loss/total", 0.0) + loss.item()
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value * weight
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm))
+            if not math.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                return {}, False
+            grad_norms.append(grad_norm)
+            optimizer.step()
+    n_updates = len(grad_norms)
+    metrics = {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != "loss/total"}
+    metrics["loss/total"] = sums.get("loss/total", 0.0) / n_updates
+    metrics["optim/grad_norm"] = sum(grad_norms) / n_updates
+    return metrics, True
 
 
 def rl_step(
     config: RecipeConfig,
-    policy: PreTrainedModel,
+    learner: Learner,
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     optimizer: torch.optim.Optimizer,
     task: Any,
     step: int,
+    kl_coef: float,
 ) -> tuple[dict[str, Any], bool]:
     """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
     started = time.perf_counter()
-    batch = collect(config, policy, reference, tokenizer, task, step_generator(config.seed, step))
+    gen = step_generator(config.seed, step)
+    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef)
     rollout_seconds = time.perf_counter() - started
     finite = bool(torch.isfinite(batch.rewards).all())
     update_metrics: dict[str, float] = {}
     if finite:
-        update_metrics, finite = update(config, policy, optimizer, batch)
+        update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef)
     seconds = time.perf_counter() - started
-    generated = float(batch.rollout.completion_mask.sum())
+    mask = batch.rollout.completion_mask
+    generated = float(mask.sum())
     metrics = {
         "step": step + 1,
         "reward/mean": batch.rewards.mean().item(),
         "reward/std": batch.rewards.std().item(),
         "train/accuracy": (batch.rewards >= 1.0).float().mean().item(),
         **update_metrics,
+        "policy/kl_per_sequence": float(batch.kl.sum(-1).mean()),
+        "policy/kl_coef": kl_coef,
         "completions/mean_length": generated / len(batch.rollout),
         "perf/tokens_per_s": generated / seconds,
         "perf/rollout_seconds": rollout_seconds,
@@ -216,21 +318,29 @@ def train(
     run, task, fingerprint = open_run(config, resume)
     policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress)
     reference = frozen_reference(policy)
+    learner = build_learner(config, policy)
     optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+        learner.modules().parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
     )
-    state = TrainerState(kl_coef=config.algorithm.kl_coef, recipe_fingerprint=fingerprint)
+    algo = config.algorithm
+    assert algo.kl_coef is not None
+    state = TrainerState(kl_coef=algo.kl_coef, recipe_fingerprint=fingerprint)
     checkpoints = list_checkpoints(run.checkpoints)
     if resume and checkpoints:
-        state = load_checkpoint(checkpoints[-1], policy, optimizer)
+        state = load_checkpoint(checkpoints[-1], learner.modules(), optimizer)
         for path in (run.metrics, run.evals, run.samples):
             run.truncate_jsonl(path, state.step)
+    kl_controller = KL_CONTROLLERS[algo.kl_controller](
+        beta=state.kl_coef, target_kl=algo.kl_target, horizon=algo.kl_horizon
+    )
     last_good = checkpoints[-1] if resume and checkpoints else None
 
     bar = tqdm(total=config.train.steps, initial=state.step, desc="RL (" + config.algorithm.name + ")",
                disable=not progress, dynamic_ncols=True)
     for step in range(state.step, config.train.steps):
-        metrics, finite = rl_step(config, policy, reference, tokenizer, optimizer, task, step)
+        metrics, finite = rl_step(config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef)
+        if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
+            state.kl_coef = kl_controller.update(metrics["policy/kl_per_sequence"], config.train.batch_size)
         state.step = step + 1
         state.consecutive_nonfinite = 0 if finite else state.consecutive_nonfinite + 1
         state.skipped_steps += 0 if finite else 1
@@ -250,12 +360,14 @@ def train(
                         eval_acc=f"{metrics.get('eval/accuracy', float('nan')):.2f}")
         bar.update(1)
         if state.step % config.checkpoint.every == 0 or state.step == config.train.steps:
-            last_good = save_checkpoint(run.checkpoints, policy, optimizer, state, config.checkpoint.keep)
+            last_good = save_checkpoint(run.checkpoints, learner.modules(), optimizer, state, config.checkpoint.keep)
     bar.close()
 
     evals = run.read_jsonl(run.evals)
     final_accuracy = evals[-1]["eval/accuracy"] if evals else base_accuracy
     save_model_atomic(policy, tokenizer, run.final_model)
+    if learner.value_head is not None:
+        save_file(learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
     summary = {
         "run_dir": str(run.root),
         "algorithm": config.algorithm.name,

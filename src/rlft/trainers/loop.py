@@ -25,11 +25,12 @@ from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.aggregation import aggregate_loss, masked_mean
 from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, kl_penalised_rewards
 from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
-from rlft.config import RecipeConfig
+from rlft.config import RecipeConfig, config_to_dict
 from rlft.errors import NonFiniteError
 from rlft.evaluation import decode_completions, evaluate
 from rlft.models.loading import frozen_reference
 from rlft.models.value_head import ValueHead
+from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
 from rlft.rollout.sampling import encode_prompts, sample, score_completions, sequence_logprobs
 from rlft.tasks import Problem
 from rlft.trainers.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
@@ -316,7 +317,13 @@ def train(
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
     run, task, fingerprint = open_run(config, resume)
+    audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
+    audit.append("run_resume" if resume else "run_start", config=config_to_dict(config),
+                 recipe_fingerprint=fingerprint, provenance=run_provenance())
     policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress)
+    if not resume:
+        audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
+                     base_accuracy=base_accuracy)
     reference = frozen_reference(policy)
     learner = build_learner(config, policy)
     optimizer = torch.optim.AdamW(
@@ -361,6 +368,8 @@ def train(
         bar.update(1)
         if state.step % config.checkpoint.every == 0 or state.step == config.train.steps:
             last_good = save_checkpoint(run.checkpoints, learner.modules(), optimizer, state, config.checkpoint.keep)
+            audit.append("checkpoint", step=state.step, path=str(last_good.relative_to(run.root)),
+                         sha256=folder_sha256(last_good))
     bar.close()
 
     evals = run.read_jsonl(run.evals)
@@ -379,4 +388,6 @@ def train(
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomic(run.summary, summary)
+    audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
+    audit.append("run_end", summary=summary)
     return summary

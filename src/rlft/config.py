@@ -228,6 +228,11 @@ class RecipeConfig:
     train: TrainConfig = _f(TrainConfig(), "RL optimisation.")
     eval: EvalConfig = _f(EvalConfig(), "Evaluation.")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "Checkpointing.")
+    reward: dict[str, Any] | None = _f(
+        None,
+        "The reward (docs/rewards.md), e.g. {type: weighted, components: [...]}; empty: the task's own "
+        "verifiable reward.",
+    )
 
     def resolved(self) -> RecipeConfig:
         """Fill every empty field from the named algorithm's defaults."""
@@ -281,6 +286,10 @@ class RecipeConfig:
                 f"train.mini_batch_size={self.train.mini_batch_size} is not a multiple of "
                 f"train.micro_batch_size={self.train.micro_batch_size}; pick a divisor."
             )
+        if self.reward is not None:
+            from rlft.rewards import build_reward  # validates the spec: names bad keys and types
+
+            build_reward(self.reward)
         g = self.algorithm.group_size
         if self.train.batch_size % g:
             raise ConfigError(
@@ -316,6 +325,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if origin is list:
         return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
     if tp is type(None):
         return "null"
     if dataclasses.is_dataclass(tp):
@@ -344,6 +355,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected a mapping.")
+        return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")

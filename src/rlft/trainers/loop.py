@@ -60,6 +60,7 @@ class Batch:
     old_logprobs: torch.Tensor | None  # (B, T); None when each row is used in one update only
     old_values: torch.Tensor | None  # (B, T); None without a critic
     kl: torch.Tensor  # (B, T) KL estimate of the sampling policy to the reference
+    reward_components: dict[str, float]  # mean of each component of a combined reward
 
 
 @dataclass
@@ -112,6 +113,25 @@ def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) 
     return token_rewards
 
 
+RewardFn = Callable[[list[str], list[Problem]], tuple[list[float], dict[str, list[float]]]]
+
+
+def make_reward_fn(config: RecipeConfig, task: Any) -> RewardFn:
+    """(completions, problems) -> (rewards, components): the recipe's ``reward:`` spec when given,
+    otherwise the task's own verifiable reward."""
+    if config.reward is None:
+        return lambda completions, problems: (task.reward(completions, problems), {})
+    from rlft.rewards import build_reward, score
+
+    reward = build_reward(config.reward)
+
+    def scored(completions: list[str], problems: list[Problem]) -> tuple[list[float], dict[str, list[float]]]:
+        out = score(reward, [p.prompt for p in problems], completions, problems=problems)
+        return list(out.rewards), {k: list(v) for k, v in (out.components or {}).items()}
+
+    return scored
+
+
 def collect(
     config: RecipeConfig,
     learner: Learner,
@@ -120,6 +140,7 @@ def collect(
     task: Any,
     gen: torch.Generator,
     kl_coef: float,
+    reward_fn: RewardFn,
 ) -> Batch:
     """Rollout, reward and advantage for one step."""
     algo, G = config.algorithm, config.algorithm.group_size
@@ -138,7 +159,8 @@ def collect(
         generator=gen,
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    rewards = torch.tensor(task.reward(completions, problems), dtype=torch.float32)  # (B,)
+    reward_list, components = reward_fn(completions, problems)
+    rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
     mask = rollout.completion_mask
     with torch.no_grad():
         ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
@@ -160,6 +182,7 @@ def collect(
     return Batch(
         rollout, problems, completions, rewards, advantages, returns, ref_logprobs,
         None if single_update else old_logprobs, old_values, kl,
+        {k: float(torch.tensor(v).mean()) for k, v in components.items()},
     )
 
 
@@ -263,11 +286,12 @@ def rl_step(
     task: Any,
     step: int,
     kl_coef: float,
+    reward_fn: RewardFn,
 ) -> tuple[dict[str, Any], bool]:
     """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
     started = time.perf_counter()
     gen = step_generator(config.seed, step)
-    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef)
+    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn)
     rollout_seconds = time.perf_counter() - started
     finite = bool(torch.isfinite(batch.rewards).all())
     update_metrics: dict[str, float] = {}
@@ -281,6 +305,7 @@ def rl_step(
         "reward/mean": batch.rewards.mean().item(),
         "reward/std": batch.rewards.std().item(),
         "train/accuracy": (batch.rewards >= 1.0).float().mean().item(),
+        **{f"reward/{name}": value for name, value in batch.reward_components.items()},
         **update_metrics,
         "policy/kl_per_sequence": float(batch.kl.sum(-1).mean()),
         "policy/kl_coef": kl_coef,
@@ -326,6 +351,7 @@ def train(
                      base_accuracy=base_accuracy)
     reference = frozen_reference(policy)
     learner = build_learner(config, policy)
+    reward_fn = make_reward_fn(config, task)
     optimizer = torch.optim.AdamW(
         learner.modules().parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
     )
@@ -345,7 +371,9 @@ def train(
     bar = tqdm(total=config.train.steps, initial=state.step, desc="RL (" + config.algorithm.name + ")",
                disable=not progress, dynamic_ncols=True)
     for step in range(state.step, config.train.steps):
-        metrics, finite = rl_step(config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef)
+        metrics, finite = rl_step(
+            config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef, reward_fn
+        )
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             state.kl_coef = kl_controller.update(metrics["policy/kl_per_sequence"], config.train.batch_size)
         state.step = step + 1

@@ -364,7 +364,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
         (item_tp,) = get_args(tp)
         return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -384,9 +384,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")
 
 
@@ -509,7 +508,7 @@ def reference_markdown() -> str:
                 nested.append((tp, key))
                 lines.append(f"| `{key}` | section | | {f.metadata['help']} See below. |")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             rng = ", ".join(f"{k} {f.metadata[k]}" for k in ("ge", "gt", "le", "lt") if k in f.metadata)
             help_text = f.metadata["help"] + (f" ({rng})" if rng else "")
             lines.append(f"| `{key}` | {_type_name(tp)} | `{default!r}` | {help_text} |")

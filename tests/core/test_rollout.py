@@ -1,7 +1,13 @@
 import torch
 
 from rlft.models.loading import load_policy
-from rlft.rollout.sampling import encode_prompts, positions_from_mask, sample, sequence_logprobs, top_p_filter
+from rlft.rollout.sampling import (
+    encode_prompts,
+    positions_from_mask,
+    sample,
+    sequence_logprobs,
+    top_p_filter,
+)
 
 
 def _sample(model, tok, prompts, seed, **kw):

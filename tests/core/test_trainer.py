@@ -30,7 +30,7 @@ def test_training_runs_changes_parameters_and_logs_finite_metrics(tmp_path, tiny
     config = _config(tmp_path, tiny_recipe)
     summary = train(config, progress=False)
     run = tmp_path / "run"
-    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7))
     for m in metrics:
         for key in ("reward/mean", "policy/kl", "policy/entropy", "optim/grad_norm", "loss/total",
@@ -78,7 +78,7 @@ def test_non_finite_rewards_are_skipped_then_stop_the_run(tmp_path, tiny_recipe,
     with pytest.raises(NonFiniteError, match=r"Stopped at RL step 4: 2 steps in a row.*step_0000003.*intact"):
         train(config, progress=False)
     run = tmp_path / "run"
-    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["train/skipped"] for m in metrics] == [0, 0, 1]
     # Skipped steps left the weights alone: checkpoint 3 equals checkpoint 2.
     from safetensors.torch import load_file
@@ -121,6 +121,6 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, tiny_recip
 
     def stable(path):
         drop = ("perf/tokens_per_s", "perf/rollout_seconds", "perf/step_seconds")
-        return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in path.read_text().splitlines()]
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
 
     assert stable(tmp_path / "clean" / "metrics.jsonl") == stable(metrics)

@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 import yaml
 
-from rlft.config import TinyModelConfig, WarmStartConfig, _build, _deepcopy, _f, _set_dotted, parse_overrides
+from rlft.config import (
+    TinyModelConfig,
+    WarmStartConfig,
+    _build,
+    _deepcopy,
+    _f,
+    _set_dotted,
+    parse_overrides,
+)
 from rlft.errors import ConfigError
 
 

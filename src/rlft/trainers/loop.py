@@ -33,7 +33,12 @@ from rlft.models.value_head import ValueHead
 from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
 from rlft.rollout.sampling import encode_prompts, sample, score_completions, sequence_logprobs
 from rlft.tasks import Problem
-from rlft.trainers.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from rlft.trainers.checkpoint import (
+    TrainerState,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rlft.trainers.run_folder import RunFolder, write_json_atomic
 from rlft.trainers.setup import open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout

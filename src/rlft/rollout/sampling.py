@@ -52,13 +52,36 @@ def _cache_forward(
 
     transformers 5.2x renamed ``past_key_values`` to ``cache``; both spellings are supported.
     """
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    name = "cache" if _accepts(model, "cache") else "past_key_values"
     out = model(**inputs, use_cache=True, **({name: cache} if cache is not None else {}))
     new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     return out.logits[:, -1, :].float(), new_cache
 
 
-@torch.no_grad()  # not inference_mode: the rollout's tensors are used later in autograd
+def _sample_token(
+    logits: torch.Tensor,
+    noise: torch.Tensor | None,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token (B,), logp (B,)) from next-token logits (B, V).
+
+    Sampling uses the exponential-race form of the Gumbel-max trick: ``argmax(p_v / E_v)`` with
+    ``E_v ~ Exp(1)`` is distributed as ``Categorical(p)``; it is how ``torch.multinomial(p, 1)``
+    samples, so with the same generator the tokens are the same as ``multinomial``'s.
+    The noise is drawn for every row of the *original* batch at every step, so a row's sample
+    never depends on which other rows are still running (rows are dropped when they finish).
+    """
+    if greedy:
+        token = logits.argmax(-1)
+        return token, selective_log_softmax(logits, token)
+    scaled = top_p_filter(logits / temperature, top_p)
+    assert noise is not None
+    token = (scaled.softmax(-1) / noise).argmax(-1)  # what torch.multinomial(probs, 1) computes
+    return token, selective_log_softmax(scaled, token)
+
+
 def sample(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -71,52 +94,107 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     greedy: bool = False,
+    compact_below: float = 0.75,
 ) -> Rollout:
     """Sample one completion per prompt row, stopping each row at EOS.
 
     prompt_ids, prompt_mask: (B, P), left-padded. Returns a :class:`Rollout` whose completions are
     at most ``max_new_tokens`` long; the loop ends as soon as every row has emitted EOS.
+
+    Finished rows stop costing compute: once fewer than ``compact_below`` of the rows still in the
+    batch are running, the finished ones are dropped from the batch and from the KV cache
+    (``compact_below=0`` never drops). The samples do not depend on this: see :func:`_sample_token`.
+    The loop runs under ``torch.inference_mode``; the returned tensors are ordinary tensors, so the
+    update may use them in autograd.
     """
-    batch = prompt_ids.shape[0]
-    attention_mask = prompt_mask.clone()
-    positions = positions_from_mask(attention_mask)
-    next_logits, cache = _cache_forward(
-        model, None, input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions
-    )  # (B, V)
-    next_position = positions[:, -1] + 1  # (B,)
-    finished = torch.zeros(batch, dtype=torch.bool)
-    tokens, logps, masks = [], [], []
-    for step in range(max_new_tokens):
-        if greedy:
-            token = next_logits.argmax(-1)
-            logp = torch.log_softmax(next_logits, -1).gather(-1, token[:, None]).squeeze(-1)
-        else:
-            scaled = top_p_filter(next_logits / temperature, top_p)
-            token = torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
-            logp = selective_log_softmax(scaled, token)
-        alive = ~finished
-        tokens.append(torch.where(alive, token, pad_token_id))
-        logps.append(torch.where(alive, logp, 0.0))
-        masks.append(alive.float())
-        finished = finished | (token == eos_token_id)
-        if bool(finished.all()) or step == max_new_tokens - 1:
-            break
-        attention_mask = torch.cat([attention_mask, torch.ones(batch, 1, dtype=attention_mask.dtype)], 1)
-        next_logits, cache = _cache_forward(
+    with torch.inference_mode():
+        ids, logps, masks = _sample_loop(
             model,
-            cache,
-            input_ids=tokens[-1][:, None],
-            attention_mask=attention_mask,
-            position_ids=next_position[:, None],
+            prompt_ids,
+            prompt_mask,
+            eos_token_id,
+            pad_token_id,
+            max_new_tokens,
+            temperature,
+            top_p,
+            generator,
+            greedy,
+            compact_below,
         )
-        next_position = next_position + 1
+    # Cloning outside inference mode turns inference tensors into ordinary ones.
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
-        completion_ids=torch.stack(tokens, 1),
-        completion_mask=torch.stack(masks, 1),
-        logprobs=torch.stack(logps, 1),
+        completion_ids=ids.clone(),
+        completion_mask=masks.clone(),
+        logprobs=logps.clone(),
     )
+
+
+def _sample_loop(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_token_id: int,
+    pad_token_id: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    greedy: bool,
+    compact_below: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoding loop of :func:`sample`: (completion_ids, logprobs, completion_mask), (B, T)."""
+    batch, prompt_len = prompt_ids.shape
+    device = prompt_ids.device
+    out_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    out_logps = torch.zeros(batch, max_new_tokens, device=device)
+    out_mask = torch.zeros(batch, max_new_tokens, device=device)
+    # The mask of every position the loop can reach, allocated once and sliced each step.
+    attention_mask = torch.ones(
+        batch, prompt_len + max_new_tokens, dtype=prompt_mask.dtype, device=device
+    )
+    attention_mask[:, :prompt_len] = prompt_mask
+    positions = positions_from_mask(prompt_mask)
+    next_logits, cache = _cache_forward(
+        model, None, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions
+    )  # (B, V)
+    next_position = positions[:, -1] + 1  # (b,)
+    rows = torch.arange(batch, device=device)  # original row of each row still in the batch
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (b,)
+    vocab = next_logits.shape[-1]
+    steps = 0
+    for step in range(max_new_tokens):
+        noise = None
+        if not greedy:  # drawn for the full batch: see _sample_token
+            noise = torch.empty(batch, vocab, device=device).exponential_(generator=generator)[rows]
+        token, logp = _sample_token(next_logits, noise, temperature, top_p, greedy)
+        alive = ~finished
+        live_rows = rows[alive]
+        out_ids[live_rows, step] = token[alive]
+        out_logps[live_rows, step] = logp[alive]
+        out_mask[live_rows, step] = 1.0
+        finished = finished | (token == eos_token_id)
+        steps = step + 1
+        n_running = int((~finished).sum())
+        if n_running == 0 or step == max_new_tokens - 1:
+            break
+        if n_running < compact_below * len(rows):
+            keep = (~finished).nonzero().squeeze(-1)  # (b',)
+            cache.batch_select_indices(keep)
+            rows, token, finished = rows[keep], token[keep], finished[keep]
+            attention_mask, next_position = attention_mask[keep], next_position[keep]
+        # A finished row still in the batch is fed pad; its outputs are never written.
+        token = torch.where(finished, pad_token_id, token)
+        next_logits, cache = _cache_forward(
+            model,
+            cache,
+            input_ids=token[:, None],
+            attention_mask=attention_mask[:, : prompt_len + step + 1],
+            position_ids=next_position[:, None],
+        )
+        next_position = next_position + 1
+    return out_ids[:, :steps], out_logps[:, :steps], out_mask[:, :steps]
 
 
 def sequence_logprobs(
@@ -144,25 +222,87 @@ def score_completions(
     sampled from. ``values`` are ``value_head`` applied to the last hidden state at the position
     that predicts each completion token, i.e. V(s_t) of the state before token t. Gradients flow
     unless the caller is in ``torch.no_grad``/``inference_mode``; entropy never carries gradients.
+
+    The language-model head runs only on the T positions that predict completion tokens
+    (``logits_to_keep``), and without gradients the log-softmax runs in chunks of the sequence,
+    so no (B, T, V) float32 copy of the logits is made.
     """
     attention_mask = rollout.attention_mask
-    prompt_len = rollout.prompt_ids.shape[1]
+    completion_len = rollout.completion_ids.shape[1]
+    extra: dict[str, Any] = {}
+    if _accepts(model, "logits_to_keep"):
+        # The logit at position i predicts token i + 1: keep the last T + 1, drop the very last.
+        extra["logits_to_keep"] = completion_len + 1
     out = model(
         input_ids=rollout.input_ids,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
         use_cache=False,
         output_hidden_states=value_head is not None,
+        **extra,
     )
-    # The logit at position i predicts token i + 1.
-    logits = out.logits[:, prompt_len - 1 : -1, :].float() / temperature  # (B, T, V)
+    logits = out.logits[:, -completion_len - 1 : -1, :]  # (B, T, V)
     mask = rollout.completion_mask
-    logprobs = selective_log_softmax(logits, rollout.completion_ids) * mask
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits) * mask
+    if torch.is_grad_enabled():
+        scaled = logits.float() / temperature
+        logprobs = selective_log_softmax(scaled, rollout.completion_ids) * mask
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = entropy_from_logits(scaled) * mask
+    else:
+        logprobs, entropy = chunked_logprobs(
+            logits, rollout.completion_ids, temperature, with_entropy
+        )
+        logprobs = logprobs * mask
+        entropy = entropy * mask if entropy is not None else None
     values = None
     if value_head is not None:
-        values = value_head(out.hidden_states[-1][:, prompt_len - 1 : -1, :]) * mask  # (B, T)
+        values = value_head(out.hidden_states[-1][:, -completion_len - 1 : -1, :]) * mask  # (B, T)
     return logprobs, entropy, values
+
+
+def chunked_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_tokens: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``selective_log_softmax(logits.float() / temperature, token_ids)`` (and the entropy), one
+    chunk of sequence positions at a time, so that the float32 temperature-scaled copy of the
+    logits exists only for ``chunk_tokens`` positions at once. For use without gradients.
+
+    logits: (B, T, V); token_ids: (B, T) -> (B, T), (B, T) or None.
+    """
+    batch, length, _ = logits.shape
+    step = max(1, chunk_tokens // max(batch, 1))
+    logprobs = torch.empty(batch, length, device=logits.device)
+    entropy = torch.empty(batch, length, device=logits.device) if with_entropy else None
+    for start in range(0, length, step):
+        part = logits[:, start : start + step].float() / temperature  # (B, t, V)
+        logprobs[:, start : start + step] = selective_log_softmax(
+            part, token_ids[:, start : start + step]
+        )
+        if entropy is not None:
+            entropy[:, start : start + step] = entropy_from_logits(part)
+    return logprobs, entropy
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def maybe_compile(model: PreTrainedModel, enabled: bool) -> PreTrainedModel:
+    """``torch.compile(model)`` when ``enabled`` (dynamic shapes, since batch and length vary).
+
+    Worth it for long runs of a large model; on CPU for small models the compile time (tens of
+    seconds) outweighs the gain, which is why it is opt-in.
+    """
+    if not enabled:
+        return model
+    model.forward = torch.compile(model.forward, dynamic=True)  # type: ignore[method-assign]
+    return model

@@ -87,6 +87,5 @@ def test_sampling_draws_the_same_tokens_as_multinomial():
         noise = torch.empty(8, 50).exponential_(generator=g2)
         token, logp = _sample_token(logits, noise, 0.7, 1.0, greedy=False)
         assert torch.equal(token, expected)
-        assert torch.allclose(
-            logp, torch.log_softmax(logits / 0.7, -1).gather(-1, token[:, None]).squeeze(-1)
-        )
+        naive = torch.log_softmax(logits / 0.7, -1).gather(-1, token[:, None]).squeeze(-1)
+        assert torch.allclose(logp, naive, atol=1e-5)

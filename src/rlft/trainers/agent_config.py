@@ -32,8 +32,8 @@ class EnvConfig:
     """The environment family and its split."""
 
     name: Literal["guess", "calculator"] = _f("guess", "Which environment family (rlft.envs.ENV_FAMILIES).")
-    high: int = _f(12, "guess: the hidden number lies in 1..high.", ge=2)
-    max_turns: int = _f(4, "Agent turns before the episode is cut.", ge=1)
+    high: int = _f(9, "guess: the hidden number lies in 1..high.", ge=2)
+    max_turns: int = _f(3, "Agent turns before the episode is cut.", ge=1)
     seed: int = _f(1234, "Seed of the train / held-out split.")
 
 

@@ -88,6 +88,9 @@ class RolloutConfig:
 
 
 ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")
+# Offline algorithms train on a fixed data set instead of rollouts; each has its own thin trainer
+# (rlft.trainers.loop.OFFLINE_TRAINERS) and no RL preset.
+OFFLINE_ALGORITHMS = ("dpo",)
 
 # Each algorithm is a named combination of registry entries (see docs/algorithms.md). A recipe may
 # override any of these; fields it leaves empty (null) take the algorithm's value.
@@ -129,8 +132,10 @@ class AlgorithmConfig:
     """The RL algorithm: a named combination of an advantage estimator, a policy loss, a critic
     and KL control. Fields left empty take the value of the named algorithm (``ALGORITHM_PRESETS``)."""
 
-    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c"] = _f(
-        "grpo", "Which algorithm; sets the defaults of the fields below (docs/algorithms.md)."
+    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "dpo"] = _f(
+        "grpo",
+        "Which algorithm; sets the defaults of the fields below (docs/algorithms.md). 'dpo' trains "
+        "offline on preference pairs (the preference section) and ignores the RL fields.",
     )
     advantage_estimator: Literal["grpo", "rloo", "reinforce", "reinforce_pp", "gae"] | None = _f(
         None, "Advantage estimator (rlft.algorithms.advantages.ADVANTAGE_ESTIMATORS)."
@@ -169,6 +174,8 @@ class AlgorithmConfig:
 
     def resolved(self) -> AlgorithmConfig:
         """This config with every empty field taken from the named algorithm."""
+        if self.name not in ALGORITHM_PRESETS:  # offline (dpo): no RL fields to fill
+            return self
         preset = {"lam": 0.95, "entropy_coef": 0.0, **ALGORITHM_PRESETS[self.name]}
         fill = {k: v for k, v in preset.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **fill)
@@ -215,6 +222,40 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class PreferenceConfig:
+    """Offline preference optimisation (algorithm.name: dpo): the pairs and the loss. DPO also
+    reads train.learning_rate, weight_decay, max_grad_norm and torch_threads; eval.every and
+    checkpoint.every count DPO steps."""
+
+    data: str = _f(
+        "", "Preference pairs {prompt, chosen, rejected}: .jsonl, .parquet or a dataset folder "
+        "(e.g. from `rlft feedback export`).",
+    )
+    loss: Literal["dpo", "ipo"] = _f(
+        "dpo", "dpo: Rafailov et al. (2023) eq. 7; ipo: Azar et al. (2023) eq. 17 (PREFERENCE_LOSSES)."
+    )
+    beta: float = _f(0.1, "DPO's beta (weight of the implicit KL to the reference); IPO's tau.", gt=0)
+    label_smoothing: float = _f(
+        0.0, "Conservative DPO: assumed probability that a label is flipped (dpo only).", ge=0, lt=0.5
+    )
+    eval_fraction: float = _f(0.1, "Share of the pairs held out for pairwise accuracy.", ge=0, lt=1)
+    epochs: int = _f(1, "Passes over the training pairs.", ge=1)
+    batch_size: int = _f(16, "Pairs per optimiser step.", ge=1)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Personal data in what a run reads (docs/responsible.md#privacy-in-a-run)."""
+
+    scrub_pii: bool = _f(
+        True,
+        "Replace PII (e-mail, phone, card, IP, government ID, street address; names with an NER "
+        "backend) by typed placeholders in every prompt and preference record before training or "
+        "logging; counts go to RUN/privacy.json.",
+    )
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     """A whole rlft recipe."""
 
@@ -233,6 +274,8 @@ class RecipeConfig:
         "The reward (docs/rewards.md), e.g. {type: weighted, components: [...]}; empty: the task's own "
         "verifiable reward.",
     )
+    preference: PreferenceConfig = _f(PreferenceConfig(), "Preference pairs and loss (algorithm.name: dpo).")
+    privacy: PrivacyConfig = _f(PrivacyConfig(), "Privacy of the data a run reads.")
 
     def resolved(self) -> RecipeConfig:
         """Fill every empty field from the named algorithm's defaults."""
@@ -251,6 +294,22 @@ class RecipeConfig:
 
     def check(self) -> None:
         """Cross-field checks that no single field can express (on a resolved config)."""
+        if self.algorithm.name in OFFLINE_ALGORITHMS:
+            self._check_offline()
+        else:
+            self._check_rl()
+        self._check_model_and_task()
+
+    def _check_offline(self) -> None:
+        if not self.preference.data:
+            raise ConfigError(
+                f"algorithm.name={self.algorithm.name!r} trains on preference pairs, but "
+                "preference.data is empty; give a pairs file (e.g. from `rlft feedback export`)."
+            )
+        if self.preference.loss != "dpo" and self.preference.label_smoothing:
+            raise ConfigError("preference.label_smoothing applies to loss 'dpo' only; set it to 0 for 'ipo'.")
+
+    def _check_rl(self) -> None:
         algo = self.algorithm
         if algo.advantage_estimator == "gae" and algo.critic == "none":
             raise ConfigError(
@@ -296,6 +355,8 @@ class RecipeConfig:
                 f"train.batch_size={self.train.batch_size} is not a multiple of algorithm.group_size={g}: "
                 f"each prompt gets {g} completions. Use e.g. train.batch_size={max(g, self.train.batch_size // g * g)}."
             )
+
+    def _check_model_and_task(self) -> None:
         if self.model.tiny.num_heads % self.model.tiny.num_kv_heads:
             raise ConfigError(
                 f"model.tiny.num_kv_heads={self.model.tiny.num_kv_heads} must divide "

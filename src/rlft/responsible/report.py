@@ -127,7 +127,12 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     # Read only the fields needed from the raw recipe, so runs written by older versions still work.
     recipe = yaml.safe_load((run / "config.yaml").read_text())
     algo, sampling = recipe.get("algorithm", {}), recipe.get("rollout", {})
-    task = build_task(config_from_dict({"task": recipe.get("task", {})}).task)
+    from rlft.responsible.privacy import private_task
+
+    task = private_task(
+        build_task(config_from_dict({"task": recipe.get("task", {})}).task),
+        bool(recipe.get("privacy", {}).get("scrub_pii", True)),
+    )
     policy, tokenizer = load_policy(str(run / "final_model"))
     base, _ = load_policy(str(run / "base_model"))
     policy.eval()

@@ -351,6 +351,7 @@ def train(
     audit.append("run_resume" if resume else "run_start", config=config_to_dict(config),
                  recipe_fingerprint=fingerprint, provenance=run_provenance())
     policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress)
+    task.scrubber.write(run.root)  # RUN/privacy.json: PII counts, never values
     if not resume:
         audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
                      base_accuracy=base_accuracy)
@@ -421,6 +422,7 @@ def train(
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomic(run.summary, summary)
+    task.scrubber.write(run.root)
     audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
     audit.append("run_end", summary=summary)
     return summary

@@ -17,6 +17,7 @@ from rlft.errors import RlftError
 from rlft.evaluation import evaluate
 from rlft.models.loading import load_policy
 from rlft.models.tiny import build_tiny_model
+from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.run_folder import RunFolder, write_json_atomic, write_text_atomic
 from rlft.trainers.sft import warm_start
@@ -71,7 +72,8 @@ def open_run(config: RecipeConfig, resume: bool) -> tuple[RunFolder, Any, str]:
         )
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, dump_config(config))
-    return run, build_task(config.task), fingerprint
+    # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
+    return run, private_task(build_task(config.task), config.privacy.scrub_pii), fingerprint
 
 
 def save_model_atomic(

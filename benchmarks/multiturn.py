@@ -30,8 +30,14 @@ def main() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    from rlft.trainers.agent import build_agent_model, evaluate_agent, make_family, play, train_policy_gradient, \
-        warm_start_agent
+    from rlft.trainers.agent import (
+        build_agent_model,
+        evaluate_agent,
+        make_family,
+        play,
+        train_policy_gradient,
+        warm_start_agent,
+    )
     from rlft.trainers.agent_config import load_agent_config
     from rlft.trainers.archer import train_archer
     from rlft.trainers.ilql import ILQLPolicy, train_ilql

@@ -36,7 +36,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.algorithms.aggregation import masked_mean
 from rlft.algorithms.logprobs import selective_log_softmax
 from rlft.algorithms.q_learning import (
-    awac_lm_loss, awac_weights, cql_loss, expectile_loss, ilql_logits, next_counted_values, polyak, q_td_loss,
+    awac_lm_loss,
+    awac_weights,
+    cql_loss,
+    expectile_loss,
+    ilql_logits,
+    next_counted_values,
+    polyak,
+    q_td_loss,
 )
 from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration

@@ -290,8 +290,12 @@ def chunked_logprobs(
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether the forward of ``model`` (or of the model a wrapper such as peft's wraps) takes
+    the keyword ``name``."""
+    unwrap = getattr(model, "get_base_model", None)
+    target = unwrap() if callable(unwrap) else model
     try:
-        return name in inspect.signature(model.forward).parameters
+        return name in inspect.signature(target.forward).parameters
     except (TypeError, ValueError):
         return False
 

@@ -94,3 +94,15 @@ def test_adaptive_kl_controller_moves_beta_and_resumes_with_it(tmp_path, tiny_re
     assert betas[2] == pytest.approx(betas[1] * (1 + 0.2 * 1.6))
     state = json.loads((tmp_path / "run" / "checkpoints" / "step_0000003" / "trainer_state.json").read_text())
     assert state["kl_coef"] == pytest.approx(betas[2] * (1 + 0.2 * 1.6))
+
+
+def test_offline_algorithms_have_a_trainer_and_no_rl_preset():
+    import typing
+
+    from rlft.config import OFFLINE_ALGORITHMS, AlgorithmConfig
+    from rlft.trainers.loop import OFFLINE_TRAINERS
+
+    assert set(OFFLINE_TRAINERS) == set(OFFLINE_ALGORITHMS)
+    assert not set(OFFLINE_ALGORITHMS) & set(ALGORITHM_PRESETS)
+    names = typing.get_args(typing.get_type_hints(AlgorithmConfig)["name"])
+    assert set(names) == set(ALGORITHMS) | set(OFFLINE_ALGORITHMS)

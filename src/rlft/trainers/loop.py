@@ -39,9 +39,14 @@ from rlft.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlft.trainers.dpo import train_dpo
 from rlft.trainers.run_folder import RunFolder, write_json_atomic
 from rlft.trainers.setup import open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
+
+# Offline algorithms (config.OFFLINE_ALGORITHMS) have their own thin trainers; this dict, read at
+# the top of train(), is the one place where an algorithm's name picks code.
+OFFLINE_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {"dpo": train_dpo}
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -343,6 +348,9 @@ def train(
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run a whole recipe; returns the summary that is also written to ``summary.json``."""
+    offline = OFFLINE_TRAINERS.get(config.algorithm.name)
+    if offline is not None:
+        return offline(config, resume=resume, progress=progress, on_step=on_step)
     started = time.time()
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)

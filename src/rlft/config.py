@@ -67,6 +67,11 @@ class TaskConfig:
     operations: list[str] = _f(["+"], "Operations to draw from: any of '+', '-', '*'.")
     eval_size: int = _f(256, "Number of held-out problems (never seen in training).", ge=1)
     seed: int = _f(1234, "Seed of the problem split (kept apart from the training seed).")
+    answer_format: Literal["answer", "steps"] = _f(
+        "answer",
+        "'answer': the completion is the answer; 'steps': column-addition steps, then '#' and the "
+        "answer (only the answer is rewarded; '+' only).",
+    )
 
 
 @dataclass(frozen=True)
@@ -367,6 +372,11 @@ class RecipeConfig:
                 f"model.tiny.hidden_size={self.model.tiny.hidden_size} must be a multiple of "
                 f"model.tiny.num_heads={self.model.tiny.num_heads}."
             )
+        if self.task.answer_format == "steps" and set(self.task.operations) != {"+"}:
+            raise ConfigError(
+                f"task.answer_format='steps' writes column-addition steps, so task.operations must be "
+                f"['+'], not {self.task.operations!r}; use answer_format: answer for other operations."
+            )
         bad_ops = [op for op in self.task.operations if op not in ("+", "-", "*")]
         if bad_ops or not self.task.operations:
             raise ConfigError(
@@ -572,7 +582,8 @@ def reference_markdown() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             rng = ", ".join(f"{k} {f.metadata[k]}" for k in ("ge", "gt", "le", "lt") if k in f.metadata)
             help_text = f.metadata["help"] + (f" ({rng})" if rng else "")
-            lines.append(f"| `{key}` | {_type_name(tp)} | `{default!r}` | {help_text} |")
+            type_cell = _type_name(tp).replace("|", "\\|")  # a pipe would end the table cell
+            lines.append(f"| `{key}` | {type_cell} | `{default!r}` | {help_text} |")
         lines.append("")
         for tp, key in nested:
             walk(tp, key)

@@ -28,3 +28,29 @@ def test_same_seed_same_split_and_batches():
     a, b = ArithmeticTask(seed=7), ArithmeticTask(seed=7)
     assert a.eval_problems == b.eval_problems
     assert a.train_problems(5, torch.Generator().manual_seed(1)) == b.train_problems(5, torch.Generator().manual_seed(1))
+
+
+def test_column_addition_steps_by_hand():
+    from rlft.tasks.arithmetic import column_addition_steps
+
+    assert column_addition_steps(23, 45) == "3+5+0=8 2+4+0=6 #68"
+    assert column_addition_steps(75, 71) == "5+1+0=6 7+7+0=14 #146"
+    assert column_addition_steps(5, 98) == "5+8+0=13 0+9+1=10 #103"
+
+
+def test_steps_format_rewards_only_the_answer_after_the_last_hash():
+    task = ArithmeticTask(answer_format="steps")
+    p = task.eval_problems[0]
+    assert p.target.endswith(f"#{p.answer}") and p.prompt.endswith("=")
+    wrong_steps = f"9+9+9=99 #{p.answer}"
+    assert task.reward([p.target, wrong_steps, p.answer, f"#{p.answer}#1"], [p] * 4) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_steps_format_needs_addition_only():
+    import pytest
+
+    from rlft.config import config_from_dict
+    from rlft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="operations must be"):
+        config_from_dict({"task": {"answer_format": "steps", "operations": ["+", "*"]}})

@@ -12,4 +12,5 @@ def build_task(config) -> ArithmeticTask:  # noqa: ANN001 - TaskConfig, imported
         operations=config.operations,
         eval_size=config.eval_size,
         seed=config.seed,
+        answer_format=config.answer_format,
     )

@@ -20,7 +20,7 @@ def sft_batch(
     rows, label_rows = [], []
     for p in problems:
         prompt = tokenizer(p.prompt).input_ids
-        answer = tokenizer(p.answer).input_ids + [tokenizer.eos_token_id]
+        answer = tokenizer(p.target).input_ids + [tokenizer.eos_token_id]
         rows.append(prompt + answer)
         label_rows.append([-100] * len(prompt) + answer)
     width = max(len(r) for r in rows)

@@ -583,7 +583,8 @@ def reference_markdown() -> str:
             rng = ", ".join(f"{k} {f.metadata[k]}" for k in ("ge", "gt", "le", "lt") if k in f.metadata)
             help_text = f.metadata["help"] + (f" ({rng})" if rng else "")
             type_cell = _type_name(tp).replace("|", "\\|")  # a pipe would end the table cell
-            lines.append(f"| `{key}` | {type_cell} | `{default!r}` | {help_text} |")
+            help_cell = help_text.replace("|", "\\|")
+            lines.append(f"| `{key}` | {type_cell} | `{default!r}` | {help_cell} |")
         lines.append("")
         for tp, key in nested:
             walk(tp, key)

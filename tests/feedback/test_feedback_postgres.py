@@ -127,3 +127,17 @@ def test_postgres_app_over_http(pg_store):
             == 401
         )
     assert pg_store.judgements()[0]["choice"] == "tie"
+
+
+def test_postgres_forget_annotator(pg_store):
+    alice_token = pg_store.add_annotator("alice", consent=True)
+    alice = pg_store.annotator_for_token(alice_token)
+    bob = pg_store.annotator_for_token(pg_store.add_annotator("bob", consent=True))
+    pg_store.submit(Judgement("pg-forget-a", "i1", alice.id, "pair", "A", comment="alice's note"))
+    pg_store.submit(Judgement("pg-forget-b", "i1", bob.id, "pair", "B"))
+    assert pg_store.forget_annotator("alice") == 1
+    assert pg_store.annotator_for_token(alice_token) is None
+    assert [j["annotator"] for j in pg_store.judgements()] == ["bob"]
+    assert preference_pairs(pg_store, "all") == [
+        {"prompt": "2+2=", "chosen": "5", "rejected": "4", "item_id": "i1", "votes": [1, 0]}
+    ]

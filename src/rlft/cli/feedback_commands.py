@@ -57,6 +57,13 @@ def _register_feedback(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--ratings-out", help="Also write thumbs up/down ratings to this file.")
     export.set_defaults(run=_run_export)
 
+    forget = fb_sub.add_parser("forget", help="Delete an annotator's judgements and identity.",
+                               description="Delete every judgement (and comment) of an annotator, and their name, "
+                               "token and consent. Later exports exclude them. Items are kept.")  # fmt: skip
+    forget.add_argument("name", help="The annotator's name (as given to add-annotator).")
+    forget.add_argument("--db", default="feedback.db", help=DB_HELP)
+    forget.set_defaults(run=_run_forget)
+
     status = fb_sub.add_parser("status", help="Count items, annotators and judgements.")
     status.add_argument("--db", default="feedback.db", help=DB_HELP)
     status.set_defaults(run=_run_status)
@@ -118,6 +125,14 @@ def _run_export(args: argparse.Namespace) -> int:
         rows = ratings(store)
         write_jsonl(rows, args.ratings_out)
         print(f"rlft: wrote {len(rows)} ratings to {args.ratings_out}")
+    return 0
+
+
+def _run_forget(args: argparse.Namespace) -> int:
+    from rlft.feedback.store import Store
+
+    deleted = Store(args.db).forget_annotator(args.name)
+    print(f"rlft: forgot annotator {args.name!r}: deleted {deleted} judgements and their name, token and consent")
     return 0
 
 

@@ -143,7 +143,14 @@ class _SQLite:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, so `rlft feedback forget` leaves no trace in the file.
+        conn.execute("PRAGMA secure_delete=ON")
         return conn
+
+    def purge(self, conn: Any) -> None:
+        """Move every committed page into the main file and empty the WAL, so frames that still
+        hold deleted rows are gone too (a no-op while another connection is reading)."""
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def begin(self, conn: Any, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -182,6 +189,9 @@ class _Postgres:
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def purge(self, conn: Any) -> None:
+        pass  # dead tuples are PostgreSQL's to vacuum; they are invisible to every query
 
     def retryable(self, exc: BaseException) -> tuple[bool, bool]:
         errors = self.psycopg.errors
@@ -367,6 +377,26 @@ class Store:
             )
 
         self._run(op, write=True)
+
+    def forget_annotator(self, name: str) -> int:
+        """Delete an annotator's judgements (with their comments) and their identity (name, token
+        hash, consent); returns how many judgements were deleted. Items stay: they are not the
+        annotator's. Later exports cannot include them, and their token no longer signs in."""
+
+        def op(cur: _Cursor) -> int:
+            cur.execute("SELECT id FROM annotators WHERE name = ?", (name,))
+            row = cur.fetchone()
+            if row is None:
+                raise RlftError(f"No annotator named {name!r}; `rlft feedback status` counts them.")
+            cur.execute("SELECT COUNT(*) FROM judgements WHERE annotator_id = ?", (row[0],))
+            deleted = int(cur.fetchone()[0])
+            cur.execute("DELETE FROM judgements WHERE annotator_id = ?", (row[0],))
+            cur.execute("DELETE FROM annotators WHERE id = ?", (row[0],))
+            return deleted
+
+        deleted = self._run(op, write=True)
+        self.dialect.purge(self._connection())
+        return deleted
 
     # -- judgements -------------------------------------------------------------------------------
 

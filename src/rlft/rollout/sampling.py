@@ -95,6 +95,7 @@ def sample(
     generator: torch.Generator | None = None,
     greedy: bool = False,
     compact_below: float = 0.75,
+    noise_rows: tuple[int, int] | None = None,
 ) -> Rollout:
     """Sample one completion per prompt row, stopping each row at EOS.
 
@@ -104,6 +105,11 @@ def sample(
     Finished rows stop costing compute: once fewer than ``compact_below`` of the rows still in the
     batch are running, the finished ones are dropped from the batch and from the KV cache
     (``compact_below=0`` never drops). The samples do not depend on this: see :func:`_sample_token`.
+
+    ``noise_rows=(offset, total)`` says that these rows are rows ``offset..offset+B`` of a batch of
+    ``total`` rows sampled with the same generator: the sampling noise of the whole batch is drawn
+    and these rows take theirs, so shards sampled apart (Ray rollout workers) give exactly the
+    tokens the whole batch would have given.
     The loop runs under ``torch.inference_mode``; the returned tensors are ordinary tensors, so the
     update may use them in autograd.
     """
@@ -120,6 +126,7 @@ def sample(
             generator,
             greedy,
             compact_below,
+            noise_rows,
         )
     # Cloning outside inference mode turns inference tensors into ordinary ones.
     return Rollout(
@@ -143,6 +150,7 @@ def _sample_loop(
     generator: torch.Generator | None,
     greedy: bool,
     compact_below: float,
+    noise_rows: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The decoding loop of :func:`sample`: (completion_ids, logprobs, completion_mask), (B, T)."""
     batch, prompt_len = prompt_ids.shape
@@ -163,11 +171,13 @@ def _sample_loop(
     rows = torch.arange(batch, device=device)  # original row of each row still in the batch
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (b,)
     vocab = next_logits.shape[-1]
+    offset, noise_batch = noise_rows or (0, batch)
     steps = 0
     for step in range(max_new_tokens):
         noise = None
         if not greedy:  # drawn for the full batch: see _sample_token
-            noise = torch.empty(batch, vocab, device=device).exponential_(generator=generator)[rows]
+            noise = torch.empty(noise_batch, vocab, device=device).exponential_(generator=generator)
+            noise = noise[offset + rows]
         token, logp = _sample_token(next_logits, noise, temperature, top_p, greedy)
         alive = ~finished
         live_rows = rows[alive]

@@ -89,3 +89,24 @@ def test_sampling_draws_the_same_tokens_as_multinomial():
         assert torch.equal(token, expected)
         naive = torch.log_softmax(logits / 0.7, -1).gather(-1, token[:, None]).squeeze(-1)
         assert torch.allclose(logp, naive, atol=1e-5)
+
+
+def test_static_kv_decoder_matches_the_models_own_forward(tiny_model_dir):
+    from rlft.rollout import sampling
+
+    model, tok = load_policy(str(tiny_model_dir))
+    calls = []
+    original = sampling._StaticKVDecoder.step
+    sampling._StaticKVDecoder.step = lambda self, *a: calls.append(1) or original(self, *a)
+    try:
+        ids, mask = encode_prompts(tok, PROMPTS)
+        kw = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=10)
+        fast = sample(model, ids, mask, generator=torch.Generator().manual_seed(4), **kw)
+        generic = sample(
+            model, ids, mask, generator=torch.Generator().manual_seed(4), fast_decode=False, **kw
+        )
+    finally:
+        sampling._StaticKVDecoder.step = original
+    assert calls  # the fast path ran
+    assert torch.equal(fast.completion_ids, generic.completion_ids)
+    assert torch.allclose(fast.logprobs, generic.logprobs, atol=1e-5)

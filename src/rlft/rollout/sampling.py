@@ -58,6 +58,92 @@ def _cache_forward(
     return out.logits[:, -1, :].float(), new_cache
 
 
+# Architectures whose decoder blocks :class:`_StaticKVDecoder` runs directly (same module names,
+# pre-norm blocks, rotary embeddings, grouped-query attention).
+_FAST_DECODE_ARCHITECTURES = ("Qwen2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM")
+
+
+class _StaticKVDecoder:
+    """One-token decoding steps with a preallocated KV cache, for Llama-family models.
+
+    The profile of the generic path (``model(...)`` with a ``DynamicCache``) showed that for small
+    models most of a decoding step is not matrix multiplication: the cache grows by ``torch.cat``
+    every step, a 4-D attention mask is rebuilt, and each call walks transformers' output
+    machinery. Here the keys and values of the whole rollout are allocated once, each step writes
+    one position, and attention reads a view of the filled part. The blocks' own modules (norms,
+    projections, MLP, rotary embedding) do the maths, so the numbers are those of ``model``.
+    """
+
+    def __init__(self, model: PreTrainedModel, cache: Any, max_new_tokens: int) -> None:
+        import sys
+
+        self.model = model
+        self.inner = model.model
+        self.rotate = sys.modules[
+            type(self.inner.layers[0].self_attn).__module__
+        ].apply_rotary_pos_emb
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        for layer in cache.layers:
+            batch, heads, length, dim = layer.keys.shape  # (B, kv heads, P, head dim)
+            k = layer.keys.new_zeros(batch, heads, length + max_new_tokens, dim)
+            v = layer.values.new_zeros(batch, heads, length + max_new_tokens, dim)
+            k[:, :, :length], v[:, :, :length] = layer.keys, layer.values
+            self.keys.append(k)
+            self.values.append(v)
+        self.length = length
+
+    @staticmethod
+    def supports(model: torch.nn.Module, cache: Any) -> bool:
+        config = getattr(model, "config", None)
+        return (
+            type(model).__name__ in _FAST_DECODE_ARCHITECTURES
+            and not getattr(config, "use_sliding_window", False)
+            and not model.training
+            and hasattr(cache, "layers")
+            and all(getattr(layer, "keys", None) is not None for layer in cache.layers)
+            and len(cache.layers) == len(model.model.layers)
+        )
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` (b',) of the batch."""
+        self.keys = [k[keep] for k in self.keys]
+        self.values = [v[keep] for v in self.values]
+
+    def step(
+        self, token: torch.Tensor, attention_mask: torch.Tensor, position: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (b, V) after feeding ``token`` (b,) at ``position`` (b,); ``attention_mask``
+        (b, >= length + 1) covers the prompt and every token fed so far, this one included."""
+        batch, at = token.shape[0], self.length
+        x = self.inner.embed_tokens(token[:, None])  # (b, 1, H)
+        cos, sin = self.inner.rotary_emb(x, position[:, None])
+        mask = attention_mask[:, None, None, : at + 1].bool()  # (b, 1, 1, L)
+        for i, layer in enumerate(self.inner.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(batch, 1, -1, attn.head_dim).transpose(1, 2)  # (b, heads, 1, d)
+            k = (
+                attn.k_proj(h).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
+            )  # (b, kv heads, 1, d)
+            v = attn.v_proj(h).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
+            q, k = self.rotate(q, k, cos, sin)
+            self.keys[i][:, :, at] = k[:, :, 0]
+            self.values[i][:, :, at] = v[:, :, 0]
+            o = torch.nn.functional.scaled_dot_product_attention(
+                q,
+                self.keys[i][:, :, : at + 1],
+                self.values[i][:, :, : at + 1],
+                attn_mask=mask,
+                scale=attn.scaling,
+                enable_gqa=True,
+            )  # (b, heads, 1, d)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(batch, 1, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        self.length += 1
+        return self.model.lm_head(self.inner.norm(x)[:, -1]).float()  # (b, V)
+
+
 def _sample_token(
     logits: torch.Tensor,
     noise: torch.Tensor | None,
@@ -96,6 +182,7 @@ def sample(
     greedy: bool = False,
     compact_below: float = 0.75,
     noise_rows: tuple[int, int] | None = None,
+    fast_decode: bool = True,
 ) -> Rollout:
     """Sample one completion per prompt row, stopping each row at EOS.
 
@@ -110,6 +197,9 @@ def sample(
     ``total`` rows sampled with the same generator: the sampling noise of the whole batch is drawn
     and these rows take theirs, so shards sampled apart (Ray rollout workers) give exactly the
     tokens the whole batch would have given.
+
+    ``fast_decode`` runs the decoding steps of Llama-family models (Qwen2, Llama, Mistral) through
+    :class:`_StaticKVDecoder` (a preallocated KV cache); other models use their own forward.
     The loop runs under ``torch.inference_mode``; the returned tensors are ordinary tensors, so the
     update may use them in autograd.
     """
@@ -127,6 +217,7 @@ def sample(
             greedy,
             compact_below,
             noise_rows,
+            fast_decode,
         )
     # Cloning outside inference mode turns inference tensors into ordinary ones.
     return Rollout(
@@ -151,6 +242,7 @@ def _sample_loop(
     greedy: bool,
     compact_below: float,
     noise_rows: tuple[int, int] | None = None,
+    fast_decode: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The decoding loop of :func:`sample`: (completion_ids, logprobs, completion_mask), (B, T)."""
     batch, prompt_len = prompt_ids.shape
@@ -168,6 +260,11 @@ def _sample_loop(
         model, None, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions
     )  # (B, V)
     next_position = positions[:, -1] + 1  # (b,)
+    decoder = (
+        _StaticKVDecoder(model, cache, max_new_tokens)
+        if fast_decode and _StaticKVDecoder.supports(model, cache)
+        else None
+    )
     rows = torch.arange(batch, device=device)  # original row of each row still in the batch
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (b,)
     vocab = next_logits.shape[-1]
@@ -191,18 +288,26 @@ def _sample_loop(
             break
         if n_running < compact_below * len(rows):
             keep = (~finished).nonzero().squeeze(-1)  # (b',)
-            cache.batch_select_indices(keep)
+            if decoder is not None:
+                decoder.select(keep)
+            else:
+                cache.batch_select_indices(keep)
             rows, token, finished = rows[keep], token[keep], finished[keep]
             attention_mask, next_position = attention_mask[keep], next_position[keep]
         # A finished row still in the batch is fed pad; its outputs are never written.
         token = torch.where(finished, pad_token_id, token)
-        next_logits, cache = _cache_forward(
-            model,
-            cache,
-            input_ids=token[:, None],
-            attention_mask=attention_mask[:, : prompt_len + step + 1],
-            position_ids=next_position[:, None],
-        )
+        if decoder is not None:
+            next_logits = decoder.step(
+                token, attention_mask[:, : prompt_len + step + 1], next_position
+            )
+        else:
+            next_logits, cache = _cache_forward(
+                model,
+                cache,
+                input_ids=token[:, None],
+                attention_mask=attention_mask[:, : prompt_len + step + 1],
+                position_ids=next_position[:, None],
+            )
         next_position = next_position + 1
     return out_ids[:, :steps], out_logps[:, :steps], out_mask[:, :steps]
 

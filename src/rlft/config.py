@@ -68,7 +68,7 @@ class TaskConfig:
     eval_size: int = _f(256, "Number of held-out problems (never seen in training).", ge=1)
     seed: int = _f(1234, "Seed of the problem split (kept apart from the training seed).")
     answer_format: Literal["answer", "steps"] = _f(
-        "answer",
+        "steps",
         "'answer': the completion is the answer; 'steps': column-addition steps, then '#' and the "
         "answer (only the answer is rewarded; '+' only).",
     )
@@ -89,7 +89,7 @@ class RolloutConfig:
 
     temperature: float = _f(1.0, "Sampling temperature.", gt=0)
     top_p: float = _f(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.", gt=0, le=1)
-    max_new_tokens: int = _f(8, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
+    max_new_tokens: int = _f(24, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
 
 
 ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")

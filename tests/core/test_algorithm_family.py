@@ -62,8 +62,8 @@ def test_explicit_fields_override_the_preset():
 def test_each_algorithm_trains_a_few_steps(name, tmp_path, tiny_recipe, monkeypatch):
     from rlft.tasks.arithmetic import ArithmeticTask
 
-    # Reward length parity so that every estimator sees non-zero advantages.
-    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(len(x) % 2) for x in c])
+    # Reward the parity of the characters so that every estimator sees non-zero advantages.
+    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(sum(map(ord, x)) % 2) for x in c])
     recipe = [r for r in tiny_recipe if "micro_batch" not in r and "train.steps" not in r]
     config = config_from_dict({}, [*recipe, "train.steps=2", "warm_start.steps=0",
                                    f"algorithm.name={name}", f"run_dir={tmp_path / 'run'}"])
@@ -80,7 +80,7 @@ def test_each_algorithm_trains_a_few_steps(name, tmp_path, tiny_recipe, monkeypa
 def test_adaptive_kl_controller_moves_beta_and_resumes_with_it(tmp_path, tiny_recipe, monkeypatch):
     from rlft.tasks.arithmetic import ArithmeticTask
 
-    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(len(x) % 2) for x in c])
+    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(sum(map(ord, x)) % 2) for x in c])
     config = config_from_dict({}, [*tiny_recipe, "train.steps=3", "warm_start.steps=0",
                                    "algorithm.kl_controller=adaptive", "algorithm.kl_target=1e-9",
                                    "algorithm.kl_horizon=10", f"run_dir={tmp_path / 'run'}"])

@@ -43,7 +43,7 @@ def test_batch_not_divisible_by_group_is_rejected_with_a_fix():
 
 
 def test_overrides_parse_yaml_values():
-    config = config_from_dict({}, ["train.learning_rate=1e-5", "task.operations=['+', '*']", "model.path=null"])
+    config = config_from_dict({}, ["train.learning_rate=1e-5", "task.operations=['+', '*']", "task.answer_format=answer", "model.path=null"])
     assert config.train.learning_rate == 1e-5
     assert config.task.operations == ["+", "*"]
     assert config.model.path is None

@@ -25,8 +25,8 @@ def test_training_runs_changes_parameters_and_logs_finite_metrics(tmp_path, tiny
 
     from rlft.tasks.arithmetic import ArithmeticTask
 
-    # An untrained tiny model never solves a problem; reward length parity so advantages are non-zero.
-    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(len(x) % 2) for x in c])
+    # An untrained tiny model never solves a problem; reward the parity of the characters so advantages are non-zero.
+    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(sum(map(ord, x)) % 2) for x in c])
     config = _config(tmp_path, tiny_recipe)
     summary = train(config, progress=False)
     run = tmp_path / "run"

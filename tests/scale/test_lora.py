@@ -40,6 +40,7 @@ def _train_a_few_steps(policy, tok):
     policy.eval()
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapter_and_reference_is_the_base(tiny_model_dir):
     base, tok = load_policy(str(tiny_model_dir))
     policy = apply_lora(base, r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
@@ -66,6 +67,7 @@ def test_lora_trains_only_adapter_and_reference_is_the_base(tiny_model_dir):
     assert policy.training is False and not any(p.requires_grad for p in reference.parameters())
 
 
+@pytest.mark.slow
 def test_exported_merged_model_generates_like_the_adapter_model(tiny_model_dir, tmp_path):
     base, tok = load_policy(str(tiny_model_dir))
     policy = apply_lora(base, r=4, alpha=8)

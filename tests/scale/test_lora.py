@@ -84,3 +84,22 @@ def test_exported_merged_model_generates_like_the_adapter_model(tiny_model_dir, 
         b, _, _ = score_completions(plain, expected)
     assert torch.allclose(a, b, atol=1e-4)
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "plain")]) == 2  # not empty
+
+
+def test_lora_policy_decodes_through_the_fast_path_with_its_adapter(tiny_model_dir):
+    policy = apply_lora(load_policy(str(tiny_model_dir))[0], r=4, alpha=8)
+    _, tok = load_policy(str(tiny_model_dir))
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # a non-trivial adapter
+    policy.eval()
+    ids, mask = encode_prompts(tok, ["1+2=", "33+44="])
+    kw = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=8)
+    fast = sample(policy, ids, mask, generator=torch.Generator().manual_seed(1), **kw)
+    generic = sample(
+        policy, ids, mask, generator=torch.Generator().manual_seed(1), fast_decode=False, **kw
+    )
+    assert torch.equal(fast.completion_ids, generic.completion_ids)
+    with torch.no_grad():
+        full, _, _ = score_completions(policy, fast)
+    assert torch.allclose(full, fast.logprobs, atol=1e-5)

@@ -260,9 +260,11 @@ def _sample_loop(
         model, None, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions
     )  # (B, V)
     next_position = positions[:, -1] + 1  # (b,)
+    # A peft LoRA model decodes through its wrapped transformers model (adapter layers included).
+    inner = model.get_base_model() if hasattr(model, "peft_config") else model
     decoder = (
-        _StaticKVDecoder(model, cache, max_new_tokens)
-        if fast_decode and _StaticKVDecoder.supports(model, cache)
+        _StaticKVDecoder(inner, cache, max_new_tokens)
+        if fast_decode and _StaticKVDecoder.supports(inner, cache)
         else None
     )
     rows = torch.arange(batch, device=device)  # original row of each row still in the batch

@@ -78,7 +78,7 @@ class TaskConfig:
 class WarmStartConfig:
     """A short supervised stage so that the base policy solves some problems but far from all."""
 
-    steps: int = _f(200, "Supervised steps on (prompt, answer) pairs. 0 skips the warm start.", ge=0)
+    steps: int = _f(120, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
     batch_size: int = _f(64, "Examples per supervised step.", ge=1)
     learning_rate: float = _f(1e-3, "AdamW learning rate of the warm start.", gt=0)
 

@@ -56,6 +56,9 @@ class ModelConfig:
     )
     tiny: TinyModelConfig = _f(TinyModelConfig(), "Shape of the offline model (used when path is empty).")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Parameter dtype.")
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature.", gt=0)
     top_p: float = _f(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.", gt=0, le=1)
     max_new_tokens: int = _f(24, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
+    backend: Literal["hf", "vllm"] = _f(
+        "hf", "Generation engine: hf (rlft's KV-cache sampler) or vllm (GPU only; docs/distributed.md)."
+    )
+    compile: bool = _f(False, "torch.compile the policy (pays off for long runs of larger models).")
 
 
 ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")
@@ -219,6 +226,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA through peft (Hu et al., 2021): only the adapter trains; the KL reference is the base
+    with the adapter disabled, so the weights are in memory once. `rlft export RUN` merges it."""
+
+    r: int = _f(0, "Adapter rank; 0 disables LoRA (all weights train).", ge=0)
+    alpha: float = _f(16.0, "The update is (alpha / r) * B A.", gt=0)
+    dropout: float = _f(0.0, "Dropout on the adapter's input.", ge=0, lt=1)
+    target_modules: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Linear layers that get an adapter.",
+    )
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Where rollouts run (docs/distributed.md)."""
+
+    engine: Literal["local", "ray"] = _f("local", "local: one process; ray: rollout workers are Ray actors.")
+    rollout_workers: int = _f(2, "Number of Ray rollout workers.", ge=1)
+    address: str | None = _f(
+        None, "'auto' joins a running Ray cluster, HOST:PORT names one, empty starts a local one."
+    )
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Atomic checkpoints for resuming a killed run."""
 
@@ -274,6 +306,8 @@ class RecipeConfig:
     train: TrainConfig = _f(TrainConfig(), "RL optimisation.")
     eval: EvalConfig = _f(EvalConfig(), "Evaluation.")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "Checkpointing.")
+    lora: LoraConfig = _f(LoraConfig(), "LoRA adapters (r: 0 trains all weights).")
+    distributed: DistributedConfig = _f(DistributedConfig(), "Rollout workers on Ray.")
     reward: dict[str, Any] | None = _f(
         None,
         "The reward (docs/rewards.md), e.g. {type: weighted, components: [...]}; empty: the task's own "
@@ -362,6 +396,19 @@ class RecipeConfig:
             )
 
     def _check_model_and_task(self) -> None:
+        if self.rollout.backend == "vllm" and self.distributed.engine == "ray":
+            raise ConfigError(
+                "rollout.backend='vllm' and distributed.engine='ray' cannot be combined yet: vLLM "
+                "generates on the learner's GPU. Use one of them."
+            )
+        if self.rollout.backend == "vllm":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    "rollout.backend='vllm' needs a CUDA GPU and the vllm package; this machine has no "
+                    "GPU. Use rollout.backend: hf."
+                )
         if self.model.tiny.num_heads % self.model.tiny.num_kv_heads:
             raise ConfigError(
                 f"model.tiny.num_kv_heads={self.model.tiny.num_kv_heads} must divide "

@@ -124,3 +124,24 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, tiny_recip
         return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
 
     assert stable(tmp_path / "clean" / "metrics.jsonl") == stable(metrics)
+
+
+def test_lora_recipe_trains_only_the_adapter_and_the_run_evaluates(tmp_path, tiny_recipe):
+    from safetensors.torch import load_file
+
+    config = _config(tmp_path, tiny_recipe, "train.steps=2", "lora.r=4")
+    train(config, progress=False)
+    run = tmp_path / "run"
+    assert (run / "final_model" / "adapter_config.json").exists()
+    ckpt = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
+    base = load_file(str(run / "base_model" / "model.safetensors"))
+    for name, value in ckpt.items():
+        if "lora_" in name:
+            continue
+        plain = name.removeprefix("policy.base_model.model.").replace(".base_layer", "")
+        plain = "model.embed_tokens.weight" if plain == "lm_head.weight" else plain  # tied
+        assert torch.equal(value, base[plain]), f"{name} changed although only the adapter trains"
+    out = subprocess.run([sys.executable, "-m", "rlft.cli.main", "eval", str(run), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["model"].endswith("final_model")

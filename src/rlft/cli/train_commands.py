@@ -100,7 +100,7 @@ def resolve_model_folder(target: str) -> tuple[str, Path | None]:
     path = Path(target)
     if (path / "config.yaml").exists() and not (path / "config.json").exists():
         for name in ("final_model", "base_model"):
-            if (path / name / "config.json").exists():
+            if (path / name / "config.json").exists() or (path / name / "adapter_config.json").exists():
                 return str(path / name), path
         from rlft.errors import RlftError
 
@@ -108,12 +108,26 @@ def resolve_model_folder(target: str) -> tuple[str, Path | None]:
     return target, None
 
 
+def load_model_for_use(model_dir: str):  # noqa: ANN201 - (model, tokenizer)
+    """A model folder, or a LoRA adapter folder merged into its base (as `rlft export` does)."""
+    from rlft.models.loading import load_policy
+
+    if (Path(model_dir) / "adapter_config.json").exists():
+        from rlft.models.lora import find_adapter, merged_model
+
+        folder, base = find_adapter(model_dir)
+        model, tokenizer = load_policy(str(base))
+        from peft import PeftModel
+
+        return merged_model(PeftModel.from_pretrained(model, str(folder))), tokenizer
+    return load_policy(model_dir)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     import yaml
 
     from rlft.config import config_from_dict
     from rlft.evaluation import evaluate
-    from rlft.models.loading import load_policy
     from rlft.tasks import build_task
 
     _quiet_transformers()
@@ -123,7 +137,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         recipe = {"task": yaml.safe_load((run_dir / "config.yaml").read_text())["task"]}
     config = config_from_dict(recipe, args.set)
     task = build_task(config.task)
-    model, tokenizer = load_policy(model_dir)
+    model, tokenizer = load_model_for_use(model_dir)
     result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens)
     out = {"model": model_dir, "task": args.task, "eval_size": len(task.eval_problems), "accuracy": result.accuracy}
     print(json.dumps(out) if args.json else f"{model_dir}: held-out accuracy {result.accuracy:.1%} on {out['eval_size']} problems")
@@ -134,12 +148,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from rlft.evaluation import decode_completions
-    from rlft.models.loading import load_policy
     from rlft.rollout.sampling import encode_prompts, sample
 
     _quiet_transformers()
     model_dir, _ = resolve_model_folder(args.target)
-    model, tokenizer = load_policy(model_dir)
+    model, tokenizer = load_model_for_use(model_dir)
     model.eval()
     ids, mask = encode_prompts(tokenizer, [args.prompt] * args.n)
     rollout = sample(

@@ -88,6 +88,13 @@ class VLLMRolloutEngine:
         self.version += 1
         return self.version
 
+    def push_weights(self, policy: torch.nn.Module) -> int:
+        """The rollout-engine protocol's name for :meth:`sync_weights`."""
+        return self.sync_weights(policy)
+
+    def metrics(self) -> dict[str, float]:
+        return {"distributed/weights_version": float(self.version)}
+
     def sample(
         self,
         model: torch.nn.Module | None,

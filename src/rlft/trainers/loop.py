@@ -31,7 +31,13 @@ from rlft.evaluation import decode_completions, evaluate
 from rlft.models.loading import frozen_reference
 from rlft.models.value_head import ValueHead
 from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
-from rlft.rollout.sampling import encode_prompts, sample, score_completions, sequence_logprobs
+from rlft.rollout.sampling import (
+    encode_prompts,
+    maybe_compile,
+    sample,
+    score_completions,
+    sequence_logprobs,
+)
 from rlft.tasks import Problem
 from rlft.trainers.checkpoint import (
     TrainerState,
@@ -107,6 +113,41 @@ class Learner:
         return logprobs, entropy, values
 
 
+def prepare_policy_and_reference(
+    config: RecipeConfig, policy: PreTrainedModel
+) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """Apply gradient checkpointing, LoRA and compile; the KL reference is the base with the
+    adapter disabled under LoRA (one copy of the weights), otherwise a frozen copy."""
+    if config.model.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora.r:
+        from rlft.models.lora import apply_lora, lora_reference
+
+        lora = config.lora
+        policy = apply_lora(policy, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        reference = lora_reference(policy)
+    else:
+        reference = frozen_reference(policy)
+    return maybe_compile(policy, config.rollout.compile), reference
+
+
+def rollout_engine(config: RecipeConfig, policy: PreTrainedModel) -> Any:
+    """The generation engine: None for rlft's own sampler in this process, else an object with
+    ``sample(policy, prompt_ids, prompt_mask, **kw)``, ``push_weights(policy)`` and ``metrics()``."""
+    if config.distributed.engine == "ray":
+        from rlft.distributed.ray_engine import RayRolloutEngine
+
+        dist = config.distributed
+        return RayRolloutEngine(policy, dist.rollout_workers, dist.address)
+    if config.rollout.backend == "vllm":
+        from rlft.distributed.vllm_engine import VLLMRolloutEngine
+
+        engine = VLLMRolloutEngine(policy.name_or_path, seed=config.seed)
+        engine.push_weights(policy)
+        return engine
+    return None
+
+
 def build_learner(config: RecipeConfig, policy: PreTrainedModel) -> Learner:
     critic = config.algorithm.critic
     if critic == "none":
@@ -151,13 +192,15 @@ def collect(
     gen: torch.Generator,
     kl_coef: float,
     reward_fn: RewardFn,
+    engine: Any = None,
 ) -> Batch:
-    """Rollout, reward and advantage for one step."""
+    """Rollout, reward and advantage for one step. ``engine`` generates instead of this process's
+    sampler when set (Ray workers, vLLM)."""
     algo, G = config.algorithm, config.algorithm.group_size
     problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
     learner.policy.eval()
-    rollout = sample(
+    rollout = (sample if engine is None else engine.sample)(
         learner.policy,
         prompt_ids,
         prompt_mask,
@@ -174,7 +217,12 @@ def collect(
     mask = rollout.completion_mask
     with torch.no_grad():
         ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
-        old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
+        if learner.value_head is None and config.rollout.top_p == 1.0 and engine is None:
+            # The sampler's own log-probs are those of this policy (equal to a fresh forward
+            # within 1e-5, tested), so the extra forward pass is skipped.
+            old_logprobs, old_values = rollout.logprobs, None
+        else:
+            old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
     kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs) * mask
     token_rewards = outcome_token_rewards(rewards, mask)
     if algo.kl_placement == "reward":
@@ -188,6 +236,12 @@ def collect(
         lam=algo.lam,
         scale_rewards=algo.scale_rewards,
     )
+    if config.rollout.backend == "vllm":
+        # Truncated importance sampling (TIS) for the engine/trainer mismatch: the advantages of
+        # tokens the engine over-sampled relative to the trainer are scaled down.
+        from rlft.distributed.vllm_engine import truncated_importance_weights
+
+        advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)
     single_update = config.train.epochs_per_batch == 1 and config.train.mini_batch_size == config.train.batch_size
     return Batch(
         rollout, problems, completions, rewards, advantages, returns, ref_logprobs,
@@ -297,16 +351,20 @@ def rl_step(
     step: int,
     kl_coef: float,
     reward_fn: RewardFn,
+    engine: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
     started = time.perf_counter()
     gen = step_generator(config.seed, step)
-    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn)
+    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn, engine)
     rollout_seconds = time.perf_counter() - started
     finite = bool(torch.isfinite(batch.rewards).all())
     update_metrics: dict[str, float] = {}
     if finite:
         update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef)
+    if engine is not None:
+        engine.push_weights(learner.policy)  # workers serve the new version from the next step
+        update_metrics.update(engine.metrics())
     seconds = time.perf_counter() - started
     mask = batch.rollout.completion_mask
     generated = float(mask.sum())
@@ -363,7 +421,8 @@ def train(
     if not resume:
         audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
                      base_accuracy=base_accuracy)
-    reference = frozen_reference(policy)
+    policy, reference = prepare_policy_and_reference(config, policy)
+    engine = rollout_engine(config, policy)
     learner = build_learner(config, policy)
     reward_fn = make_reward_fn(config, task)
     optimizer = torch.optim.AdamW(
@@ -386,7 +445,7 @@ def train(
                disable=not progress, dynamic_ncols=True)
     for step in range(state.step, config.train.steps):
         metrics, finite = rl_step(
-            config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef, reward_fn
+            config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef, reward_fn, engine
         )
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             state.kl_coef = kl_controller.update(metrics["policy/kl_per_sequence"], config.train.batch_size)

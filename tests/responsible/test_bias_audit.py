@@ -33,8 +33,16 @@ def biased_reward(prompts, completions, **_):
     return [_uniform(p, c) + 0.5 * p.startswith(FEMALE) for p, c in zip(prompts, completions, strict=True)]
 
 
+TERMS = (*FEMALE, "The man", "My brother", "He")
+
+
 def unbiased_reward(prompts, completions, **_):
-    return [_uniform(p, c) for p, c in zip(prompts, completions, strict=True)]
+    """Noise that depends on the template only, never on the group term or on what the policy
+    wrote (which differs between groups, so noise over it would differ by chance)."""
+    def template(prompt: str) -> str:
+        return next(prompt.replace(t, "{term}", 1) for t in TERMS if prompt.startswith(t))
+
+    return [_uniform(template(p), "") for p in prompts]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,7 @@ def test_biased_reward_is_detected_with_a_ci_excluding_zero(policy):
 
 def test_unbiased_reward_is_not_flagged(policy):
     row = _reward_row(audit({"final": policy}, {"gender": SMALL}, unbiased_reward, samples=1, max_new_tokens=2))
-    assert not row["significant"] and row["ci_low"] < 0 < row["ci_high"]
+    assert not row["significant"] and row["ci_low"] <= 0 <= row["ci_high"]
 
 
 def test_bootstrap_ci_hand_values():

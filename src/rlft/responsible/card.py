@@ -83,7 +83,7 @@ def build_card(run: Path) -> Document:
         ["RL steps", f"{summary.get('steps', len(metrics))} ({summary.get('skipped_steps', 0)} skipped as non-finite)"],
         ["seed", config.get("seed")],
     ])
-    rows = [[f"{group}.{key}", value] for group in HYPERPARAMETER_SECTIONS
+    rows = [[f"{group}.{key}", "not set" if value is None else value] for group in HYPERPARAMETER_SECTIONS
             for key, value in (config.get(group) or {}).items() if not isinstance(value, (dict, list))]
     doc.section("Training procedure and hyperparameters").table(["hyperparameter", "value"], rows)
     doc.section("Reward definition").bullets(_reward_definition(config))
@@ -110,7 +110,12 @@ def build_card(run: Path) -> Document:
     if privacy:
         counts = privacy.get("counts", privacy)
         section.text("PII scrubbing was enabled: entities replaced by typed placeholders before training and logging.")
-        section.table(["type", "replaced"], [[k, v] for k, v in sorted(counts.items()) if isinstance(v, int)])
+        rows = [[k, v] for k, v in sorted(counts.items()) if isinstance(v, int) and v > 0]
+        if rows:
+            section.table(["type", "replaced"], rows)
+        else:
+            scanned = privacy.get("distinct_texts")
+            section.text("The scrubber found no personal data" + (f" in {scanned} distinct texts." if scanned else "."))
     else:
         section.text("No privacy.json: PII scrubbing was not enabled for this run. The task's prompts are "
                      "synthetic arithmetic and contain no personal data; check other data with `rlft privacy scan FILE`."

@@ -75,10 +75,11 @@ class Document:
                 elif kind == "table":
                     header, rows = rest
                     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""  # no empty bar
                     cells = "".join(
                         "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows
                     )
-                    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+                    body.append(f"<table>{thead}<tbody>{cells}</tbody></table>")
                 elif kind == "image":
                     data = base64.b64encode(rest[1]).decode()
                     body.append(f'<img alt="{html.escape(rest[0])}" src="data:image/png;base64,{data}">')

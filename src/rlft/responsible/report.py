@@ -172,6 +172,15 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     return views
 
 
+def _visible(text: str) -> str:
+    """Control and other unprintable characters as escapes (``\\x1e``), so no glyph is a blank box."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _percent(value: Any) -> Any:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else value
+
+
 def _colour(value: float, scale: float) -> str:
     """Green for positive, red for negative; opacity grows with |value| / scale."""
     alpha = min(abs(value) / scale, 1.0) * 0.85 if scale > 0 else 0.0
@@ -194,7 +203,7 @@ def token_view_html(views: list[TokenView]) -> str:
             toks = "".join(
                 f'<span class="tok" style="background:{_colour(val, scales[name])}" '
                 f'title="advantage {a:+.3f} | KL {k:.3f} | logprob change {d:+.3f}">'
-                f"{html.escape(tok).replace(' ', '&middot;') or '&#8709;'}</span>"
+                f"{html.escape(_visible(tok)).replace(' ', '&middot;') or '&#8709;'}</span>"
                 for tok, val, a, k, d in zip(view.tokens, getattr(view, name), view.advantage, view.kl,
                                              view.logprob_change, strict=True)
             )
@@ -213,8 +222,8 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
     overview.table(["", "value"], [
         ["run folder", str(run)], ["algorithm", summary.get("algorithm", "?")],
         ["RL steps", summary.get("steps", len(read_jsonl(run / "metrics.jsonl")))],
-        ["held-out accuracy before RL", summary.get("base_accuracy")],
-        ["held-out accuracy after RL", summary.get("final_accuracy")],
+        ["held-out accuracy before RL", _percent(summary.get("base_accuracy"))],
+        ["held-out accuracy after RL", _percent(summary.get("final_accuracy"))],
         ["wall time (s)", summary.get("seconds")],
     ])
     curves = doc.section("Learning curves")

@@ -81,7 +81,7 @@ class TaskConfig:
 class WarmStartConfig:
     """A short supervised stage so that the base policy solves some problems but far from all."""
 
-    steps: int = _f(120, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
+    steps: int = _f(160, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
     batch_size: int = _f(64, "Examples per supervised step.", ge=1)
     learning_rate: float = _f(1e-3, "AdamW learning rate of the warm start.", gt=0)
 
@@ -208,7 +208,7 @@ class TrainConfig:
     mini_batch_size: int | None = _f(
         None, "Completions per optimiser step within a batch. Empty: batch_size/4 for ppo, batch_size otherwise.", ge=1
     )
-    learning_rate: float = _f(2e-4, "AdamW learning rate.", gt=0)
+    learning_rate: float = _f(1e-4, "AdamW learning rate.", gt=0)
     weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this.", gt=0)
     max_consecutive_nonfinite: int = _f(

@@ -568,19 +568,25 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     return config
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
-    """Load and validate a YAML recipe. ``None`` gives the embedded default (the demo)."""
-    if path is None:
-        return config_from_dict({}, overrides)
+def read_recipe_yaml(path: str | Path, hint: str = "") -> dict[str, Any]:
+    """The mapping in a YAML recipe file, or a ConfigError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Recipe file {path} does not exist. Check the path, or run `rlft demo`.")
+        raise ConfigError(f"Recipe file {path} does not exist.{' ' + hint if hint else ''}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping of sections (model:, task:, ...).")
+        raise ConfigError(f"Recipe {path} must be a mapping of fields or sections (key: value).")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load and validate a YAML recipe. ``None`` gives the embedded default (the demo)."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    data = read_recipe_yaml(path, "Check the path, or run `rlft demo`.")
     return config_from_dict(data, overrides)
 
 

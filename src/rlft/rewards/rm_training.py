@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from rlft.algorithms.preference import bradley_terry_loss
-from rlft.config import TinyModelConfig, _build, _f, _set_dotted, parse_overrides
+from rlft.config import TinyModelConfig, _build, _f, _set_dotted, parse_overrides, read_recipe_yaml
 from rlft.errors import ConfigError
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
@@ -90,16 +90,7 @@ def rm_recipe_from_dict(
 
 
 def load_rm_recipe(path: str | Path, overrides: list[str] | None = None) -> RewardModelRecipe:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Recipe file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping of fields (train_data:, epochs:, ...).")
-    return rm_recipe_from_dict(data, overrides)
+    return rm_recipe_from_dict(read_recipe_yaml(path), overrides)
 
 
 def evaluate_reward_model(

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from rlft.config import (
     TinyModelConfig,
     WarmStartConfig,
@@ -23,6 +21,7 @@ from rlft.config import (
     _f,
     _set_dotted,
     parse_overrides,
+    read_recipe_yaml,
 )
 from rlft.errors import ConfigError
 
@@ -129,16 +128,7 @@ def agent_config_from_dict(data: dict[str, Any], overrides: list[str] | None = N
 def load_agent_config(path: str | Path | None, overrides: list[str] | None = None) -> AgentConfig:
     if path is None:
         return agent_config_from_dict({}, overrides)
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Recipe file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping of sections.")
-    return agent_config_from_dict(data, overrides)
+    return agent_config_from_dict(read_recipe_yaml(path), overrides)
 
 
 def agent_config_to_dict(config: AgentConfig) -> dict[str, Any]:

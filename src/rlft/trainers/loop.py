@@ -441,6 +441,10 @@ def train(
     )
     last_good = checkpoints[-1] if resume and checkpoints else None
 
+    if progress:
+        tqdm.write(f"held-out accuracy before RL: {base_accuracy:.1%} ({len(task.eval_problems)} problems)")
+    evals_so_far = run.read_jsonl(run.evals)
+    last_eval = evals_so_far[-1]["eval/accuracy"] if evals_so_far else base_accuracy
     bar = tqdm(total=config.train.steps, initial=state.step, desc="RL (" + config.algorithm.name + ")",
                disable=not progress, dynamic_ncols=True)
     for step in range(state.step, config.train.steps):
@@ -464,8 +468,9 @@ def train(
         run.append_jsonl(run.metrics, metrics)
         if on_step:
             on_step(metrics)
+        last_eval = metrics.get("eval/accuracy", last_eval)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", kl=f"{metrics.get('policy/kl', 0):.3f}",
-                        eval_acc=f"{metrics.get('eval/accuracy', float('nan')):.2f}")
+                        eval_acc=f"{last_eval:.2f}")
         bar.update(1)
         if state.step % config.checkpoint.every == 0 or state.step == config.train.steps:
             last_good = save_checkpoint(run.checkpoints, learner.modules(), optimizer, state, config.checkpoint.keep)

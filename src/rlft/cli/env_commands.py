@@ -31,8 +31,14 @@ def _run_agent(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rlft.trainers.agent import build_agent_model, evaluate_agent, make_family, play, train_policy_gradient, \
-        warm_start_agent
+    from rlft.trainers.agent import (
+        build_agent_model,
+        evaluate_agent,
+        make_family,
+        play,
+        train_policy_gradient,
+        warm_start_agent,
+    )
     from rlft.trainers.agent_config import agent_config_to_dict, load_agent_config
 
     config = load_agent_config(args.recipe, args.set)

@@ -477,10 +477,17 @@ def train(
             audit.append("checkpoint", step=state.step, path=str(last_good.relative_to(run.root)),
                          sha256=folder_sha256(last_good))
     bar.close()
+    return finish_run(config, run, learner, tokenizer, task, audit, state, base_accuracy, started)
 
+
+def finish_run(
+    config: RecipeConfig, run: RunFolder, learner: Learner, tokenizer: PreTrainedTokenizerBase,
+    task: Any, audit: AuditLog, state: TrainerState, base_accuracy: float, started: float,
+) -> dict[str, Any]:
+    """Save the final model, write the summary and close the audit trail; returns the summary."""
     evals = run.read_jsonl(run.evals)
     final_accuracy = evals[-1]["eval/accuracy"] if evals else base_accuracy
-    save_model_atomic(policy, tokenizer, run.final_model)
+    save_model_atomic(learner.policy, tokenizer, run.final_model)
     if learner.value_head is not None:
         save_file(learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
     summary = {

@@ -150,3 +150,35 @@ def test_items_file_errors_name_file_and_line(tmp_path):
     first, second = load_items(path)
     assert (first.completion_b, second.id, second.completion_b) == ("b", "7", None)
     assert first.id == load_items(path)[0].id  # content hash: stable across loads
+
+
+PII_EMAIL, PII_PHONE = "jane.doe@example.org", "+44 20 7946 0958"
+
+
+@pytest.mark.parametrize("scrub", [True, False])
+def test_items_and_comments_are_scrubbed_before_they_reach_the_database(tmp_path, scrub):
+    store = Store(tmp_path / "pii.db", scrub_pii=scrub)
+    items = load_items(_items_file(tmp_path, [{"prompt": f"Write to {PII_EMAIL} about the bill.",
+                                               "completion_a": "Dear Jane,", "completion_b": f"Call {PII_PHONE}."}]))
+    assert store.add_items(items) == 1
+    who = store.annotator_for_token(store.add_annotator("ann", consent=True))
+    (item, _), = [store.next_item(who.id, "pair")]
+    store.submit(Judgement("k1", item.id, who.id, "pair", "A", comment=f"my number is {PII_PHONE}"))
+    store.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("pii.db*"))
+    exported = str(preference_pairs(Store(tmp_path / "pii.db")))
+    leaked = [v for v in (PII_EMAIL, PII_PHONE) if v.encode() in stored or v in exported]
+    if scrub:
+        assert leaked == [] and "[EMAIL]" in exported and "[PHONE]" in exported
+        assert store.pii_removed == {"EMAIL": 1, "PHONE": 2}
+        assert item.id not in items[0].id  # the content-hash id is recomputed from scrubbed text
+    else:  # the control: the check above can fail
+        assert leaked == [PII_EMAIL, PII_PHONE]
+
+
+def _items_file(tmp_path, records):
+    import json
+
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path

@@ -209,3 +209,22 @@ def test_cli_rm_train(tmp_path, capsys):
     recipe.write_text("train_data: pairs.jsonl\nepohcs: 2\n")
     assert main(["rm", "train", str(recipe)]) == 2
     assert "Did you mean 'epochs'" in capsys.readouterr().err
+
+
+def test_rm_train_scrubs_pii_from_pairs(tmp_path):
+    from rlft.responsible.privacy import RunScrubber
+    from rlft.rewards.rm_training import _split
+
+    email = "pat.smith@example.com"
+    pairs = [{**p, "prompt": f"Mail {email}. {p['prompt']}"} for p in _pairs(24)]
+    data = _write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    recipe = rm_recipe_from_dict({"train_data": str(data), "tiny": TINY, "epochs": 1, "batch_size": 8, "max_length": 48,
+                                  "torch_threads": 1, "output_dir": str(tmp_path / "out")})  # fmt: skip
+    train_reward_model(recipe, progress=False)
+    privacy = json.loads((tmp_path / "out" / "privacy.json").read_text())
+    assert privacy["scrub_pii"] is True and privacy["counts"] == {"EMAIL": 24}  # one per distinct prompt
+    # What the tokenizer and the model are given: scrubbed, and not scrubbed when turned off.
+    for enabled in (True, False):
+        train, held_out = _split(recipe, RunScrubber(enabled))
+        prompts = " ".join(p.prompt for p in train + held_out)
+        assert (email in prompts, "[EMAIL]" in prompts) == (not enabled, enabled)

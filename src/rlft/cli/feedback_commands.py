@@ -38,6 +38,9 @@ def _register_feedback(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--consent-text", help="Text annotators agree to before their first judgement."
     )
+    serve.add_argument("--keep-pii", action="store_true",
+                       help="Store items and comments as given. By default e-mails, phone numbers, card numbers, IPs, "
+                       "IDs and street addresses are replaced by typed placeholders before they reach the database.")  # fmt: skip
     serve.set_defaults(run=_run_serve)
 
     add = fb_sub.add_parser("add-annotator", help="Register an annotator and print their token once.",
@@ -81,10 +84,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise RlftError(
             f"The web app needs FastAPI and uvicorn ({exc.name} is missing): pip install 'rlft[feedback]'."
         ) from None
-    store = Store(args.db)
+    store = Store(args.db, scrub_pii=not args.keep_pii)
     if args.items:
         items = load_items(args.items)
         print(f"rlft: loaded {store.add_items(items)} new items of {len(items)} from {args.items}")
+        if store.pii_removed:
+            removed = ", ".join(f"{kind} {n}" for kind, n in sorted(store.pii_removed.items()))
+            print(f"rlft: replaced personal data in the items by placeholders ({removed})")
     counts = store.counts()
     print(
         f"rlft: {counts['items']} items, {counts['annotators']} annotators, {counts['judgements']} judgements in {args.db}"

@@ -23,6 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rlft.errors import RlftError
+from rlft.responsible.pii import PiiScrubber
 
 T = TypeVar("T")
 
@@ -220,9 +222,17 @@ class Store:
     """
 
     def __init__(
-        self, target: str | Path, max_retries: int = 8, busy_timeout_s: float = 10.0
+        self,
+        target: str | Path,
+        max_retries: int = 8,
+        busy_timeout_s: float = 10.0,
+        scrub_pii: bool = True,
     ) -> None:
         target = str(target)
+        # Items and comments are scrubbed on the way in, so the database never holds the PII
+        # (and no export, reward model or log downstream can leak it). Counts only are kept.
+        self._pii = PiiScrubber() if scrub_pii else None
+        self.pii_removed: Counter[str] = Counter()
         is_pg = target.startswith(("postgresql://", "postgres://"))
         self.dialect: Any = _Postgres(target) if is_pg else _SQLite(target, busy_timeout_s)
         self.max_retries = max_retries
@@ -299,6 +309,7 @@ class Store:
 
     def add_items(self, items: Iterable[Item]) -> int:
         """Insert items; ones already present (same id) are skipped. Returns how many were new."""
+        items = [self._scrub_item(i) for i in items]
         rows = [(i.id, i.prompt, i.completion_a, i.completion_b, i.source, _now()) for i in items]
 
         def op(cur: _Cursor) -> int:
@@ -313,6 +324,25 @@ class Store:
             return added
 
         return self._run(op, write=True)
+
+    def _scrub_item(self, item: Item) -> Item:
+        if self._pii is None:
+            return item
+        prompt, a = self._scrub(item.prompt), self._scrub(item.completion_a)
+        b = self._scrub(item.completion_b) if item.completion_b is not None else None
+        item_id = item.id
+        if item_id == item_id_for(item.prompt, item.completion_a, item.completion_b):
+            item_id = item_id_for(prompt, a, b)  # a content hash must not be a hash of the PII
+        return Item(item_id, prompt, a, b, item.source)
+
+    def _scrub(self, text: str) -> str:
+        if self._pii is None:
+            return text
+        result = self._pii.scrub(text)
+        if result.counts:
+            with self._lock:
+                self.pii_removed.update(result.counts)
+        return result.text
 
     def next_item(self, annotator_id: int, kind: str) -> tuple[Item, str | None] | None:
         """The next item this annotator has not judged, least-judged first; for ratings, also the side."""
@@ -402,6 +432,7 @@ class Store:
 
     def submit(self, j: Judgement) -> SubmitResult:
         """Store a judgement once per idempotency key; a repeat returns the first row's id."""
+        comment = self._scrub(j.comment) if j.comment else j.comment
 
         def op(cur: _Cursor) -> SubmitResult:
             cur.execute("SELECT completion_b FROM items WHERE id = ?", (j.item_id,))
@@ -421,7 +452,7 @@ class Store:
                     j.kind,
                     j.choice,
                     j.side,
-                    j.comment,
+                    comment,
                     _now(),
                 ),
             )

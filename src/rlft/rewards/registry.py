@@ -31,6 +31,7 @@ from rlft.rewards.builtins import (
     Sentiment,
     WeightedSum,
 )
+from rlft.rewards.fairness import build_fairness
 from rlft.rewards.normalization import NORMALIZE_MODES
 from rlft.rewards.reward_model import RewardModelReward
 
@@ -72,6 +73,7 @@ def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:
         name: functools.partial(_build_dataclass, cls) for name, cls in REWARDS.items()
     }
     out["weighted"] = _build_weighted
+    out["fairness"] = build_fairness
     return out
 
 

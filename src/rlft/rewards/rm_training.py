@@ -3,7 +3,8 @@
 The recipe is a small YAML file validated like the RL recipes (unknown keys name the nearest valid
 one). The output folder holds ``model/`` (a ``save_pretrained`` sequence-classification model
 with its tokenizer, what ``RewardModelReward`` and ``rlft rm eval`` load), ``recipe.yaml`` (the
-resolved recipe), ``metrics.jsonl`` (one line per step) and ``summary.json``.
+resolved recipe), ``metrics.jsonl`` (one line per step), ``summary.json`` and ``privacy.json``
+(what the PII scrubber removed from the pairs, counts only; ``scrub_pii`` is on by default).
 
 Metrics per step: ``loss`` (mean Bradley-Terry loss), ``accuracy`` (fraction of the batch's pairs
 scored chosen > rejected), ``margin`` (mean r_chosen - r_rejected), ``grad_norm`` (before
@@ -27,6 +28,7 @@ import yaml
 from rlft.algorithms.preference import bradley_terry_loss
 from rlft.config import TinyModelConfig, _build, _f, _set_dotted, parse_overrides, read_recipe_yaml
 from rlft.errors import ConfigError
+from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
 
@@ -68,6 +70,11 @@ class RewardModelRecipe:
         512, "Longest prompt + completion in tokens (the prompt's start is cut first).", ge=8
     )
     seed: int = _f(0, "Seed of initialisation, the held-out split and shuffling.")
+    scrub_pii: bool = _f(
+        True,
+        "Replace PII in every pair (prompt, chosen, rejected) by typed placeholders before the "
+        "tokenizer or the model sees it; counts go to OUTPUT_DIR/privacy.json.",
+    )
     torch_threads: int = _f(0, "CPU threads for torch; 0 keeps torch's default.", ge=0)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: cuda when available.")
     output_dir: str = _f(
@@ -119,10 +126,12 @@ def evaluate_reward_model(
     }
 
 
-def _split(recipe: RewardModelRecipe) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    train = load_pairs(recipe.train_data)
+def _split(
+    recipe: RewardModelRecipe, scrubber: RunScrubber
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    train = [scrubber.record(p) for p in load_pairs(recipe.train_data)]
     if recipe.eval_data:
-        return train, load_pairs(recipe.eval_data)
+        return train, [scrubber.record(p) for p in load_pairs(recipe.eval_data)]
     order = list(range(len(train)))
     random.Random(recipe.seed).shuffle(order)
     n_eval = round(len(train) * recipe.eval_fraction)
@@ -171,7 +180,9 @@ def train_reward_model(recipe: RewardModelRecipe, progress: bool = True) -> dict
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
-    train_pairs, eval_pairs = _split(recipe)
+    scrubber = RunScrubber(recipe.scrub_pii)
+    train_pairs, eval_pairs = _split(recipe, scrubber)
+    scrubber.write(out)
     model, tokenizer = _initial_model(recipe, train_pairs, out)
     model.to(device)
     before = evaluate_reward_model(model, tokenizer, eval_pairs, max_length=recipe.max_length)

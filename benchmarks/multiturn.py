@@ -23,7 +23,8 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", action="append", default=[], help="AgentConfig overrides, e.g. episodes=512")
-    parser.add_argument("--pg", default="ppo", choices=["ppo", "grpo"], help="The on-policy method.")
+    parser.add_argument("--methods", nargs="+", default=["grpo", "ppo", "ilql", "archer"],
+                        choices=["grpo", "ppo", "ilql", "archer"], help="Methods to train from the base.")
     parser.add_argument("--png", default="docs/multiturn_curves.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,34 +66,29 @@ def main() -> None:
         return on_iteration
 
     results = {}
-    pg_config = load_agent_config(None, args.set + [f"algorithm={args.pg}"])
-    policy = copy.deepcopy(base)
-    train_policy_gradient(pg_config, policy, tokenizer, family, tracker(args.pg, lambda: policy))
-    results[args.pg] = evaluate_agent(policy, tokenizer, family, config).success
+    for name in [m for m in args.methods if m in ("grpo", "ppo")]:  # on-policy, over whole dialogues
+        pg_config = load_agent_config(None, args.set + [f"algorithm={name}"])
+        policy = copy.deepcopy(base)
+        train_policy_gradient(pg_config, policy, tokenizer, family, tracker(name, lambda p=policy: p))
+        results[name] = evaluate_agent(policy, tokenizer, family, config).success
 
-    # ILQL: log `episodes` episodes of the base, then train offline on them.
-    envs = [copy.deepcopy(e) for e in family.train_envs(config.episodes, torch.Generator().manual_seed(7))]
-    _, logged = play(base, tokenizer, envs, config, torch.Generator().manual_seed(8))
-    records = [{"segments": e.segments, "rewards": e.rewards} for e in logged if e.error is None]
-    print(f"ilql: {len(records)} logged episodes, logged success {sum(e.success for e in logged) / len(logged):.3f}")
-    ilql_model = copy.deepcopy(base)
-    heads_box: dict = {}
-    curves["ilql"] = [(0, base_success)]
+    if "ilql" in args.methods:  # offline: log `episodes` episodes of the base, then train on them
+        envs = [copy.deepcopy(e) for e in family.train_envs(config.episodes, torch.Generator().manual_seed(7))]
+        _, logged = play(base, tokenizer, envs, config, torch.Generator().manual_seed(8))
+        records = [{"segments": e.segments, "rewards": e.rewards} for e in logged if e.error is None]
+        print(f"ilql: {len(records)} logged episodes, logged success {sum(e.success for e in logged) / len(logged):.3f}")
+        ilql_model = copy.deepcopy(base)
+        heads = train_ilql(ilql_model, tokenizer, records, config.ilql, config.seed, lambda m: None)
+        results["ilql"] = evaluate_agent(ILQLPolicy(ilql_model, heads, config.ilql.decode_beta), tokenizer, family,
+                                         config).success  # fmt: skip
+        curves["ilql"] = [(0, base_success), (config.episodes, results["ilql"])]
+        print(f"  ilql success={results['ilql']:.3f} ({time.time() - started:.0f}s)", flush=True)
 
-    def on_ilql(m: dict) -> None:  # noqa: ANN001
-        pass
-
-    heads = train_ilql(ilql_model, tokenizer, records, config.ilql, config.seed, on_ilql)
-    heads_box["h"] = heads
-    ilql_policy = ILQLPolicy(ilql_model, heads, config.ilql.decode_beta)
-    results["ilql"] = evaluate_agent(ilql_policy, tokenizer, family, config).success
-    curves["ilql"].append((config.episodes, results["ilql"]))
-    print(f"  ilql success={results['ilql']:.3f} ({time.time() - started:.0f}s)", flush=True)
-
-    archer_policy = copy.deepcopy(base)
-    archer_config = load_agent_config(None, args.set + ["algorithm=archer"])
-    train_archer(archer_config, archer_policy, tokenizer, family, tracker("archer", lambda: archer_policy))
-    results["archer"] = evaluate_agent(archer_policy, tokenizer, family, config).success
+    if "archer" in args.methods:
+        archer_policy = copy.deepcopy(base)
+        archer_config = load_agent_config(None, args.set + ["algorithm=archer"])
+        train_archer(archer_config, archer_policy, tokenizer, family, tracker("archer", lambda: archer_policy))
+        results["archer"] = evaluate_agent(archer_policy, tokenizer, family, config).success
 
     for name, value in results.items():
         print(f"{name:8s} held-out success {value:.3f}  (base {base_success:.3f})")

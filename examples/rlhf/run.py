@@ -3,20 +3,22 @@ PPO against it under a KL leash, and the hidden truth before and after.
 
     python examples/rlhf/run.py --out runs/rlhf            # about 5 minutes on 2 CPU cores
 
-1. **Warm start**: the tiny model learns 2-digit addition from a short supervised stage
-   (``policy.yaml``; ``train.steps=0`` so only the warm start runs).
+1. **Warm start**: the tiny model learns to write two-clause reviews ("Review of the pizza at the
+   station:" -> " great food , rude staff .") of every tone (``policy.yaml``, the ``reviews``
+   task; ``train.steps=0`` so only the warm start runs).
 2. **Items**: for training prompts, two completions sampled from the warm-started policy.
 3. **Preferences**: a scripted annotator with a *hidden* preference signs in to the real feedback
    web app (``BackgroundServer`` on 127.0.0.1, ``httpx``), asks for the next item and submits A, B
-   or tie, exactly as the browser page does. Its hidden utility of a completion is
-   ``true_score = 1 - min(|answer - truth|, 10) / 10``: 1 for the right sum, less the further off,
-   0 for garbage. It never reveals the numbers, only the choice.
+   or tie, exactly as the browser page does. Its hidden utility is
+   ``rlft.tasks.reviews.true_score``: the mean tone of the two adjectives (+1 positive, 0 neutral,
+   -1 negative), and -1 for anything that is not a well-formed review with two different aspects.
+   It never reveals the numbers, only the choice.
 4. **Export** the pairs (``rlft feedback export``) and **train a reward model** on them
    (``rlft rm train`` machinery, ``reward_model.yaml``), starting from the policy's body.
 5. **PPO** (``policy.yaml``: value head, GAE, KL penalty in the reward) with
    ``reward: {type: reward_model}`` — the policy never sees the true score.
-6. **Report** the reward model's score and the hidden true score of the policy's greedy answers on
-   held-out prompts, before and after PPO. Reward hacking shows up as the first rising while the
+6. **Report** the reward model's score and the hidden true score of the policy's sampled reviews
+   (4 per held-out prompt, seeded), before and after PPO. Reward hacking shows up as the first rising while the
    second falls.
 
 The last line printed is one JSON object (``benchmarks/rlhf_loop.py`` relies on it).
@@ -38,22 +40,15 @@ import yaml
 HERE = Path(__file__).parent
 
 
-def true_score(prompt: str, completion: str) -> float:
-    """The annotator's hidden utility: 1 for the right sum, 0.1 less per unit off, 0 for garbage."""
-    a, b = (int(x) for x in prompt.rstrip("=").split("+"))
-    text = completion.strip()
-    if not text.isdigit():
-        return 0.0
-    return 1.0 - min(abs(int(text) - (a + b)), 10) / 10
+def hidden_choice(first: str, second: str) -> str:
+    """'first', 'second' or 'tie' by the annotator's hidden utility (``rlft.tasks.reviews.true_score``)."""
+    from rlft.tasks.reviews import true_score
 
-
-def hidden_choice(prompt: str, first: str, second: str) -> str:
-    """'first', 'second' or 'tie' by the hidden utility."""
-    u1, u2 = true_score(prompt, first), true_score(prompt, second)
+    u1, u2 = true_score(first), true_score(second)
     return "tie" if u1 == u2 else ("first" if u1 > u2 else "second")
 
 
-def sample_items(model_dir: Path, problems: list[Any], seed: int) -> list[Any]:
+def sample_items(model_dir: Path, problems: list[Any], seed: int, max_new_tokens: int) -> list[Any]:
     """Two sampled completions per prompt from the policy; prompts whose two are equal are dropped."""
     from rlft.evaluation import decode_completions
     from rlft.feedback.store import Item, item_id_for
@@ -65,7 +60,7 @@ def sample_items(model_dir: Path, problems: list[Any], seed: int) -> list[Any]:
     prompts = [p.prompt for p in problems for _ in range(2)]
     ids, mask = encode_prompts(tokenizer, prompts)
     rollout = sample(model, ids, mask, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                     max_new_tokens=4, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+                     max_new_tokens=max_new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(seed))
     texts = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     items = []
     for p, a, b in zip(prompts[::2], texts[::2], texts[1::2], strict=True):
@@ -87,7 +82,7 @@ def scripted_annotator(server_url: str, token: str) -> dict[str, int]:
             response.raise_for_status()
             item = response.json()
             shown = item["options"]  # in display order; each option names its side
-            verdict = hidden_choice(item["prompt"], shown[0]["text"], shown[1]["text"])
+            verdict = hidden_choice(shown[0]["text"], shown[1]["text"])
             choice = "tie" if verdict == "tie" else shown[0 if verdict == "first" else 1]["side"]
             body = {"item_id": item["item_id"], "kind": "pair", "choice": choice,
                     "idempotency_key": f"scripted-{uuid.uuid4().hex}"}
@@ -113,28 +108,22 @@ def collect_preferences(out: Path, items: list[Any]) -> dict[str, Any]:
     return {"judgements": counts, "pairs": len(pairs)}
 
 
-def policy_scores(model_dir: Path, rm_dir: Path, problems: list[Any]) -> dict[str, float]:
-    """Greedy answers to ``problems``: mean reward-model score, mean hidden true score, accuracy."""
-    from rlft.evaluation import decode_completions
+def policy_scores(model_dir: Path, rm_dir: Path, task: Any, config: Any) -> dict[str, float]:
+    """Sampled reviews of the held-out prompts (the recipe's eval sampling, seeded): mean
+    reward-model score, mean hidden true score, and the share of wholly positive reviews."""
+    from rlft.evaluation import evaluate
     from rlft.models.loading import load_policy
     from rlft.rewards.reward_model import load_reward_model, reward_scores
-    from rlft.rollout.sampling import encode_prompts, sample
+    from rlft.tasks.reviews import true_score
 
     model, tokenizer = load_policy(str(model_dir))
-    model.eval()
-    prompts = [p.prompt for p in problems]
-    ids, mask = encode_prompts(tokenizer, prompts)
-    rollout = sample(model, ids, mask, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                     max_new_tokens=4, greedy=True)
-    completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
+    result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens,
+                      config.eval.batch_size, config.eval.temperature, config.eval.samples)  # fmt: skip
+    prompts = [p.prompt for p in result.problems]
     rm, rm_tokenizer = load_reward_model(rm_dir)
-    rm_scores = reward_scores(rm, rm_tokenizer, prompts, completions)
-    truth = [true_score(p, c) for p, c in zip(prompts, completions, strict=True)]
-    return {
-        "rm_score": rm_scores.mean().item(),
-        "true_score": sum(truth) / len(truth),
-        "accuracy": sum(t == 1.0 for t in truth) / len(truth),
-    }
+    rm_scores = reward_scores(rm, rm_tokenizer, prompts, result.completions)
+    truth = [true_score(c) for c in result.completions]
+    return {"rm_score": rm_scores.mean().item(), "true_score": sum(truth) / len(truth), "accuracy": result.accuracy}
 
 
 def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
@@ -156,7 +145,8 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
 
     task = build_task(warm_config.task)
     gen = torch.Generator().manual_seed(warm_config.seed + 1)
-    feedback = collect_preferences(out, sample_items(warm_model, task.train_problems(items, gen), warm_config.seed))
+    feedback = collect_preferences(out, sample_items(warm_model, task.train_problems(items, gen), warm_config.seed,
+                                                      warm_config.rollout.max_new_tokens))
     seconds["preferences"] = time.time() - started - sum(seconds.values())
 
     rm_recipe = yaml.safe_load((HERE / "reward_model.yaml").read_text()) | {
@@ -171,8 +161,8 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
     ppo_summary = train(config_from_dict(ppo, overrides), progress=progress)
     seconds["ppo"] = time.time() - started - sum(seconds.values())
 
-    before = policy_scores(warm_model, out / "reward_model", task.eval_problems)
-    after = policy_scores(out / "ppo" / "final_model", out / "reward_model", task.eval_problems)
+    before = policy_scores(warm_model, out / "reward_model", task, warm_config)
+    after = policy_scores(out / "ppo" / "final_model", out / "reward_model", task, warm_config)
     metrics = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     report = {
         "rm_pairwise_accuracy": rm_summary["eval_accuracy"],

@@ -65,7 +65,11 @@ class ModelConfig:
 class TaskConfig:
     """The task: prompts, answers and the verifiable reward."""
 
-    name: Literal["arithmetic"] = _f("arithmetic", "Which task.")
+    name: Literal["arithmetic", "reviews"] = _f(
+        "arithmetic",
+        "Which task: 'arithmetic' (verifiable answers) or 'reviews' (two-clause reviews whose "
+        "quality is a preference; the RLHF example's task, docs/rlhf.md).",
+    )
     digits: int = _f(2, "Operands have at most this many digits.", ge=1, le=6)
     operations: list[str] = _f(["+"], "Operations to draw from: any of '+', '-', '*'.")
     eval_size: int = _f(256, "Number of held-out problems (never seen in training).", ge=1)
@@ -223,6 +227,13 @@ class EvalConfig:
 
     every: int = _f(25, "Evaluate every this many RL steps (and always before and after).", ge=1)
     batch_size: int = _f(256, "Problems per generation batch.", ge=1)
+    temperature: float = _f(
+        0.0,
+        "0: greedy decoding (exact-answer tasks). Above 0: sample each held-out prompt `samples` "
+        "times at this temperature, with a fixed seed (tasks with many good completions).",
+        ge=0,
+    )
+    samples: int = _f(1, "Sampled completions per held-out prompt when temperature > 0.", ge=1)
 
 
 @dataclass(frozen=True)
@@ -419,7 +430,10 @@ class RecipeConfig:
                 f"model.tiny.hidden_size={self.model.tiny.hidden_size} must be a multiple of "
                 f"model.tiny.num_heads={self.model.tiny.num_heads}."
             )
-        if self.task.answer_format == "steps" and set(self.task.operations) != {"+"}:
+        if self.task.name == "reviews":
+            if self.task.eval_size > 96:
+                raise ConfigError(f"task.eval_size={self.task.eval_size}: the reviews task has 192 prompts; hold out at most 96.")
+        elif self.task.answer_format == "steps" and set(self.task.operations) != {"+"}:
             raise ConfigError(
                 f"task.answer_format='steps' writes column-addition steps, so task.operations must be "
                 f"['+'], not {self.task.operations!r}; use answer_format: answer for other operations."

@@ -54,3 +54,53 @@ def test_steps_format_needs_addition_only():
 
     with pytest.raises(ConfigError, match="operations must be"):
         config_from_dict({"task": {"answer_format": "steps", "operations": ["+", "*"]}})
+
+
+def test_reviews_true_score_by_hand():
+    from rlft.tasks.reviews import true_score
+
+    assert true_score(" great food , lovely view .") == 1.0
+    assert true_score(" great food , plain view .") == 0.5
+    assert true_score(" rude staff , average room .") == -0.5
+    assert true_score(" awful food , dirty room .") == -1.0
+    assert true_score(" great food , lovely food .") == -1.0  # the same aspect twice
+    assert true_score(" great food , lovely") == -1.0  # cut off
+    assert true_score(" great food , cheap view .") == -1.0  # not a known adjective
+
+
+def test_reviews_split_targets_and_reward():
+    from rlft.tasks.reviews import TONE, ReviewsTask, true_score
+
+    task = ReviewsTask(eval_size=48, seed=3)
+    held_out = {p.prompt for p in task.eval_problems}
+    assert len(held_out) == 48
+    train = task.train_problems(500, torch.Generator().manual_seed(0))
+    assert not held_out & {p.prompt for p in train}
+    assert all(true_score(p.target) == sum(TONE[w] for w in p.target.split()[::3][:2]) / 2 for p in train)
+    tones = {true_score(p.target) for p in train}
+    assert {-1.0, 0.0, 1.0} <= tones  # the warm start sees every tone
+    assert task.reward([" great food , lovely view .", " great food , plain view ."], train[:2]) == [1.0, 0.0]
+    assert ReviewsTask(eval_size=48, seed=3).eval_problems == task.eval_problems
+
+
+def test_sampled_evaluation_is_seeded_and_repeats_each_problem():
+    from rlft.config import TinyModelConfig
+    from rlft.evaluation import evaluate
+    from rlft.models.loading import load_policy
+    from rlft.models.tiny import build_tiny_model
+    from rlft.tasks.reviews import ReviewsTask
+
+    task = ReviewsTask(eval_size=6)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_model(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                         intermediate_size=64), task.corpus(200), tmp, seed=0)  # fmt: skip
+        model, tokenizer = load_policy(tmp)
+    first = evaluate(model, tokenizer, task, task.eval_problems, 6, temperature=1.0, samples=3)
+    again = evaluate(model, tokenizer, task, task.eval_problems, 6, temperature=1.0, samples=3)
+    assert len(first.completions) == 18 and [p.prompt for p in first.problems[:3]] == [task.eval_problems[0].prompt] * 3
+    assert first.completions == again.completions  # same seed, same samples
+    assert len(set(first.completions)) > 1  # an untrained model samples varied text
+    greedy = evaluate(model, tokenizer, task, task.eval_problems, 6)
+    assert len(greedy.completions) == 6 and greedy.problems == task.eval_problems

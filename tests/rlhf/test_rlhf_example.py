@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from rlft.tasks.reviews import true_score
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -21,11 +23,9 @@ def load_example():
 
 def test_hidden_preference():
     ex = load_example()
-    assert ex.true_score("12+30=", "42") == 1.0
-    assert ex.true_score("12+30=", "45") == pytest.approx(0.7)
-    assert ex.true_score("12+30=", "4x") == 0.0 and ex.true_score("12+30=", "99") == 0.0
-    assert ex.hidden_choice("1+1=", "3", "2") == "second" and ex.hidden_choice("1+1=", "7", "x") == "first"
-    assert ex.hidden_choice("1+1=", "50", "x") == "tie"
+    assert ex.hidden_choice(" rude staff , bland food .", " great food , plain view .") == "second"
+    assert ex.hidden_choice(" great food , great food .", " awful food , rude staff .") == "tie"  # both -1
+    assert ex.hidden_choice(" great food , lovely view .", " great food , great") == "first"
 
 
 @pytest.mark.slow
@@ -33,7 +33,7 @@ def test_rlhf_loop_at_toy_scale(tmp_path):
     pytest.importorskip("fastapi", reason="the feedback extra is not installed")
     ex = load_example()
     tiny = ["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "warm_start.steps=120",
-            "task.eval_size=16", "train.steps=2", "train.batch_size=16", "eval.batch_size=16",
+            "task.eval_size=16", "train.steps=2", "train.batch_size=16", "eval.batch_size=64",
             "train.torch_threads=1"]
     report = ex.run_rlhf(tmp_path / "rlhf", items=64, overrides=tiny, rm_overrides=["epochs=1", "torch_threads=1"])
     for key in ("rm_pairwise_accuracy", "rm_score_before", "rm_score_after", "true_score_before", "true_score_after"):
@@ -45,8 +45,7 @@ def test_rlhf_loop_at_toy_scale(tmp_path):
     # Every exported pair agrees with the hidden preference: the annotator's choices survived
     # the display shuffle, HTTP and the database.
     pairs = [json.loads(line) for line in (tmp_path / "rlhf" / "pairs.jsonl").read_text().splitlines()]
-    assert pairs and all(ex.true_score(p["prompt"], p["chosen"]) > ex.true_score(p["prompt"], p["rejected"])
-                         for p in pairs)
+    assert pairs and all(true_score(p["chosen"]) > true_score(p["rejected"]) for p in pairs)
     ppo_config = (tmp_path / "rlhf" / "ppo" / "config.yaml").read_text()
     assert "reward_model" in ppo_config and "name: ppo" in ppo_config
     assert json.loads((tmp_path / "rlhf" / "rlhf.json").read_text()) == report

@@ -134,11 +134,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     model_dir, run_dir = resolve_model_folder(args.target)
     recipe: dict[str, Any] = {}
     if run_dir is not None:  # evaluate on the run's own held-out split
-        recipe = {"task": yaml.safe_load((run_dir / "config.yaml").read_text())["task"]}
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        recipe = {"task": saved["task"], "eval": saved.get("eval", {})}
     config = config_from_dict(recipe, args.set)
     task = build_task(config.task)
     model, tokenizer = load_model_for_use(model_dir)
-    result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens)
+    result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens,
+                      temperature=config.eval.temperature, samples=config.eval.samples)  # fmt: skip
     out = {"model": model_dir, "task": args.task, "eval_size": len(task.eval_problems), "accuracy": result.accuracy}
     print(json.dumps(out) if args.json else f"{model_dir}: held-out accuracy {result.accuracy:.1%} on {out['eval_size']} problems")
     return 0

@@ -98,7 +98,8 @@ class AgentConfig:
     env: EnvConfig = _f(EnvConfig(), "Environment.")
     episode: EpisodeConfig = _f(EpisodeConfig(), "Episode caps and sampling.")
     warm_start: WarmStartConfig = _f(
-        WarmStartConfig(steps=150, batch_size=32, learning_rate=2e-3), "Supervised stage on scripted successful episodes."
+        WarmStartConfig(steps=800, batch_size=32, learning_rate=2e-3),
+        "Supervised stage on scripted successful episodes (800 steps: the base tracks the range the answers leave open).",
     )
     episodes: int = _f(768, "Environment episodes of RL (the budget every method gets).", ge=1)
     episodes_per_iteration: int = _f(32, "Episodes per iteration (grpo, ppo, archer).", ge=1)

@@ -219,6 +219,8 @@ def _evaluate(
         task.eval_problems,
         config.rollout.max_new_tokens,
         config.eval.batch_size,
+        config.eval.temperature,
+        config.eval.samples,
     )
     record = {
         "step": step,

@@ -389,9 +389,10 @@ def rl_step(
 def run_eval(
     config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, run: RunFolder, step: int
 ) -> float:
-    result = evaluate(policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size)
+    result = evaluate(policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
+                      config.eval.temperature, config.eval.samples)  # fmt: skip
     run.append_jsonl(run.evals, {"step": step, "eval/accuracy": result.accuracy})
-    for problem, completion, reward in list(zip(task.eval_problems, result.completions, result.rewards, strict=True))[:8]:
+    for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]:
         run.append_jsonl(
             run.samples,
             {"step": step, "prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward},

@@ -119,8 +119,9 @@ def prepare_base_policy(
     policy, tokenizer = load_policy(str(run.base_model), config.model.dtype)
     if not run.base_eval.exists():
         result = evaluate(
-            policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size
-        )
+            policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
+            config.eval.temperature, config.eval.samples,
+        )  # fmt: skip
         write_json_atomic(run.base_eval, {"eval/accuracy": result.accuracy})
 
     base_accuracy = json.loads(run.base_eval.read_text())["eval/accuracy"]

@@ -1,12 +1,13 @@
 """The RLHF loop end to end (examples/rlhf/run.py): warm start, a scripted annotator with a hidden
 preference judging over HTTP on the real feedback server, a reward model, PPO against it with a KL
-penalty. About 6-10 minutes on 2 CPU cores.
+penalty. About 5 minutes on 2 CPU cores.
 
     python benchmarks/rlhf_loop.py [--out runs/bench_rlhf]
 
 The last line is one JSON object with rm_pairwise_accuracy, rm_score_before/after,
-true_score_before/after (the hidden preference's utility of the policy's greedy answers on held-out
-prompts), accuracy_before/after, the final KL, counts and stage timings. Figures: docs/rlhf.md.
+true_score_before/after (the hidden preference's utility of the policy's sampled reviews of the
+held-out prompts), accuracy_before/after (share of wholly positive reviews), malformed_before/after,
+the final KL, counts and stage timings. Figures: docs/rlhf.md.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def policy_scores(model_dir: Path, rm_dir: Path, task: Any, config: Any) -> dict
     from rlft.evaluation import evaluate
     from rlft.models.loading import load_policy
     from rlft.rewards.reward_model import load_reward_model, reward_scores
-    from rlft.tasks.reviews import true_score
+    from rlft.tasks.reviews import true_score, well_formed
 
     model, tokenizer = load_policy(str(model_dir))
     result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens,
@@ -123,7 +123,9 @@ def policy_scores(model_dir: Path, rm_dir: Path, task: Any, config: Any) -> dict
     rm, rm_tokenizer = load_reward_model(rm_dir)
     rm_scores = reward_scores(rm, rm_tokenizer, prompts, result.completions)
     truth = [true_score(c) for c in result.completions]
-    return {"rm_score": rm_scores.mean().item(), "true_score": sum(truth) / len(truth), "accuracy": result.accuracy}
+    malformed = sum(not well_formed(c) for c in result.completions) / len(result.completions)
+    return {"rm_score": rm_scores.mean().item(), "true_score": sum(truth) / len(truth), "accuracy": result.accuracy,
+            "malformed": malformed}  # fmt: skip
 
 
 def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
@@ -169,6 +171,7 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
         "rm_score_before": before["rm_score"], "rm_score_after": after["rm_score"],
         "true_score_before": before["true_score"], "true_score_after": after["true_score"],
         "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+        "malformed_before": before["malformed"], "malformed_after": after["malformed"],
         "kl_per_sequence_final": metrics[-1]["policy/kl_per_sequence"] if metrics else None,
         "pairs": feedback["pairs"], "judgements": feedback["judgements"],
         "rm_eval_pairs": rm_summary["eval_pairs"], "ppo_steps": ppo_summary["steps"],

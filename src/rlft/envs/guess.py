@@ -14,8 +14,8 @@ A binary search finds any number in ``ceil(log2(high + 1))`` questions, so with 
 (``high=12``, ``max_turns=4``) a perfect agent always succeeds; the warm start imitates a user
 who guesses at random inside the open range, which succeeds only part of the time.
 
-Splits: an episode is a (hidden number, persona) pair; a fixed, seeded quarter of all pairs is
-held out and never drawn for training.
+Splits: an episode is a (hidden number, persona) pair; every number is held out with one
+(seeded) persona, and those pairs are never drawn for training.
 """
 
 from __future__ import annotations
@@ -92,14 +92,17 @@ class GuessNumberFamily:
 
     name = "guess"
 
-    def __init__(self, high: int = 12, max_turns: int = 4, held_out_fraction: float = 0.25, seed: int = 1234,
-                 **env_kwargs: float) -> None:
+    def __init__(self, high: int = 12, max_turns: int = 4, seed: int = 1234, **env_kwargs: float) -> None:
         self.high, self.max_turns, self.env_kwargs = high, max_turns, env_kwargs
+        # Held out: every number once, each with one persona (seeded), so the held-out success is
+        # an average over all numbers (a random quarter of pairs could hold out mostly numbers a
+        # binary search misses) and each held-out dialogue pairs a number with a user it was
+        # never trained with.
+        gen = torch.Generator().manual_seed(seed)
+        held = {(t, int(torch.randint(0, len(PERSONAS), (1,), generator=gen))) for t in range(1, high + 1)}
         pairs = [(t, p) for t in range(1, high + 1) for p in range(len(PERSONAS))]
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
-        n_eval = max(1, round(held_out_fraction * len(pairs)))
-        self.eval_pairs = sorted(pairs[i] for i in order[:n_eval])
-        self.train_pairs = sorted(pairs[i] for i in order[n_eval:])
+        self.eval_pairs = sorted(held)
+        self.train_pairs = [pair for pair in pairs if pair not in held]
 
     def make(self, target: int, persona: int) -> GuessNumberEnv:
         return GuessNumberEnv(target, persona, self.high, self.max_turns, **self.env_kwargs)

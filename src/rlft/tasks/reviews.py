@@ -38,14 +38,20 @@ TONE = {**{w: 1.0 for w in POSITIVE}, **{w: -1.0 for w in NEGATIVE}, **{w: 0.0 f
 _REVIEW = re.compile(r"(\w+) (\w+) , (\w+) (\w+) \.")
 
 
-def true_score(completion: str) -> float:
-    """The mean tone of the two adjectives of a well-formed review; -1.0 for anything else."""
+def well_formed(completion: str) -> bool:
+    """Two clauses of a known adjective and aspect, the aspects different, ending with a full stop."""
     match = _REVIEW.fullmatch(completion.strip())
     if match is None:
-        return -1.0
+        return False
     adj1, aspect1, adj2, aspect2 = match.groups()
-    if adj1 not in TONE or adj2 not in TONE or {aspect1, aspect2} - set(ASPECTS) or aspect1 == aspect2:
+    return adj1 in TONE and adj2 in TONE and not {aspect1, aspect2} - set(ASPECTS) and aspect1 != aspect2
+
+
+def true_score(completion: str) -> float:
+    """The mean tone of the two adjectives of a well-formed review; -1.0 for anything else."""
+    if not well_formed(completion):
         return -1.0
+    adj1, _, adj2, _ = _REVIEW.fullmatch(completion.strip()).groups()  # type: ignore[union-attr]
     return (TONE[adj1] + TONE[adj2]) / 2
 
 

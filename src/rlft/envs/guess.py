@@ -14,8 +14,9 @@ A binary search finds any number in ``ceil(log2(high + 1))`` questions, so with 
 (``high=12``, ``max_turns=4``) a perfect agent always succeeds; the warm start imitates a user
 who guesses at random inside the open range, which succeeds only part of the time.
 
-Splits: an episode is a (hidden number, persona) pair; every number is held out with one
-(seeded) persona, and those pairs are never drawn for training.
+Splits: an episode is a (hidden number, persona) pair. Training draws every number with the four
+personas; held-out episodes are every number with a new user whose phrases mix three training
+personas (seeded), so success there measures a strategy, not memorised pairs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ PERSONAS = (
     Persona("Find my secret number (1-{high}).\n", "go up\n", "go down\n", "you got it\n", "pardon?\n"),
     Persona("Pick the number I hide, 1 to {high}.\n", "more\n", "less\n", "right\n", "sorry?\n"),
 )
+
+HELD_OUT = -1  # the persona index of the held-out user (see GuessNumberFamily)
 
 QUESTION = re.compile(r"\s*is it (\d+)\?\s*")
 
@@ -94,18 +97,27 @@ class GuessNumberFamily:
 
     def __init__(self, high: int = 12, max_turns: int = 4, seed: int = 1234, **env_kwargs: float) -> None:
         self.high, self.max_turns, self.env_kwargs = high, max_turns, env_kwargs
-        # Held out: every number once, each with one persona (seeded), so the held-out success is
-        # an average over all numbers (a random quarter of pairs could hold out mostly numbers a
-        # binary search misses) and each held-out dialogue pairs a number with a user it was
-        # never trained with.
+        # Held out: a new user. Training episodes pair every number with the four training
+        # personas; held-out episodes pair every number with a persona whose opening, "higher"
+        # and "lower" come from three different training personas (seeded), a combination never
+        # seen. Holding out (number, persona) pairs instead would leak: a policy can learn that
+        # persona p never hides the held-out number x_p, and RL on the training pairs does learn
+        # exactly that, lowering held-out success while training success rises.
         gen = torch.Generator().manual_seed(seed)
-        held = {(t, int(torch.randint(0, len(PERSONAS), (1,), generator=gen))) for t in range(1, high + 1)}
-        pairs = [(t, p) for t in range(1, high + 1) for p in range(len(PERSONAS))]
-        self.eval_pairs = sorted(held)
-        self.train_pairs = [pair for pair in pairs if pair not in held]
+        opening, higher, lower = (int(i) for i in torch.randperm(len(PERSONAS), generator=gen)[:3])
+        self.held_out_persona = Persona(
+            PERSONAS[opening].opening, PERSONAS[higher].higher, PERSONAS[lower].lower,
+            PERSONAS[higher].correct, PERSONAS[lower].confused,
+        )
+        self.train_pairs = [(t, p) for t in range(1, high + 1) for p in range(len(PERSONAS))]
+        self.eval_pairs = [(t, HELD_OUT) for t in range(1, high + 1)]
 
     def make(self, target: int, persona: int) -> GuessNumberEnv:
-        return GuessNumberEnv(target, persona, self.high, self.max_turns, **self.env_kwargs)
+        env = GuessNumberEnv(target, persona if persona != HELD_OUT else 0, self.high, self.max_turns,
+                             **self.env_kwargs)  # fmt: skip
+        if persona == HELD_OUT:
+            env.persona, env.words = HELD_OUT, self.held_out_persona
+        return env
 
     def train_envs(self, n: int, gen: torch.Generator) -> list[Env]:
         idx = torch.randint(0, len(self.train_pairs), (n,), generator=gen).tolist()

@@ -104,7 +104,9 @@ class AgentConfig:
     episodes: int = _f(3072, "Environment episodes of RL (the budget every method gets).", ge=1)
     episodes_per_iteration: int = _f(32, "Episodes per iteration (grpo, ppo, archer).", ge=1)
     group_size: int = _f(4, "grpo: episodes per training episode spec (same hidden item).", ge=1)
-    learning_rate: float = _f(1e-4, "AdamW learning rate of the policy (grpo, ppo, archer).", gt=0)
+    learning_rate: float | None = _f(
+        None, "AdamW learning rate of the policy (grpo, ppo, archer). Empty: 3e-5 for ppo, 1e-4 otherwise.", gt=0
+    )
     eval_samples: int = _f(32, "Sampled episodes per held-out episode spec in evaluation.", ge=1)
     eval_every: int = _f(16, "Evaluate every this many iterations.", ge=1)
     torch_threads: int = _f(0, "torch.set_num_threads; 0 leaves the default.", ge=0)

@@ -109,7 +109,7 @@ def train_archer(
     critic = Critic(copy.deepcopy(policy))
     target = copy.deepcopy(critic).requires_grad_(False)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_learning_rate, weight_decay=0.0)
-    actor_opt = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    actor_opt = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate or 1e-4, weight_decay=0.0)
     buffer = ReplayBuffer(cfg.buffer_capacity, cfg.max_staleness)
     gen = torch.Generator().manual_seed(config.seed)
     iterations = max(1, config.episodes // config.episodes_per_iteration)

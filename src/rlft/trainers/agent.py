@@ -28,7 +28,7 @@ from rlft.models.loading import frozen_reference, load_policy
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
 from rlft.rollout.sampling import positions_from_mask, sequence_logprobs
-from rlft.trainers.agent_config import AgentConfig
+from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
 from rlft.trainers.loop import Batch, Learner, build_learner, update
 
 
@@ -137,7 +137,7 @@ def policy_recipe(config: AgentConfig) -> RecipeConfig:
     return config_from_dict({
         "seed": config.seed,
         "algorithm": {"name": config.algorithm, "group_size": config.group_size, "gamma": 1.0},
-        "train": {"batch_size": config.episodes_per_iteration, "learning_rate": config.learning_rate},
+        "train": {"batch_size": config.episodes_per_iteration, "learning_rate": policy_learning_rate(config)},
         "rollout": {"temperature": config.episode.temperature, "max_new_tokens": config.episode.max_total_tokens},
     })
 

@@ -61,7 +61,12 @@ class ILQLConfig:
     awac_beta: float = _f(1.0, "Temperature of the AWAC weights exp(beta * (Q - V)) on the LM loss; 0: plain NLL.", ge=0)
     awac_max_weight: float = _f(10.0, "Clip of the AWAC weights.", gt=0)
     polyak_alpha: float = _f(0.9, "Target Q = alpha * target + (1 - alpha) * Q after each step.", ge=0, lt=1)
-    decode_beta: float = _f(2.0, "Decoding perturbation: logits + decode_beta * (Q - V).", ge=0)
+    decode_beta: float = _f(
+        8.0,
+        "Decoding perturbation: logits + decode_beta * (Q - V). 8 was best of 0-16 on training episodes "
+        "of the guess benchmark (docs/multiturn.md).",
+        ge=0,
+    )
     learning_rate: float = _f(3e-4, "AdamW learning rate.", gt=0)
 
 
@@ -105,13 +110,20 @@ class AgentConfig:
     episodes_per_iteration: int = _f(32, "Episodes per iteration (grpo, ppo, archer).", ge=1)
     group_size: int = _f(4, "grpo: episodes per training episode spec (same hidden item).", ge=1)
     learning_rate: float | None = _f(
-        None, "AdamW learning rate of the policy (grpo, ppo, archer). Empty: 3e-5 for ppo, 1e-4 otherwise.", gt=0
+        None, "AdamW learning rate of the policy (grpo, ppo, archer). Empty: 3e-5 for ppo (16 optimiser steps per "
+        "batch), 5e-4 for grpo and archer.", gt=0
     )
     eval_samples: int = _f(32, "Sampled episodes per held-out episode spec in evaluation.", ge=1)
     eval_every: int = _f(16, "Evaluate every this many iterations.", ge=1)
     torch_threads: int = _f(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
     ilql: ILQLConfig = _f(ILQLConfig(), "ILQL settings.")
     archer: ArcherConfig = _f(ArcherConfig(), "ArCHer settings.")
+
+
+def policy_learning_rate(config: AgentConfig) -> float:
+    """The recipe's learning rate, or the method's default: PPO takes 16 optimiser steps per batch
+    (4 epochs x 4 mini-batches), so it gets a smaller one."""
+    return config.learning_rate or (3e-5 if config.algorithm == "ppo" else 5e-4)
 
 
 def agent_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AgentConfig:

@@ -34,7 +34,7 @@ from rlft.rollout.multiturn import MultiTurnRollout
 from rlft.rollout.replay import ReplayBuffer, truncated_importance_weights
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.agent import episode_stats, play
-from rlft.trainers.agent_config import AgentConfig
+from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
 
 
 def turn_rewards_at_starts(rollout: MultiTurnRollout) -> torch.Tensor:
@@ -109,7 +109,7 @@ def train_archer(
     critic = Critic(copy.deepcopy(policy))
     target = copy.deepcopy(critic).requires_grad_(False)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_learning_rate, weight_decay=0.0)
-    actor_opt = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate or 1e-4, weight_decay=0.0)
+    actor_opt = torch.optim.AdamW(policy.parameters(), lr=policy_learning_rate(config), weight_decay=0.0)
     buffer = ReplayBuffer(cfg.buffer_capacity, cfg.max_staleness)
     gen = torch.Generator().manual_seed(config.seed)
     iterations = max(1, config.episodes // config.episodes_per_iteration)

@@ -40,6 +40,11 @@ def _reward_definition(config: dict[str, Any]) -> list[str]:
 
         doc = " ".join((ArithmeticTask.reward.__doc__ or "").split())
         lines.append(f"Task reward (arithmetic, operations {task.get('operations')}, up to {task.get('digits')} digits): {doc}")
+    elif task.get("name") == "reviews":
+        from rlft.tasks.reviews import ReviewsTask
+
+        doc = " ".join((ReviewsTask.reward.__doc__ or "").split())
+        lines.append(f"Task reward (reviews; what held-out accuracy reports): {doc}")
     if config.get("reward"):
         lines.append("Reward section of the recipe: " + yaml.safe_dump(config["reward"], default_flow_style=True).strip())
     return lines or ["The recipe names no reward definition."]

@@ -145,3 +145,15 @@ def test_lora_recipe_trains_only_the_adapter_and_the_run_evaluates(tmp_path, tin
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["model"].endswith("final_model")
+
+
+def test_reviews_task_trains_with_sampled_evaluation(tmp_path, tiny_recipe):
+    recipe = [*tiny_recipe, "task.name=reviews", "rollout.max_new_tokens=10", "warm_start.steps=30",
+              "eval.temperature=1.0", "eval.samples=2"]  # fmt: skip
+    summary = train(_config(tmp_path, recipe), progress=False)
+    run = tmp_path / "run"
+    assert summary["steps"] == 6 and summary["eval_size"] == 16
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["prompt"].startswith("Review of the ") for s in samples)
+    # two sampled completions per held-out prompt: the first rows repeat the first prompt
+    assert samples[0]["prompt"] == samples[1]["prompt"]

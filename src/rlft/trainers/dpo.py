@@ -50,8 +50,8 @@ from rlft.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from rlft.trainers.run_folder import RunFolder, write_json_atomic
-from rlft.trainers.setup import open_run, prepare_base_policy, save_model_atomic
+from rlft.trainers.run_folder import RunFolder
+from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
 
 
@@ -369,8 +369,4 @@ def _finish(
         "logp_accuracy_after": evals[-1].get("eval/logp_accuracy") if evals else None,
         "seconds": round(time.time() - started, 1),
     }
-    write_json_atomic(run.summary, summary)
-    task.scrubber.write(run.root)
-    audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
-    audit.append("run_end", summary=summary)
-    return summary
+    return close_run(run, task, audit, summary)

@@ -46,8 +46,8 @@ from rlft.trainers.checkpoint import (
     save_checkpoint,
 )
 from rlft.trainers.dpo import train_dpo
-from rlft.trainers.run_folder import RunFolder, write_json_atomic
-from rlft.trainers.setup import open_run, prepare_base_policy, save_model_atomic
+from rlft.trainers.run_folder import RunFolder
+from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
 
 # Offline algorithms (config.OFFLINE_ALGORITHMS) have their own thin trainers; this dict, read at
@@ -501,8 +501,4 @@ def finish_run(
         "eval_size": len(task.eval_problems),
         "seconds": round(time.time() - started, 1),
     }
-    write_json_atomic(run.summary, summary)
-    task.scrubber.write(run.root)
-    audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
-    audit.append("run_end", summary=summary)
-    return summary
+    return close_run(run, task, audit, summary)

@@ -17,6 +17,7 @@ from rlft.errors import RlftError
 from rlft.evaluation import evaluate
 from rlft.models.loading import load_policy
 from rlft.models.tiny import build_tiny_model
+from rlft.responsible.audit_log import AuditLog, folder_sha256
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.run_folder import RunFolder, write_json_atomic, write_text_atomic
@@ -126,3 +127,15 @@ def prepare_base_policy(
 
     base_accuracy = json.loads(run.base_eval.read_text())["eval/accuracy"]
     return policy, tokenizer, base_accuracy
+
+
+def close_run(run: RunFolder, task: Any, audit: AuditLog, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write the summary and the privacy counts, and close the audit trail with the final model's
+    hash and the summary; returns ``summary``. Called last by every trainer, after the final model
+    is saved."""
+    write_json_atomic(run.summary, summary)
+    task.scrubber.write(run.root)
+    audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
+    audit.append("run_end", summary=summary)
+    return summary
+

@@ -27,9 +27,10 @@ from rlft.envs import ENV_FAMILIES, Env, EnvFamily
 from rlft.models.loading import frozen_reference, load_policy
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
-from rlft.rollout.sampling import positions_from_mask, sequence_logprobs
+from rlft.rollout.sampling import sequence_logprobs
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
 from rlft.trainers.loop import Batch, Learner, build_learner, update
+from rlft.trainers.sft import supervised_step
 
 
 def make_family(config: AgentConfig) -> EnvFamily:
@@ -73,16 +74,7 @@ def warm_start_agent(
     losses = []
     for _ in range(steps):
         demos = [family.demonstration(env, gen) for env in family.train_envs(batch_size, gen)]
-        ids, mask, labels = demonstration_batch(tokenizer, demos)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-        loss = torch.nn.functional.cross_entropy(  # position i predicts token i + 1
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(supervised_step(model, optimizer, *demonstration_batch(tokenizer, demos)))
     model.eval()
     return losses
 

@@ -53,16 +53,24 @@ def warm_start(
     losses = []
     bar = tqdm(range(steps), desc="warm start (SFT)", disable=not progress, dynamic_ncols=True)
     for _ in bar:
-        ids, mask, labels = sft_batch(tokenizer, draw_problems(batch_size, gen))
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-        # Position i predicts token i + 1.
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(supervised_step(model, optimizer, *sft_batch(tokenizer, draw_problems(batch_size, gen))))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses
+
+
+def supervised_step(
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+) -> float:  # fmt: skip
+    """One next-token cross-entropy step on (B, L) right-padded ids; labels -100 are not learned.
+    Returns the loss."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
+    # Position i predicts token i + 1.
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import tempfile
 import time
 
 import torch
@@ -32,12 +31,11 @@ def main() -> None:
 
     logging.disable_progress_bar()
     from rlft.trainers.agent import (
-        build_agent_model,
         evaluate_agent,
         make_family,
         play,
         train_policy_gradient,
-        warm_start_agent,
+        warm_started_agent,
     )
     from rlft.trainers.agent_config import load_agent_config
     from rlft.trainers.archer import train_archer
@@ -46,10 +44,7 @@ def main() -> None:
     config = load_agent_config(None, args.set)
     family = make_family(config)
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        base, tokenizer = build_agent_model(config, family, tmp)
-    ws = config.warm_start
-    warm_start_agent(base, tokenizer, family, ws.steps, ws.batch_size, ws.learning_rate, config.seed)
+    base, tokenizer = warm_started_agent(config, family)
     base_success = evaluate_agent(base, tokenizer, family, config).success
     print(f"base: held-out success {base_success:.3f}  ({time.time() - started:.0f}s)", flush=True)
     curves: dict[str, list[tuple[int, float]]] = {}

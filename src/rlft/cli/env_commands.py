@@ -26,18 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_agent(args: argparse.Namespace) -> int:
     import copy
-    import tempfile
     from pathlib import Path
 
     import torch
 
     from rlft.trainers.agent import (
-        build_agent_model,
         evaluate_agent,
         make_family,
         play,
         train_policy_gradient,
-        warm_start_agent,
+        warm_started_agent,
     )
     from rlft.trainers.agent_config import agent_config_to_dict, load_agent_config
 
@@ -48,10 +46,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(agent_config_to_dict(config), indent=2))
     family = make_family(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        policy, tokenizer = build_agent_model(config, family, tmp)
-    ws = config.warm_start
-    warm_start_agent(policy, tokenizer, family, ws.steps, ws.batch_size, ws.learning_rate, config.seed)
+    policy, tokenizer = warm_started_agent(config, family)
     base = evaluate_agent(policy, tokenizer, family, config)
     print(f"base: held-out success {base.success:.3f}, mean return {base.mean_return:.3f}")
     metrics = (run / "metrics.jsonl").open("w")

@@ -12,6 +12,7 @@ on the last token of each agent turn and whose environment tokens are masked out
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,15 @@ def build_agent_model(config: AgentConfig, family: EnvFamily, out_dir: str | Pat
     """The tiny model with a tokenizer trained on the family's text, saved in ``out_dir``."""
     build_tiny_model(config.model, family.corpus(500, config.seed), out_dir, seed=config.seed)
     return load_policy(str(out_dir))
+
+
+def warm_started_agent(config: AgentConfig, family: EnvFamily) -> tuple[PreTrainedModel, Any]:
+    """The tiny model (tokenizer trained on the family's text) after the recipe's warm start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tokenizer = build_agent_model(config, family, tmp)
+    ws = config.warm_start
+    warm_start_agent(model, tokenizer, family, ws.steps, ws.batch_size, ws.learning_rate, config.seed)
+    return model, tokenizer
 
 
 def demonstration_batch(

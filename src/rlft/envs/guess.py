@@ -56,15 +56,17 @@ def question(n: int) -> str:
 
 
 class GuessNumberEnv:
-    """One episode: a hidden number and a persona."""
+    """One episode: a hidden number and a persona (``words``: that persona's phrases, when they
+    are not ``PERSONAS[persona]``, as for the held-out user)."""
 
     def __init__(
         self, target: int, persona: int, high: int = 12, max_turns: int = 4,
         success_reward: float = 1.0, turn_cost: float = 0.05, engagement: float = 0.05,
+        words: Persona | None = None,
     ) -> None:
         self.target, self.persona, self.high, self.max_turns = target, persona, high, max_turns
         self.success_reward, self.turn_cost, self.engagement = success_reward, turn_cost, engagement
-        self.words = PERSONAS[persona]
+        self.words = words or PERSONAS[persona]
         self.reset()
 
     def reset(self) -> Observation:
@@ -113,11 +115,8 @@ class GuessNumberFamily:
         self.eval_pairs = [(t, HELD_OUT) for t in range(1, high + 1)]
 
     def make(self, target: int, persona: int) -> GuessNumberEnv:
-        env = GuessNumberEnv(target, persona if persona != HELD_OUT else 0, self.high, self.max_turns,
-                             **self.env_kwargs)  # fmt: skip
-        if persona == HELD_OUT:
-            env.persona, env.words = HELD_OUT, self.held_out_persona
-        return env
+        words = self.held_out_persona if persona == HELD_OUT else None
+        return GuessNumberEnv(target, persona, self.high, self.max_turns, words=words, **self.env_kwargs)
 
     def train_envs(self, n: int, gen: torch.Generator) -> list[Env]:
         idx = torch.randint(0, len(self.train_pairs), (n,), generator=gen).tolist()

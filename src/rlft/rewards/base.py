@@ -101,9 +101,7 @@ def _first_failing_sample(
     context: dict[str, Any],
 ) -> int | None:
     for i in range(len(prompts)):
-        one = {
-            k: v[i : i + 1] if _is_per_sample(v, len(prompts)) else v for k, v in context.items()
-        }
+        one = context_rows(context, [i], len(prompts))
         try:
             reward(prompts[i : i + 1], completions[i : i + 1], **one)
         except Exception:
@@ -111,8 +109,13 @@ def _first_failing_sample(
     return None
 
 
-def _is_per_sample(value: Any, n: int) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == n
+def context_rows(context: dict[str, Any], rows: Sequence[int], n: int) -> dict[str, Any]:
+    """``context`` for the samples ``rows`` of a batch of ``n``: per-sample lists are indexed,
+    anything else is passed through."""
+    return {
+        k: [v[i] for i in rows] if isinstance(v, (list, tuple)) and len(v) == n else v
+        for k, v in context.items()
+    }
 
 
 def _name(reward: Any) -> str:

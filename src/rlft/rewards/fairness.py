@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rlft.rewards.base import RewardOutput, RewardSpecError, score
+from rlft.rewards.base import RewardOutput, RewardSpecError, context_rows, score
 
 
 def counterfactual_gaps(scores_per_group: Sequence[Sequence[float]]) -> list[float]:
@@ -95,13 +95,17 @@ class FairnessPenalty:
         rows = [i for i, g in enumerate(sources) if g is not None]
         per_group = []
         for target in self.swapper.groups:
-            column = [float("nan")] * len(prompts)
-            if rows:
-                swapped_prompts = [self.swapper.swap(prompts[i], sources[i], target) for i in rows]
-                swapped_completions = [self.swapper.swap(completions[i], sources[i], target) for i in rows]
-                row_context = {k: _rows(v, rows, len(prompts)) for k, v in context.items()}
-                values = score(self.reward, swapped_prompts, swapped_completions, **row_context).rewards
-                for i, value in zip(rows, values, strict=True):
+            # A sample's own group is the sample itself: its reward is already in `inner`.
+            column = [r if g == target else float("nan") for r, g in zip(inner.rewards, sources, strict=True)]
+            swapped = [i for i in rows if sources[i] != target]
+            if swapped:
+                values = score(
+                    self.reward,
+                    [self.swapper.swap(prompts[i], sources[i], target) for i in swapped],
+                    [self.swapper.swap(completions[i], sources[i], target) for i in swapped],
+                    **context_rows(context, swapped, len(prompts)),
+                ).rewards
+                for i, value in zip(swapped, values, strict=True):
                     column[i] = value
             per_group.append(column)
         gaps = counterfactual_gaps(per_group)
@@ -109,13 +113,6 @@ class FairnessPenalty:
         components = dict(inner.components) or {"unshaped": inner.rewards}
         components["fairness_gap"] = gaps
         return RewardOutput(shaped, components)
-
-
-def _rows(value: Any, rows: list[int], n: int) -> Any:
-    """Per-sample context restricted to ``rows``; other context passed through."""
-    if isinstance(value, (list, tuple)) and len(value) == n:
-        return [value[i] for i in rows]
-    return value
 
 
 def build_fairness(params: dict[str, Any], where: str) -> FairnessPenalty:

@@ -437,8 +437,11 @@ class RecipeConfig:
                 f"model.tiny.num_heads={self.model.tiny.num_heads}."
             )
         if self.task.name == "reviews":
-            if self.task.eval_size > 96:
-                raise ConfigError(f"task.eval_size={self.task.eval_size}: the reviews task has 192 prompts; hold out at most 96.")
+            from rlft.tasks.reviews import N_PROMPTS
+
+            if self.task.eval_size > N_PROMPTS // 2:
+                raise ConfigError(f"task.eval_size={self.task.eval_size}: the reviews task has {N_PROMPTS} prompts; "
+                                  f"hold out at most {N_PROMPTS // 2}.")  # fmt: skip
         elif self.task.answer_format == "steps" and set(self.task.operations) != {"+"}:
             raise ConfigError(
                 f"task.answer_format='steps' writes column-addition steps, so task.operations must be "

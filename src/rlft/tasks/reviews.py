@@ -36,23 +36,29 @@ PLACES = ("the station", "the harbour", "the market", "the airport", "the mall",
 
 TONE = {**{w: 1.0 for w in POSITIVE}, **{w: -1.0 for w in NEGATIVE}, **{w: 0.0 for w in NEUTRAL}}
 _REVIEW = re.compile(r"(\w+) (\w+) , (\w+) (\w+) \.")
+N_PROMPTS = len(PRODUCTS) * len(PLACES)
+
+
+def _adjectives(completion: str) -> tuple[str, str] | None:
+    """The two adjectives of a well-formed review, or None."""
+    match = _REVIEW.fullmatch(completion.strip())
+    if match is None:
+        return None
+    adj1, aspect1, adj2, aspect2 = match.groups()
+    if adj1 not in TONE or adj2 not in TONE or {aspect1, aspect2} - set(ASPECTS) or aspect1 == aspect2:
+        return None
+    return adj1, adj2
 
 
 def well_formed(completion: str) -> bool:
     """Two clauses of a known adjective and aspect, the aspects different, ending with a full stop."""
-    match = _REVIEW.fullmatch(completion.strip())
-    if match is None:
-        return False
-    adj1, aspect1, adj2, aspect2 = match.groups()
-    return adj1 in TONE and adj2 in TONE and not {aspect1, aspect2} - set(ASPECTS) and aspect1 != aspect2
+    return _adjectives(completion) is not None
 
 
 def true_score(completion: str) -> float:
     """The mean tone of the two adjectives of a well-formed review; -1.0 for anything else."""
-    if not well_formed(completion):
-        return -1.0
-    adj1, _, adj2, _ = _REVIEW.fullmatch(completion.strip()).groups()  # type: ignore[union-attr]
-    return (TONE[adj1] + TONE[adj2]) / 2
+    adjectives = _adjectives(completion)
+    return -1.0 if adjectives is None else (TONE[adjectives[0]] + TONE[adjectives[1]]) / 2
 
 
 class ReviewsTask:
@@ -61,11 +67,10 @@ class ReviewsTask:
     name = "reviews"
 
     def __init__(self, eval_size: int = 48, seed: int = 1234) -> None:
-        n_prompts = len(PRODUCTS) * len(PLACES)
-        if eval_size > n_prompts // 2:
-            raise ValueError(f"eval_size={eval_size} leaves too few training prompts; use at most {n_prompts // 2}")
+        if eval_size > N_PROMPTS // 2:
+            raise ValueError(f"eval_size={eval_size} leaves too few training prompts; use at most {N_PROMPTS // 2}")
         gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n_prompts, generator=gen).tolist()
+        order = torch.randperm(N_PROMPTS, generator=gen).tolist()
         self._held_out = set(order[:eval_size])
         self.eval_problems = [self._problem(i, gen) for i in sorted(self._held_out)]
 
@@ -82,7 +87,7 @@ class ReviewsTask:
         """``n`` prompts drawn with ``gen`` (held-out prompts redrawn), each with a random review."""
         out: list[Problem] = []
         while len(out) < n:
-            index = int(torch.randint(0, len(PRODUCTS) * len(PLACES), (1,), generator=gen))
+            index = int(torch.randint(0, N_PROMPTS, (1,), generator=gen))
             if index not in self._held_out:
                 out.append(self._problem(index, gen))
         return out

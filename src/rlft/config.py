@@ -107,6 +107,10 @@ ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2
 # Offline algorithms train on a fixed data set instead of rollouts; each has its own thin trainer
 # (rlft.trainers.loop.OFFLINE_TRAINERS) and no RL preset.
 OFFLINE_ALGORITHMS = ("dpo",)
+# PPO's default learning rate: its 4 epochs x 4 mini-batches make 16 optimiser steps per batch, so
+# it takes smaller ones than the single-update algorithms (1e-4 collapsed it on the arithmetic
+# benchmark, docs/algorithms.md).
+PPO_LEARNING_RATE = 3e-5
 
 # Each algorithm is a named combination of registry entries (see docs/algorithms.md). A recipe may
 # override any of these; fields it leaves empty (null) take the algorithm's value.
@@ -342,7 +346,7 @@ class RecipeConfig:
         train = dataclasses.replace(
             self.train,
             epochs_per_batch=self.train.epochs_per_batch or (4 if reuse else 1),
-            learning_rate=self.train.learning_rate or (3e-5 if reuse else 1e-4),
+            learning_rate=self.train.learning_rate or (PPO_LEARNING_RATE if reuse else 1e-4),
             mini_batch_size=mini,
             micro_batch_size=self.train.micro_batch_size or mini,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlft.config import (
+    PPO_LEARNING_RATE,
     TinyModelConfig,
     WarmStartConfig,
     _build,
@@ -123,7 +124,7 @@ class AgentConfig:
 def policy_learning_rate(config: AgentConfig) -> float:
     """The recipe's learning rate, or the method's default: PPO takes 16 optimiser steps per batch
     (4 epochs x 4 mini-batches), so it gets a smaller one."""
-    return config.learning_rate or (3e-5 if config.algorithm == "ppo" else 5e-4)
+    return config.learning_rate or (PPO_LEARNING_RATE if config.algorithm == "ppo" else 5e-4)
 
 
 def agent_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AgentConfig:

@@ -97,6 +97,7 @@ def rlft_worker(model_dir: str) -> None:
     from rlft.tasks import Problem
     from rlft.trainers import loop
     from rlft.trainers.loop import build_learner, rl_step
+    from rlft.trainers.optim import adamw
 
     torch.set_num_threads(THREADS)
 
@@ -120,7 +121,7 @@ def rlft_worker(model_dir: str) -> None:
     policy, tokenizer = load_policy(model_dir)
     reference = frozen_reference(policy)
     learner = build_learner(config, policy)
-    optimizer = torch.optim.AdamW(learner.modules().parameters(), lr=LR, weight_decay=0.0)
+    optimizer = adamw(learner.modules().parameters(), LR)  # the loop's optimiser (fused AdamW)
     task = SumTask()
     # The recipe's reward (here: the task's own) as the loop builds it, when the loop takes one.
     extra = [loop.make_reward_fn(config, task)] if hasattr(loop, "make_reward_fn") else []

@@ -31,6 +31,7 @@ from rlft.errors import ConfigError
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
+from rlft.trainers.optim import adamw
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,7 @@ def train_reward_model(recipe: RewardModelRecipe, progress: bool = True) -> dict
     model, tokenizer = _initial_model(recipe, train_pairs, out)
     model.to(device)
     before = evaluate_reward_model(model, tokenizer, eval_pairs, max_length=recipe.max_length)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
-    )
+    optimizer = adamw(model.parameters(), recipe.learning_rate, recipe.weight_decay)
     rng = random.Random(recipe.seed)
     steps_per_epoch = -(-len(train_pairs) // recipe.batch_size)
     bar = tqdm(total=steps_per_epoch * recipe.epochs, desc="reward model", disable=not progress)

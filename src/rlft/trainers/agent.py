@@ -31,6 +31,7 @@ from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstrati
 from rlft.rollout.sampling import sequence_logprobs
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
 from rlft.trainers.loop import Batch, Learner, build_learner, update
+from rlft.trainers.optim import adamw
 from rlft.trainers.sft import supervised_step
 
 
@@ -79,7 +80,7 @@ def warm_start_agent(
 ) -> list[float]:
     """Supervised steps on scripted successful episodes, in place; returns the losses."""
     gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = adamw(model.parameters(), learning_rate)
     model.train()
     losses = []
     for _ in range(steps):
@@ -185,7 +186,7 @@ def train_policy_gradient(
     recipe = policy_recipe(config)
     reference = frozen_reference(policy)
     learner = build_learner(recipe, policy)
-    optimizer = torch.optim.AdamW(learner.modules().parameters(), lr=recipe.train.learning_rate, weight_decay=0.0)
+    optimizer = adamw(learner.modules().parameters(), recipe.train.learning_rate)
     kl_coef = float(recipe.algorithm.kl_coef or 0.0)
     gen = torch.Generator().manual_seed(config.seed)
     iterations = max(1, config.episodes // config.episodes_per_iteration)

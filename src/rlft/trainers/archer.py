@@ -35,6 +35,7 @@ from rlft.rollout.replay import ReplayBuffer, truncated_importance_weights
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.agent import episode_stats, play
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
+from rlft.trainers.optim import adamw
 
 
 def turn_rewards_at_starts(rollout: MultiTurnRollout) -> torch.Tensor:
@@ -108,8 +109,8 @@ def train_archer(
     cfg = config.archer
     critic = Critic(copy.deepcopy(policy))
     target = copy.deepcopy(critic).requires_grad_(False)
-    critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_learning_rate, weight_decay=0.0)
-    actor_opt = torch.optim.AdamW(policy.parameters(), lr=policy_learning_rate(config), weight_decay=0.0)
+    critic_opt = adamw(critic.parameters(), cfg.critic_learning_rate)
+    actor_opt = adamw(policy.parameters(), policy_learning_rate(config))
     buffer = ReplayBuffer(cfg.buffer_capacity, cfg.max_staleness)
     gen = torch.Generator().manual_seed(config.seed)
     iterations = max(1, config.episodes // config.episodes_per_iteration)

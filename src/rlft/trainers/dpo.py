@@ -50,6 +50,7 @@ from rlft.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlft.trainers.optim import adamw
 from rlft.trainers.run_folder import RunFolder
 from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
@@ -281,9 +282,7 @@ def train_dpo(
             base_accuracy=base_accuracy,
         )
     reference = frozen_reference(policy)
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
-    )
+    optimizer = adamw(policy.parameters(), config.train.learning_rate, config.train.weight_decay)
     state = TrainerState(recipe_fingerprint=fingerprint)
     checkpoints = list_checkpoints(run.checkpoints)
     if resume and checkpoints:

@@ -49,6 +49,7 @@ from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
 from rlft.rollout.sampling import positions_from_mask
 from rlft.trainers.agent_config import ILQLConfig
+from rlft.trainers.optim import adamw
 
 
 class ILQLHeads(nn.Module):
@@ -171,7 +172,7 @@ def train_ilql(
     data = episodes_to_rollout(tokenizer, records)
     heads = ILQLHeads(model.config.hidden_size, model.config.vocab_size)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    optimizer = adamw(params, cfg.learning_rate)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     step = 0

@@ -46,6 +46,7 @@ from rlft.trainers.checkpoint import (
     save_checkpoint,
 )
 from rlft.trainers.dpo import train_dpo
+from rlft.trainers.optim import adamw
 from rlft.trainers.run_folder import RunFolder
 from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
@@ -426,9 +427,7 @@ def train(
     engine = rollout_engine(config, policy)
     learner = build_learner(config, policy)
     reward_fn = make_reward_fn(config, task)
-    optimizer = torch.optim.AdamW(
-        learner.modules().parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
-    )
+    optimizer = adamw(learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
     algo = config.algorithm
     assert algo.kl_coef is not None
     state = TrainerState(kl_coef=algo.kl_coef, recipe_fingerprint=fingerprint)

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.rollout.sampling import positions_from_mask
 from rlft.tasks import Problem
+from rlft.trainers.optim import adamw
 
 
 def sft_batch(
@@ -48,7 +49,7 @@ def warm_start(
     if steps == 0:
         return []
     gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = adamw(model.parameters(), learning_rate)
     model.train()
     losses = []
     bar = tqdm(range(steps), desc="warm start (SFT)", disable=not progress, dynamic_ncols=True)

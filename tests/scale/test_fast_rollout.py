@@ -110,3 +110,65 @@ def test_static_kv_decoder_matches_the_models_own_forward(tiny_model_dir):
     assert calls  # the fast path ran
     assert torch.equal(fast.completion_ids, generic.completion_ids)
     assert torch.allclose(fast.logprobs, generic.logprobs, atol=1e-5)
+
+
+def _grouped_rollout(model, tok, group=4):
+    prompts = [p for p in PROMPTS[:3] for _ in range(group)]  # mixed prompt lengths, left padding
+    ids, mask = encode_prompts(tok, prompts)
+    return sample(model, ids, mask, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  max_new_tokens=10, generator=torch.Generator().manual_seed(1))
+
+
+def test_shared_prompt_pass_gives_the_numbers_and_gradients_of_full_passes(tiny_model_dir):
+    """A prompt repeated in a group runs once; log-probs, entropy, values and gradients are those
+    of one pass per row over prompt + completion."""
+    model, tok = load_policy(str(tiny_model_dir))
+    rollout = _grouped_rollout(model, tok)
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+
+    def value_head(hidden):
+        return head(hidden).squeeze(-1)
+
+    results = {}
+    for share in (True, False):
+        model.zero_grad()
+        head.zero_grad()
+        logprobs, entropy, values = score_completions(model, rollout, 0.9, True, value_head, share_prompts=share)
+        (logprobs.sum() + values.sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters()] + [head.weight.grad.clone()]
+        results[share] = (logprobs.detach(), entropy, values.detach(), grads)
+    shared, full = results[True], results[False]
+    for a, b in zip(shared[:3], full[:3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(shared[3], full[3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        ref_shared, _, _ = score_completions(model, rollout, 0.9)
+    torch.testing.assert_close(ref_shared, full[0], atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prompt_pass_runs_each_distinct_prompt_once(tiny_model_dir):
+    model, tok = load_policy(str(tiny_model_dir))
+    rollout = _grouped_rollout(model, tok)
+    rows_seen = []
+    model.model.layers[0].register_forward_hook(lambda module, args, out: rows_seen.append(args[0].shape[:2]))
+    with torch.no_grad():
+        score_completions(model, rollout)
+    prompt_len, completion_len = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    assert [tuple(s) for s in rows_seen] == [(3, prompt_len - 1), (12, completion_len)]
+
+
+def test_policy_and_its_frozen_reference_score_bit_for_bit_alike(tiny_model_dir):
+    """At step 0 the KL is exactly 0 and DPO's implicit rewards tie exactly: the shared-prompt
+    path must not depend on whether the weights require gradients (matmul on a strided input
+    does, which is why the prompt's last token is fed with the completion)."""
+    from rlft.models.loading import frozen_reference
+
+    model, tok = load_policy(str(tiny_model_dir))
+    model.eval()
+    reference = frozen_reference(model)
+    rollout = _grouped_rollout(model, tok)
+    with torch.no_grad():
+        ours, _, _ = score_completions(model, rollout)
+        theirs, _, _ = score_completions(reference, rollout)
+    assert torch.equal(ours, theirs)

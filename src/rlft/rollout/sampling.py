@@ -326,12 +326,84 @@ def sequence_logprobs(
     return logprobs, entropy
 
 
+def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first row of each distinct prompt (U,), distinct prompt of each row (B,)).
+
+    In GRPO/RLOO every prompt appears ``group_size`` times in a batch; its forward pass needs to
+    run once. prompt_ids, prompt_mask: (B, P), left-padded alike.
+    """
+    key = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)  # (B,)
+    first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(inverse), device=inverse.device), "amin")
+    return first, inverse
+
+
+def _can_share_prompt(model: PreTrainedModel) -> bool:
+    """Whether one prompt pass can feed its KV cache to many completions: the model takes a cache,
+    and it is not gradient-checkpointing in training (transformers turns the cache off there)."""
+    inner = model.get_base_model() if hasattr(model, "peft_config") else model
+    flag = "is_activation_checkpointing" if hasattr(inner, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    checkpointing = getattr(inner, flag, False) and inner.training
+    return not checkpointing and (_accepts(model, "past_key_values") or _accepts(model, "cache"))
+
+
+def _completion_outputs(
+    model: PreTrainedModel, rollout: Rollout, want_hidden: bool, share_prompts: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits (B, T, V), last hidden states (B, T, H) or None) at the T positions that predict
+    the completion tokens.
+
+    When prompts repeat (a group of completions per prompt) and ``share_prompts``, each distinct
+    prompt runs once and its KV cache is indexed out to its rows, so the prompt's tokens cost one
+    row's compute instead of ``group_size`` rows'. Gradients flow through the shared pass. The
+    numbers are those of one pass over prompt + completion (tested to 1e-5).
+    """
+    attention_mask = rollout.attention_mask
+    positions = positions_from_mask(attention_mask)
+    completion_len = rollout.completion_ids.shape[1]
+    prompt_len = rollout.prompt_ids.shape[1]
+    first, inverse = shared_prompts(rollout.prompt_ids, rollout.prompt_mask)
+    # Worth it when prompts repeat; each distinct prompt needs a token before its last one.
+    sharing_pays = (
+        share_prompts and len(first) <= len(inverse) // 2 and bool(rollout.prompt_mask[first, :-1].any(-1).all())
+    )
+    if not sharing_pays or not _can_share_prompt(model):
+        extra: dict[str, Any] = {}
+        if _accepts(model, "logits_to_keep"):
+            # The logit at position i predicts token i + 1: keep the last T + 1, drop the very last.
+            extra["logits_to_keep"] = completion_len + 1
+        out = model(
+            input_ids=rollout.input_ids, attention_mask=attention_mask, position_ids=positions,
+            use_cache=False, output_hidden_states=want_hidden, **extra,
+        )
+        hidden = out.hidden_states[-1][:, -completion_len - 1 : -1, :] if want_hidden else None
+        return out.logits[:, -completion_len - 1 : -1, :], hidden
+
+    # The prompt's last token goes with the completion, so that one pass yields all T logits
+    # (the logit of the last prompt position predicts completion token 0).
+    prompt_out = model(
+        input_ids=rollout.prompt_ids[first, :-1], attention_mask=rollout.prompt_mask[first, :-1],
+        position_ids=positions[first, : prompt_len - 1], use_cache=True,
+        **({"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}),
+    )
+    cache = getattr(prompt_out, "cache", None) or prompt_out.past_key_values
+    cache.batch_select_indices(inverse)  # row b reads its prompt's keys and values
+    out = model(
+        input_ids=rollout.input_ids[:, prompt_len - 1 : -1], attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, prompt_len - 1 : -1], use_cache=True, output_hidden_states=want_hidden,
+        **{"cache" if _accepts(model, "cache") else "past_key_values": cache},
+    )
+    return out.logits, (out.hidden_states[-1] if want_hidden else None)
+
+
 def score_completions(
     model: PreTrainedModel,
     rollout: Rollout,
     temperature: float = 1.0,
     with_entropy: bool = False,
     value_head: torch.nn.Module | None = None,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(logprobs, entropy, values), each (B, T), from one forward pass over prompt + completion.
 
@@ -340,25 +412,12 @@ def score_completions(
     that predicts each completion token, i.e. V(s_t) of the state before token t. Gradients flow
     unless the caller is in ``torch.no_grad``/``inference_mode``; entropy never carries gradients.
 
-    The language-model head runs only on the T positions that predict completion tokens
-    (``logits_to_keep``), and without gradients the log-softmax runs in chunks of the sequence,
-    so no (B, T, V) float32 copy of the logits is made.
+    The language-model head runs only on the T positions that predict completion tokens, a
+    prompt repeated in the batch runs once (``share_prompts``, see :func:`_completion_outputs`),
+    and without gradients the log-softmax runs in chunks of the sequence, so no (B, T, V) float32
+    copy of the logits is made.
     """
-    attention_mask = rollout.attention_mask
-    completion_len = rollout.completion_ids.shape[1]
-    extra: dict[str, Any] = {}
-    if _accepts(model, "logits_to_keep"):
-        # The logit at position i predicts token i + 1: keep the last T + 1, drop the very last.
-        extra["logits_to_keep"] = completion_len + 1
-    out = model(
-        input_ids=rollout.input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions_from_mask(attention_mask),
-        use_cache=False,
-        output_hidden_states=value_head is not None,
-        **extra,
-    )
-    logits = out.logits[:, -completion_len - 1 : -1, :]  # (B, T, V)
+    logits, hidden = _completion_outputs(model, rollout, value_head is not None, share_prompts)
     mask = rollout.completion_mask
     if torch.is_grad_enabled():
         scaled = logits.float() / temperature
@@ -373,9 +432,7 @@ def score_completions(
         )
         logprobs = logprobs * mask
         entropy = entropy * mask if entropy is not None else None
-    values = None
-    if value_head is not None:
-        values = value_head(out.hidden_states[-1][:, -completion_len - 1 : -1, :]) * mask  # (B, T)
+    values = value_head(hidden) * mask if value_head is not None else None  # (B, T)
     return logprobs, entropy, values
 
 

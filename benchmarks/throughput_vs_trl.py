@@ -4,6 +4,11 @@ Usage (from the repository root, with rlft's virtual environment)::
 
     .venv/bin/python benchmarks/throughput_vs_trl.py                      # tiny model, 12 steps
     .venv/bin/python benchmarks/throughput_vs_trl.py --sizes tiny,100m --steps 3 --warmup 1
+    .venv/bin/python benchmarks/throughput_vs_trl.py --bf16-rollouts   # also rlft with bf16 sampling
+
+``--bf16-rollouts`` adds a third worker: rlft with ``rollout.dtype: bfloat16`` (bf16 sampler and
+reference, float32 learner). Its ratio to TRL is printed as ``bf16_rollout_speedup``, beside the
+fp32 ``speedup``, because it is not the same precision as TRL's run.
 
 TRL lives in its own virtual environment, ``benchmarks/.venv-trl``, which the script creates on
 first use (``pip install torch==2.13.0 trl==1.16.0 transformers==<rlft's version>``; the torch pin
@@ -89,14 +94,19 @@ def _serve(run_step) -> None:  # noqa: ANN001
         out.flush()
 
 
-def rlft_worker(model_dir: str) -> None:
+def rlft_worker(model_dir: str, rollout_dtype: str = "model") -> None:
     import torch
 
     from rlft.config import config_from_dict
-    from rlft.models.loading import frozen_reference, load_policy
+    from rlft.models.loading import load_policy
     from rlft.tasks import Problem
     from rlft.trainers import loop
-    from rlft.trainers.loop import build_learner, rl_step
+    from rlft.trainers.loop import (
+        build_learner,
+        prepare_policy_and_reference,
+        rl_step,
+        rollout_engine,
+    )
     from rlft.trainers.optim import adamw
 
     torch.set_num_threads(THREADS)
@@ -117,20 +127,21 @@ def rlft_worker(model_dir: str) -> None:
         f"model.path={model_dir}", "algorithm.name=grpo", f"algorithm.group_size={GROUP}",
         f"algorithm.kl_coef={BETA}", f"train.batch_size={BATCH}", f"train.learning_rate={LR}",
         f"rollout.max_new_tokens={MAX_NEW}", "rollout.temperature=1.0", f"train.torch_threads={THREADS}",
+        f"rollout.dtype={rollout_dtype}",
     ])
     policy, tokenizer = load_policy(model_dir)
-    reference = frozen_reference(policy)
+    policy, reference = prepare_policy_and_reference(config, policy)  # as the loop does
+    engine = rollout_engine(config, policy)  # None, or the bf16 sampler
     learner = build_learner(config, policy)
     optimizer = adamw(learner.modules().parameters(), LR)  # the loop's optimiser (fused AdamW)
     task = SumTask()
-    # The recipe's reward (here: the task's own) as the loop builds it, when the loop takes one.
-    extra = [loop.make_reward_fn(config, task)] if hasattr(loop, "make_reward_fn") else []
+    reward_fn = loop.make_reward_fn(config, task)  # the task's reward, as the loop builds it
     step = 0
 
     def run_step() -> tuple[float, float]:
         nonlocal step
         started = time.perf_counter()
-        metrics, _ = rl_step(config, learner, reference, tokenizer, optimizer, task, step, BETA, *extra)
+        metrics, _ = rl_step(config, learner, reference, tokenizer, optimizer, task, step, BETA, reward_fn, engine)
         seconds = time.perf_counter() - started
         step += 1
         return seconds, metrics["completions/mean_length"] * BATCH
@@ -273,18 +284,21 @@ class Worker:
             self.proc.kill()
 
 
-def bench_size(size: str, steps: int, warmup: int, trl_python: Path, workdir: Path, peak: float) -> dict:
+def bench_size(size: str, steps: int, warmup: int, trl_python: Path, workdir: Path, peak: float,
+               bf16_rollouts: bool = False) -> dict:
     model_dir = build_model(size, workdir / f"model_{size}")
     workers = {"rlft": Worker("rlft", Path(sys.executable), model_dir), "trl": Worker("trl", trl_python, model_dir)}
-    results: dict[str, list[dict[str, float]]] = {"rlft": [], "trl": []}
+    if bf16_rollouts:
+        workers["rlft_bf16"] = Worker("rlft_bf16", Path(sys.executable), model_dir)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in workers}
     try:
         for i in range(warmup + steps):
-            order = ["rlft", "trl"] if i % 2 == 0 else ["trl", "rlft"]
+            order = list(workers) if i % 2 == 0 else list(reversed(workers))
             for name in order:
                 r = workers[name].step()
                 if i >= warmup:
                     results[name].append(r)
-                print(f"  [{size}] step {i + 1}/{warmup + steps} {name:4s} {r['seconds']:.3f} s"
+                print(f"  [{size}] step {i + 1}/{warmup + steps} {name:9s} {r['seconds']:.3f} s"
                       f" ({r['tokens']:.0f} tokens, {r['threads']} threads)"
                       f"{' (warm-up)' if i < warmup else ''}", flush=True)
     finally:
@@ -299,6 +313,8 @@ def bench_size(size: str, steps: int, warmup: int, trl_python: Path, workdir: Pa
         out[f"{name}_peak_mib"] = round(max(r["peak_mib"] for r in rs), 1)
         out[f"{name}_peak_fraction"] = round(step_flops(model_dir, tokens) / step_s / 1e9 / peak, 3)
     out["speedup"] = round(out["trl_step_s"] / out["rlft_step_s"], 2)
+    if bf16_rollouts:  # not the same precision as TRL's fp32 run: reported beside, not instead
+        out["bf16_rollout_speedup"] = round(out["trl_step_s"] / out["rlft_bf16_step_s"], 2)
     cfg = json.loads((model_dir / "config.json").read_text())
     from safetensors import safe_open
 
@@ -325,12 +341,16 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where the models are built (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="torch threads of each library (2 is the reference workload)")
-    parser.add_argument("--worker", choices=["rlft", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--bf16-rollouts", action="store_true",
+                        help="also run rlft with rollout.dtype=bfloat16 (bf16 sampler and reference)")
+    parser.add_argument("--worker", choices=["rlft", "rlft_bf16", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     THREADS = args.threads
     if args.worker == "rlft":
         return rlft_worker(args.model)
+    if args.worker == "rlft_bf16":
+        return rlft_worker(args.model, "bfloat16")
     if args.worker == "trl":
         return trl_worker(args.model)
 
@@ -342,14 +362,16 @@ def main() -> None:
     print(f"fp32 matmul (1024^3, {THREADS} threads): {peak:.1f} GFLOP/s")
     report: dict[str, dict] = {}
     for size in args.sizes.split(","):
-        report[size] = bench_size(size, args.steps, args.warmup, trl_python, workdir, peak)
+        report[size] = bench_size(size, args.steps, args.warmup, trl_python, workdir, peak, args.bf16_rollouts)
     print()
-    print(f"{'size':6s} {'params':>10s} {'lib':5s} {'s/step':>8s} {'tok/s':>8s} {'peak MiB':>9s} {'of peak':>8s}")
+    print(f"{'size':6s} {'params':>10s} {'lib':9s} {'s/step':>8s} {'tok/s':>8s} {'peak MiB':>9s} {'of peak':>8s}")
     for size, r in report.items():
-        for name in ("rlft", "trl"):
-            print(f"{size:6s} {r['params']:>10,d} {name:5s} {r[name + '_step_s']:8.3f} "
+        for name in [n for n in ("rlft", "rlft_bf16", "trl") if n + "_step_s" in r]:
+            print(f"{size:6s} {r['params']:>10,d} {name:9s} {r[name + '_step_s']:8.3f} "
                   f"{r[name + '_tokens_per_s']:8.1f} {r[name + '_peak_mib']:9.1f} {r[name + '_peak_fraction']:8.1%}")
         print(f"{size:6s} speedup rlft over TRL: {r['speedup']:.2f}x")
+        if "bf16_rollout_speedup" in r:
+            print(f"{size:6s} speedup rlft with bf16 rollouts over TRL (fp32): {r['bf16_rollout_speedup']:.2f}x")
     report["matmul_gflops"] = round(peak, 1)  # type: ignore[assignment]
     print(json.dumps(report))
 

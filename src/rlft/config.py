@@ -101,6 +101,12 @@ class RolloutConfig:
         "hf", "Generation engine: hf (rlft's KV-cache sampler) or vllm (GPU only; docs/distributed.md)."
     )
     compile: bool = _f(False, "torch.compile the policy (pays off for long runs of larger models).")
+    dtype: Literal["model", "bfloat16"] = _f(
+        "model",
+        "Precision of sampling and of the reference pass: model (the policy's own dtype) or bfloat16 "
+        "(bf16 copies; the learner stays float32; truncated importance weights correct the mismatch; "
+        "docs/performance.md).",
+    )
 
 
 ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")
@@ -417,6 +423,18 @@ class RecipeConfig:
             )
 
     def _check_model_and_task(self) -> None:
+        if self.rollout.dtype == "bfloat16":
+            clash = (
+                "lora.r > 0 (the reference is the base with the adapter off, not a copy)" if self.lora.r
+                else "distributed.engine='ray'" if self.distributed.engine == "ray"
+                else "rollout.backend='vllm' (vLLM has its own dtype)" if self.rollout.backend == "vllm"
+                else f"model.dtype={self.model.dtype} (already low precision)" if self.model.dtype != "float32"
+                else None
+            )
+            if clash:
+                raise ConfigError(
+                    f"rollout.dtype='bfloat16' cannot be combined with {clash}. Use rollout.dtype: model."
+                )
         if self.rollout.backend == "vllm" and self.distributed.engine == "ray":
             raise ConfigError(
                 "rollout.backend='vllm' and distributed.engine='ray' cannot be combined yet: vLLM "

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.q_learning import (
     awac_lm_loss,
     awac_weights,
@@ -17,7 +18,7 @@ from rlft.algorithms.q_learning import (
     polyak,
     q_td_loss,
 )
-from rlft.rollout.replay import ReplayBuffer, truncated_importance_weights
+from rlft.rollout.replay import ReplayBuffer
 
 
 def test_next_counted_values_skips_environment_tokens() -> None:
@@ -68,5 +69,5 @@ def test_replay_staleness_and_truncation() -> None:
     with pytest.raises(ValueError):
         buf.sample(1, version=10, gen=torch.Generator())
     w = truncated_importance_weights(torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[math.log(2.0), 0.0, -5.0]]),
-                                     torch.tensor([[1.0, 1.0, 0.0]]), ratio_cap=1.5)
+                                     torch.tensor([[1.0, 1.0, 0.0]]), cap=1.5)
     assert w[0].tolist() == pytest.approx([0.5, 1.0, 0.0])

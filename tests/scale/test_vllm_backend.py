@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from rlft.distributed.vllm_engine import truncated_importance_weights, vllm_available
+from rlft.algorithms.importance import truncated_importance_weights
+from rlft.distributed.vllm_engine import vllm_available
 
 
 def test_truncated_importance_weights_hand_values():

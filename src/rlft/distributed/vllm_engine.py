@@ -3,7 +3,7 @@
 vLLM samples the completions; the learner's weights are loaded into the engine before every
 rollout (:meth:`VLLMRolloutEngine.sync_weights`). The engine's kernels (and its precision) are not
 the trainer's, so the log-probabilities it reports for a token differ from the trainer's for the
-same weights: the rollout is slightly off-policy. :func:`truncated_importance_weights` corrects
+same weights: the rollout is slightly off-policy. :func:`rlft.algorithms.importance.truncated_importance_weights` corrects
 for it the way recent RL-for-LLM systems do (truncated importance sampling, "TIS": Yao, Liu et
 al., 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training"): each
 token's policy-gradient term is multiplied by ``min(pi_trainer / pi_engine, C)``.
@@ -17,26 +17,6 @@ import torch
 
 from rlft.errors import RlftError
 from rlft.types import Rollout
-
-
-def truncated_importance_weights(
-    trainer_logprobs: torch.Tensor,
-    engine_logprobs: torch.Tensor,
-    completion_mask: torch.Tensor,
-    cap: float = 2.0,
-) -> torch.Tensor:
-    """Per-token weights ``min(exp(trainer_logprobs - engine_logprobs), cap)``, 0 where masked.
-
-    trainer_logprobs: (B, T) log pi_theta(y_t) of the sampled tokens under the trainer's forward
-    pass (the old policy); engine_logprobs: (B, T) the same under the generation engine;
-    completion_mask: (B, T). Returns (B, T) without gradients; multiply the per-token policy loss
-    by it (Yao et al., 2025, eq. for TIS: E_{y~pi_engine}[min(pi_theta/pi_engine, C) * grad]).
-    """
-    if cap <= 0:
-        raise ValueError(f"cap must be positive, got {cap}")
-    with torch.no_grad():
-        ratio = torch.exp(trainer_logprobs - engine_logprobs)
-        return ratio.clamp(max=cap) * completion_mask
 
 
 def vllm_available() -> tuple[bool, str]:
@@ -56,6 +36,8 @@ class VLLMRolloutEngine:
     ``model_path`` is the folder the policy was loaded from (vLLM builds its own copy of the
     architecture from it); ``gpu_memory_utilization`` leaves the rest of the GPU to the learner.
     """
+
+    approximate_logprobs = True  # the loop corrects with truncated importance weights
 
     def __init__(
         self, model_path: str, gpu_memory_utilization: float = 0.3, seed: int = 0, **llm_kwargs: Any

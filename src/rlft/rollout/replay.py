@@ -53,14 +53,3 @@ class ReplayBuffer:
             raise ValueError("the replay buffer holds no entry fresh enough to sample")
         idx = torch.randint(0, len(self.entries), (n,), generator=gen).tolist()
         return [self.entries[i] for i in idx]
-
-
-def truncated_importance_weights(
-    logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, completion_mask: torch.Tensor, ratio_cap: float
-) -> torch.Tensor:
-    """min(pi(a_t|s_t) / mu(a_t|s_t), ratio_cap) per token, no gradient, 0 where masked.
-
-    logprobs, behaviour_logprobs, completion_mask: (B, T) -> (B, T).
-    """
-    ratio = torch.exp((logprobs - behaviour_logprobs).detach()).clamp(max=ratio_cap)
-    return ratio * completion_mask

@@ -27,11 +27,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.algorithms.advantages import masked_whiten
 from rlft.algorithms.aggregation import masked_mean
+from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.q_learning import next_counted_values, polyak
 from rlft.envs import EnvFamily
 from rlft.models.value_head import ValueHead
 from rlft.rollout.multiturn import MultiTurnRollout
-from rlft.rollout.replay import ReplayBuffer, truncated_importance_weights
+from rlft.rollout.replay import ReplayBuffer
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.agent import episode_stats, play
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate

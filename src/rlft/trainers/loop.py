@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.aggregation import aggregate_loss, masked_mean
+from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, kl_penalised_rewards
 from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
 from rlft.config import RecipeConfig, config_to_dict
@@ -31,6 +32,7 @@ from rlft.evaluation import decode_completions, evaluate
 from rlft.models.loading import frozen_reference
 from rlft.models.value_head import ValueHead
 from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
+from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
 from rlft.rollout.sampling import (
     encode_prompts,
     maybe_compile,
@@ -78,6 +80,9 @@ class Batch:
     old_values: torch.Tensor | None  # (B, T); None without a critic
     kl: torch.Tensor  # (B, T) KL estimate of the sampling policy to the reference
     reward_components: dict[str, float]  # mean of each component of a combined reward
+    # The sampler's log-probs are approximate (bf16, vLLM) and the update's own forward gives the
+    # trainer's: truncated importance weights are applied in the loss, not here.
+    correct_sampler_in_loss: bool = False
 
 
 @dataclass
@@ -118,7 +123,8 @@ def prepare_policy_and_reference(
     config: RecipeConfig, policy: PreTrainedModel
 ) -> tuple[PreTrainedModel, PreTrainedModel]:
     """Apply gradient checkpointing, LoRA and compile; the KL reference is the base with the
-    adapter disabled under LoRA (one copy of the weights), otherwise a frozen copy."""
+    adapter disabled under LoRA (one copy of the weights), otherwise a frozen copy (in bf16 under
+    ``rollout.dtype: bfloat16``)."""
     if config.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora.r:
@@ -127,6 +133,8 @@ def prepare_policy_and_reference(
         lora = config.lora
         policy = apply_lora(policy, lora.r, lora.alpha, lora.dropout, lora.target_modules)
         reference = lora_reference(policy)
+    elif config.rollout.dtype == "bfloat16":
+        reference = low_precision_copy(policy)
     else:
         reference = frozen_reference(policy)
     return maybe_compile(policy, config.rollout.compile), reference
@@ -146,6 +154,8 @@ def rollout_engine(config: RecipeConfig, policy: PreTrainedModel) -> Any:
         engine = VLLMRolloutEngine(policy.name_or_path, seed=config.seed)
         engine.push_weights(policy)
         return engine
+    if config.rollout.dtype == "bfloat16":
+        return LowPrecisionSampler(policy)
     return None
 
 
@@ -216,11 +226,15 @@ def collect(
     reward_list, components = reward_fn(completions, problems)
     rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
     mask = rollout.completion_mask
+    single_update = config.train.epochs_per_batch == 1 and config.train.mini_batch_size == config.train.batch_size
+    approximate = engine is not None and getattr(engine, "approximate_logprobs", False)
+    correct_in_loss = approximate and single_update
     with torch.no_grad():
         ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
-        if learner.value_head is None and config.rollout.top_p == 1.0 and engine is None:
+        if learner.value_head is None and config.rollout.top_p == 1.0 and (engine is None or correct_in_loss):
             # The sampler's own log-probs are those of this policy (equal to a fresh forward
-            # within 1e-5, tested), so the extra forward pass is skipped.
+            # within 1e-5, tested), so the extra forward pass is skipped. An approximate sampler's
+            # stand in here (KL statistics); the loss corrects for them with the update's forward.
             old_logprobs, old_values = rollout.logprobs, None
         else:
             old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
@@ -237,17 +251,15 @@ def collect(
         lam=algo.lam,
         scale_rewards=algo.scale_rewards,
     )
-    if config.rollout.backend == "vllm":
+    if approximate and not correct_in_loss:
         # Truncated importance sampling (TIS) for the engine/trainer mismatch: the advantages of
         # tokens the engine over-sampled relative to the trainer are scaled down.
-        from rlft.distributed.vllm_engine import truncated_importance_weights
-
         advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)
-    single_update = config.train.epochs_per_batch == 1 and config.train.mini_batch_size == config.train.batch_size
     return Batch(
         rollout, problems, completions, rewards, advantages, returns, ref_logprobs,
         None if single_update else old_logprobs, old_values, kl,
         {k: float(torch.tensor(v).mean()) for k, v in components.items()},
+        correct_sampler_in_loss=correct_in_loss,
     )
 
 
@@ -263,8 +275,13 @@ def micro_batch_loss(
     assert entropy is not None
     # On-policy single update: the sampling policy is the current one, so the ratio is 1.
     old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[rows]
+    advantages = batch.advantages[rows]
+    sampler_stats = {}
+    if batch.correct_sampler_in_loss:  # this forward is the trainer's view of the sampled tokens
+        advantages = advantages * truncated_importance_weights(logprobs.detach(), micro.logprobs, mask)
+        sampler_stats["rollout/sampler_logprob_gap"] = masked_mean((logprobs.detach() - micro.logprobs).abs(), mask).item()
     per_token, clipped = POLICY_LOSSES[algo.policy_loss](
-        logprobs, old, batch.advantages[rows],
+        logprobs, old, advantages,
         clip_low=algo.clip_low, clip_high=algo.clip_high, clip_ratio_c=algo.clip_ratio_c,
     )
     kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows])
@@ -287,6 +304,7 @@ def micro_batch_loss(
         "policy/entropy": masked_mean(entropy, mask).item(),
         "policy/clip_fraction": masked_mean(clipped, mask).item(),
         "loss/value": value_loss.item(),
+        **sampler_stats,
     }
     return loss, stats
 
@@ -434,6 +452,8 @@ def train(
     checkpoints = list_checkpoints(run.checkpoints)
     if resume and checkpoints:
         state = load_checkpoint(checkpoints[-1], learner.modules(), optimizer)
+        if engine is not None:  # the engine was built from the weights before the checkpoint
+            engine.push_weights(learner.policy)
         for path in (run.metrics, run.evals, run.samples):
             run.truncate_jsonl(path, state.step)
     kl_controller = KL_CONTROLLERS[algo.kl_controller](

@@ -234,6 +234,11 @@ class TrainConfig:
         3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
     )
     torch_threads: int = _f(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    autocast: Literal["none", "bfloat16"] = _f(
+        "none",
+        "Mixed precision of the learner's passes: none (the model's dtype) or bfloat16 (torch.autocast; "
+        "weights, gradients and optimiser state stay float32). float16 is not offered: it needs loss scaling.",
+    )
 
 
 @dataclass(frozen=True)
@@ -423,6 +428,11 @@ class RecipeConfig:
             )
 
     def _check_model_and_task(self) -> None:
+        if self.train.autocast != "none" and self.model.dtype != "float32":
+            raise ConfigError(
+                f"train.autocast={self.train.autocast!r} needs float32 weights, but model.dtype={self.model.dtype}. "
+                "Use model.dtype: float32 (autocast keeps float32 master weights) or train.autocast: none."
+            )
         if self.rollout.dtype == "bfloat16":
             clash = (
                 "lora.r > 0 (the reference is the base with the adapter off, not a copy)" if self.lora.r

@@ -105,3 +105,40 @@ def test_bf16_rollout_run_trains_logs_the_gap_and_resumes_to_the_same_weights(tm
     b = load_file(str(tmp_path / "part" / "final_model" / "model.safetensors"))
     assert all(a[k].dtype == torch.float32 for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_autocast_learner_runs_matmuls_in_bf16_with_float32_weights_and_gradients(tiny_model_dir):
+    model, tok = load_policy(str(tiny_model_dir))
+    rollout = _rollout(model, tok)
+    seen = []
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    plain, _, _ = Learner(model).score(rollout, 1.0)
+    mixed, entropy, _ = Learner(model, autocast=torch.bfloat16).score(rollout, 1.0, with_entropy=True)
+    half = len(seen) // 2  # the same passes (prompt, completion) with and without autocast
+    assert seen[:half] == [torch.float32] * half and seen[half:] == [torch.bfloat16] * half
+    assert mixed.dtype == torch.float32 and entropy.dtype == torch.float32
+    mask = rollout.completion_mask
+    assert ((mixed - plain).abs() * mask).sum() / mask.sum() < 0.05
+    mixed.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.dtype == torch.float32
+               for p in model.parameters())
+
+
+def test_autocast_needs_float32_weights():
+    with pytest.raises(ConfigError, match="train.autocast"):
+        config_from_dict({}, ["train.autocast=bfloat16", "model.dtype=bfloat16"])
+    with pytest.raises(ConfigError, match="train.autocast"):
+        config_from_dict({}, ["train.autocast=float16"])
+
+
+@pytest.mark.slow
+def test_mixed_precision_run_trains_float32_weights(tmp_path, tiny_recipe):
+    from safetensors.torch import load_file
+
+    config = config_from_dict({}, [*tiny_recipe, "train.autocast=bfloat16", "rollout.dtype=bfloat16",
+                                   "train.steps=2", f"run_dir={tmp_path / 'run'}"])
+    assert train(config, progress=False)["steps"] == 2
+    final = load_file(str(tmp_path / "run" / "final_model" / "model.safetensors"))
+    base = load_file(str(tmp_path / "run" / "base_model" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in final.values())
+    assert any(not torch.equal(final[k], base[k]) for k in final)

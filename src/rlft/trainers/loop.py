@@ -8,6 +8,7 @@ algorithm's name: the recipe's choices are looked up in the registries of ``rlft
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -96,6 +97,7 @@ class Learner:
     policy: PreTrainedModel
     value_head: ValueHead | None = None
     critic_trunk: PreTrainedModel | None = None
+    autocast: torch.dtype | None = None  # train.autocast: the dtype of the passes' matmuls
 
     def modules(self) -> torch.nn.ModuleDict:
         """The trainable modules under stable names (checkpoint keys)."""
@@ -109,14 +111,21 @@ class Learner:
     def score(
         self, rollout: Rollout, temperature: float, with_entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(logprobs, entropy, values): one pass when the critic shares the policy's trunk."""
+        """(logprobs, entropy, values): one pass when the critic shares the policy's trunk.
+
+        Under ``autocast`` the matmuls run in that dtype (torch.autocast) while the weights stay
+        float32; log-softmax, the losses and the gradients are float32.
+        """
         shared = self.critic_trunk is self.policy
-        logprobs, entropy, values = score_completions(
-            self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
-        )
-        if self.value_head is not None and not shared:
-            _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
-        return logprobs, entropy, values
+        device = next(self.policy.parameters()).device.type
+        precision = torch.autocast(device, self.autocast) if self.autocast else contextlib.nullcontext()
+        with precision:
+            logprobs, entropy, values = score_completions(
+                self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
+            )
+            if self.value_head is not None and not shared:
+                _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
+        return logprobs, entropy, values.float() if values is not None else None
 
 
 def prepare_policy_and_reference(
@@ -160,11 +169,12 @@ def rollout_engine(config: RecipeConfig, policy: PreTrainedModel) -> Any:
 
 
 def build_learner(config: RecipeConfig, policy: PreTrainedModel) -> Learner:
+    autocast = torch.bfloat16 if config.train.autocast == "bfloat16" else None
     critic = config.algorithm.critic
     if critic == "none":
-        return Learner(policy)
+        return Learner(policy, autocast=autocast)
     trunk = policy if critic == "value_head" else copy.deepcopy(policy)
-    return Learner(policy, ValueHead(policy.config.hidden_size), trunk)
+    return Learner(policy, ValueHead(policy.config.hidden_size), trunk, autocast)
 
 
 def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:

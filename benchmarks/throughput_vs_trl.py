@@ -5,10 +5,13 @@ Usage (from the repository root, with rlft's virtual environment)::
     .venv/bin/python benchmarks/throughput_vs_trl.py                      # tiny model, 12 steps
     .venv/bin/python benchmarks/throughput_vs_trl.py --sizes tiny,100m --steps 3 --warmup 1
     .venv/bin/python benchmarks/throughput_vs_trl.py --bf16-rollouts   # also rlft with bf16 sampling
+    .venv/bin/python benchmarks/throughput_vs_trl.py --mixed-precision # and with bf16 autocast too
 
-``--bf16-rollouts`` adds a third worker: rlft with ``rollout.dtype: bfloat16`` (bf16 sampler and
-reference, float32 learner). Its ratio to TRL is printed as ``bf16_rollout_speedup``, beside the
-fp32 ``speedup``, because it is not the same precision as TRL's run.
+``--bf16-rollouts`` adds a worker running rlft with ``rollout.dtype: bfloat16`` (bf16 sampler and
+reference, float32 learner) and ``--mixed-precision`` one that also sets ``train.autocast:
+bfloat16``, together with TRL run with ``bf16=True`` (its mixed precision). The ratios to TRL's
+fp32 run are printed as ``bf16_speedup`` and ``mixed_speedup`` beside the fp32 ``speedup``, and
+mixed against mixed as ``mixed_vs_trl_bf16_speedup``.
 
 TRL lives in its own virtual environment, ``benchmarks/.venv-trl``, which the script creates on
 first use (``pip install torch==2.13.0 trl==1.16.0 transformers==<rlft's version>``; the torch pin
@@ -94,7 +97,15 @@ def _serve(run_step) -> None:  # noqa: ANN001
         out.flush()
 
 
-def rlft_worker(model_dir: str, rollout_dtype: str = "model") -> None:
+# rlft's workers: recipe settings beyond the shared workload.
+RLFT_VARIANTS = {
+    "rlft": [],
+    "rlft_bf16": ["rollout.dtype=bfloat16"],  # bf16 sampler and reference, float32 learner
+    "rlft_mixed": ["rollout.dtype=bfloat16", "train.autocast=bfloat16"],  # and bf16 autocast in the update
+}
+
+
+def rlft_worker(model_dir: str, variant: str = "rlft") -> None:
     import torch
 
     from rlft.config import config_from_dict
@@ -127,7 +138,7 @@ def rlft_worker(model_dir: str, rollout_dtype: str = "model") -> None:
         f"model.path={model_dir}", "algorithm.name=grpo", f"algorithm.group_size={GROUP}",
         f"algorithm.kl_coef={BETA}", f"train.batch_size={BATCH}", f"train.learning_rate={LR}",
         f"rollout.max_new_tokens={MAX_NEW}", "rollout.temperature=1.0", f"train.torch_threads={THREADS}",
-        f"rollout.dtype={rollout_dtype}",
+        *RLFT_VARIANTS[variant],
     ])
     policy, tokenizer = load_policy(model_dir)
     policy, reference = prepare_policy_and_reference(config, policy)  # as the loop does
@@ -149,7 +160,7 @@ def rlft_worker(model_dir: str, rollout_dtype: str = "model") -> None:
     _serve(run_step)
 
 
-def trl_worker(model_dir: str) -> None:
+def trl_worker(model_dir: str, bf16: bool = False) -> None:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -189,7 +200,7 @@ def trl_worker(model_dir: str) -> None:
         num_generations=GROUP, max_completion_length=MAX_NEW, temperature=1.0, top_p=1.0,
         learning_rate=LR, beta=BETA, loss_type="dapo", scale_rewards="group", max_steps=10_000,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-        gradient_checkpointing=False, use_cpu=True, bf16=False, fp16=False, report_to="none",
+        gradient_checkpointing=False, use_cpu=True, bf16=bf16, fp16=False, report_to="none",
         save_strategy="no", logging_steps=10_000, disable_tqdm=True, dataloader_num_workers=0, seed=0,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=reward_func, args=args,
@@ -285,11 +296,11 @@ class Worker:
 
 
 def bench_size(size: str, steps: int, warmup: int, trl_python: Path, workdir: Path, peak: float,
-               bf16_rollouts: bool = False) -> dict:
+               variants: tuple[str, ...] = ()) -> dict:
     model_dir = build_model(size, workdir / f"model_{size}")
     workers = {"rlft": Worker("rlft", Path(sys.executable), model_dir), "trl": Worker("trl", trl_python, model_dir)}
-    if bf16_rollouts:
-        workers["rlft_bf16"] = Worker("rlft_bf16", Path(sys.executable), model_dir)
+    for name in variants:
+        workers[name] = Worker(name, trl_python if name.startswith("trl") else Path(sys.executable), model_dir)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in workers}
     try:
         for i in range(warmup + steps):
@@ -313,8 +324,11 @@ def bench_size(size: str, steps: int, warmup: int, trl_python: Path, workdir: Pa
         out[f"{name}_peak_mib"] = round(max(r["peak_mib"] for r in rs), 1)
         out[f"{name}_peak_fraction"] = round(step_flops(model_dir, tokens) / step_s / 1e9 / peak, 3)
     out["speedup"] = round(out["trl_step_s"] / out["rlft_step_s"], 2)
-    if bf16_rollouts:  # not the same precision as TRL's fp32 run: reported beside, not instead
-        out["bf16_rollout_speedup"] = round(out["trl_step_s"] / out["rlft_bf16_step_s"], 2)
+    for name in variants:  # not the same precision as TRL's fp32 run: reported beside, not instead
+        if name.startswith("rlft_"):
+            out[f"{name.removeprefix('rlft_')}_speedup"] = round(out["trl_step_s"] / out[f"{name}_step_s"], 2)
+    if "trl_bf16_step_s" in out:  # mixed precision on both sides
+        out["mixed_vs_trl_bf16_speedup"] = round(out["trl_bf16_step_s"] / out["rlft_mixed_step_s"], 2)
     cfg = json.loads((model_dir / "config.json").read_text())
     from safetensors import safe_open
 
@@ -343,16 +357,16 @@ def main() -> None:
                         help="torch threads of each library (2 is the reference workload)")
     parser.add_argument("--bf16-rollouts", action="store_true",
                         help="also run rlft with rollout.dtype=bfloat16 (bf16 sampler and reference)")
-    parser.add_argument("--worker", choices=["rlft", "rlft_bf16", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="also run rlft with bf16 rollouts and train.autocast=bfloat16, and TRL with bf16=True")
+    parser.add_argument("--worker", choices=[*RLFT_VARIANTS, "trl", "trl_bf16"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     THREADS = args.threads
-    if args.worker == "rlft":
-        return rlft_worker(args.model)
-    if args.worker == "rlft_bf16":
-        return rlft_worker(args.model, "bfloat16")
-    if args.worker == "trl":
-        return trl_worker(args.model)
+    if args.worker in RLFT_VARIANTS:
+        return rlft_worker(args.model, args.worker)
+    if args.worker in ("trl", "trl_bf16"):
+        return trl_worker(args.model, bf16=args.worker == "trl_bf16")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     trl_python = ensure_trl_venv()
@@ -362,16 +376,20 @@ def main() -> None:
     print(f"fp32 matmul (1024^3, {THREADS} threads): {peak:.1f} GFLOP/s")
     report: dict[str, dict] = {}
     for size in args.sizes.split(","):
-        report[size] = bench_size(size, args.steps, args.warmup, trl_python, workdir, peak, args.bf16_rollouts)
+        variants = ("rlft_bf16",) * args.bf16_rollouts + ("rlft_mixed", "trl_bf16") * args.mixed_precision
+        report[size] = bench_size(size, args.steps, args.warmup, trl_python, workdir, peak, variants)
     print()
     print(f"{'size':6s} {'params':>10s} {'lib':9s} {'s/step':>8s} {'tok/s':>8s} {'peak MiB':>9s} {'of peak':>8s}")
     for size, r in report.items():
-        for name in [n for n in ("rlft", "rlft_bf16", "trl") if n + "_step_s" in r]:
+        for name in [n for n in (*RLFT_VARIANTS, "trl", "trl_bf16") if n + "_step_s" in r]:
             print(f"{size:6s} {r['params']:>10,d} {name:9s} {r[name + '_step_s']:8.3f} "
                   f"{r[name + '_tokens_per_s']:8.1f} {r[name + '_peak_mib']:9.1f} {r[name + '_peak_fraction']:8.1%}")
         print(f"{size:6s} speedup rlft over TRL: {r['speedup']:.2f}x")
-        if "bf16_rollout_speedup" in r:
-            print(f"{size:6s} speedup rlft with bf16 rollouts over TRL (fp32): {r['bf16_rollout_speedup']:.2f}x")
+        for name in RLFT_VARIANTS:
+            if f"{name.removeprefix('rlft_')}_speedup" in r and name != "rlft":
+                print(f"{size:6s} speedup {name} over TRL (fp32): {r[name.removeprefix('rlft_') + '_speedup']:.2f}x")
+        if "mixed_vs_trl_bf16_speedup" in r:
+            print(f"{size:6s} speedup rlft_mixed over TRL bf16: {r['mixed_vs_trl_bf16_speedup']:.2f}x")
     report["matmul_gflops"] = round(peak, 1)  # type: ignore[assignment]
     print(json.dumps(report))
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
+from rlft.models.loading import frozen_reference
 from rlft.rollout.sampling import sample
 from rlft.types import Rollout
 
@@ -18,9 +18,7 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype = torch.bfloat
     Only parameters are cast: buffers such as the rotary frequencies stay in their own dtype
     (rounding them to bf16 would shift the position encoding, not just round it).
     """
-    low = copy.deepcopy(model)
-    low.eval()
-    low.requires_grad_(False)
+    low = frozen_reference(model)
     with torch.no_grad():
         for param in low.parameters():
             param.data = param.data.to(dtype)

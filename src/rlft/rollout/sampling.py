@@ -45,16 +45,22 @@ def encode_prompts(
     return enc.input_ids, enc.attention_mask
 
 
-def _cache_forward(
-    model: PreTrainedModel, cache: Any, **inputs: torch.Tensor
-) -> tuple[torch.Tensor, Any]:
-    """Forward with a KV cache; returns (last-position logits (B, V), updated cache).
+def _cached_call(model: PreTrainedModel, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+    """``model(**inputs)`` reading and extending the KV cache ``cache`` (None: a new one);
+    returns (the model's output, the updated cache).
 
     transformers 5.2x renamed ``past_key_values`` to ``cache``; both spellings are supported.
     """
     name = "cache" if _accepts(model, "cache") else "past_key_values"
     out = model(**inputs, use_cache=True, **({name: cache} if cache is not None else {}))
-    new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return out, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def _cache_forward(
+    model: PreTrainedModel, cache: Any, **inputs: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
+    """Forward with a KV cache; returns (last-position logits (B, V), updated cache)."""
+    out, new_cache = _cached_call(model, cache, **inputs)
     return out.logits[:, -1, :].float(), new_cache
 
 
@@ -363,12 +369,12 @@ def _completion_outputs(
     positions = positions_from_mask(attention_mask)
     completion_len = rollout.completion_ids.shape[1]
     prompt_len = rollout.prompt_ids.shape[1]
-    first, inverse = shared_prompts(rollout.prompt_ids, rollout.prompt_mask)
-    # Worth it when prompts repeat; each distinct prompt needs a token before its last one.
-    sharing_pays = (
-        share_prompts and len(first) <= len(inverse) // 2 and bool(rollout.prompt_mask[first, :-1].any(-1).all())
-    )
-    if not sharing_pays or not _can_share_prompt(model):
+    sharing_pays = False
+    if share_prompts and _can_share_prompt(model):
+        first, inverse = shared_prompts(rollout.prompt_ids, rollout.prompt_mask)
+        # Worth it when prompts repeat; each distinct prompt needs a token before its last one.
+        sharing_pays = len(first) <= len(inverse) // 2 and bool(rollout.prompt_mask[first, :-1].any(-1).all())
+    if not sharing_pays:
         extra: dict[str, Any] = {}
         if _accepts(model, "logits_to_keep"):
             # The logit at position i predicts token i + 1: keep the last T + 1, drop the very last.
@@ -382,17 +388,15 @@ def _completion_outputs(
 
     # The prompt's last token goes with the completion, so that one pass yields all T logits
     # (the logit of the last prompt position predicts completion token 0).
-    prompt_out = model(
-        input_ids=rollout.prompt_ids[first, :-1], attention_mask=rollout.prompt_mask[first, :-1],
-        position_ids=positions[first, : prompt_len - 1], use_cache=True,
+    _, cache = _cached_call(
+        model, None, input_ids=rollout.prompt_ids[first, :-1], attention_mask=rollout.prompt_mask[first, :-1],
+        position_ids=positions[first, : prompt_len - 1],
         **({"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}),
     )
-    cache = getattr(prompt_out, "cache", None) or prompt_out.past_key_values
     cache.batch_select_indices(inverse)  # row b reads its prompt's keys and values
-    out = model(
-        input_ids=rollout.input_ids[:, prompt_len - 1 : -1], attention_mask=attention_mask[:, :-1],
-        position_ids=positions[:, prompt_len - 1 : -1], use_cache=True, output_hidden_states=want_hidden,
-        **{"cache" if _accepts(model, "cache") else "past_key_values": cache},
+    out, _ = _cached_call(
+        model, cache, input_ids=rollout.input_ids[:, prompt_len - 1 : -1], attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, prompt_len - 1 : -1], output_hidden_states=want_hidden,
     )
     return out.logits, (out.hidden_states[-1] if want_hidden else None)
 

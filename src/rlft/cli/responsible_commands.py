@@ -103,6 +103,11 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("run_dir", metavar="RUN", help="A run folder (or an audit.jsonl file).")
     verify.add_argument("--key-file", help="File holding the HMAC key the log was signed with.")
     verify.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+    verify.add_argument(
+        "--allow-missing-head", action="store_true",
+        help="Accept an unsigned log whose audit.head is missing (truncation then goes undetected); "
+        "a signed log without its head always fails.",
+    )
     verify.set_defaults(run=_run_audit_verify)
     bias = asub.add_parser(
         "bias",
@@ -132,7 +137,7 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
 
     target = Path(args.run_dir)
     log = target if target.is_file() else target / LOG_NAME
-    result = verify_log(log, log.with_name(HEAD_NAME), load_key(args.key_file))
+    result = verify_log(log, log.with_name(HEAD_NAME), load_key(args.key_file), args.allow_missing_head)
     if args.json:
         print(json.dumps({"log": str(log), **asdict(result)}))
     elif result.ok:

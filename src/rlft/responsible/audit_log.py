@@ -9,7 +9,9 @@ Each line is one record::
 ``hash`` and ``hmac``; ``prev`` is the previous record's hash (64 zeros for the first). Editing a
 record breaks its hash; deleting or reordering records breaks ``seq`` and the ``prev`` links.
 Deleting the last records leaves a valid chain, so every append also rewrites ``audit.head``
-(the last seq and hash) atomically; a log shorter than its head was truncated.
+(the last seq and hash) atomically; a log shorter than its head was truncated. A missing head
+fails verification too (deleting it along with the last records would otherwise hide the
+truncation); ``allow_missing_head`` accepts it for an unsigned log, never for a signed one.
 
 Without a key, the chain catches accidents and naive edits, but someone who rewrites every hash
 (and the head) after an edit goes unnoticed. With a key (``RLFT_AUDIT_KEY`` holding the key, or
@@ -137,8 +139,8 @@ class AuditLog:
         tmp.write_text(json.dumps(head) + "\n")
         os.replace(tmp, self.head_path)
 
-    def verify(self) -> VerifyResult:
-        return verify_log(self.path, self.head_path, self.key)
+    def verify(self, allow_missing_head: bool = False) -> VerifyResult:
+        return verify_log(self.path, self.head_path, self.key, allow_missing_head)
 
 
 @dataclass
@@ -153,8 +155,16 @@ class VerifyResult:
     warning: str | None = None
 
 
-def verify_log(path: Path, head_path: Path | None = None, key: bytes | None = None) -> VerifyResult:
-    """Check every record of a log, in order; stop at the first problem and name it."""
+def verify_log(
+    path: Path, head_path: Path | None = None, key: bytes | None = None, allow_missing_head: bool = False
+) -> VerifyResult:
+    """Check every record of a log, in order; stop at the first problem and name it.
+
+    ``head_path`` (``audit.head``) must exist for a non-empty log: without it, deleting the last
+    records and the head together leaves a valid chain. ``allow_missing_head`` accepts a missing
+    head (with a warning) for an unsigned log only; a signed log's head always carries an HMAC,
+    so its absence is never innocent.
+    """
     if not path.exists():
         return VerifyResult(False, 0, False, f"{path} does not exist: this run has no audit log.")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -207,8 +217,21 @@ def verify_log(path: Path, head_path: Path | None = None, key: bytes | None = No
             )
         if head.get("seq") != n - 1 or head.get("hash") != prev_hash:
             return VerifyResult(False, n, signed, f"{head_path.name} does not match the last record of the log.")
-    elif n:
-        warning = f"{HEAD_NAME} is missing, so deleting the last records could not be detected."
+    elif head_path is not None and n:
+        name = head_path.name
+        if signed:
+            return VerifyResult(
+                False, n, signed,
+                f"{name} is missing: the log is signed, so its head was written with every record; "
+                "without it the last records may have been deleted (truncation cannot be ruled out).",
+            )
+        if not allow_missing_head:
+            return VerifyResult(
+                False, n, signed,
+                f"{name} is missing, so deleting the last records cannot be ruled out. If the head "
+                "was never written (a log copied without it), check again with --allow-missing-head.",
+            )
+        warning = f"{name} is missing (allowed), so deleting the last records could not be detected."
     return VerifyResult(True, n, signed, None, None, warning)
 
 
@@ -221,17 +244,30 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def folder_file_hashes(path: str | Path) -> dict[str, str]:
+    """SHA-256 of each file under a folder, by relative POSIX path, in sorted order. Names that
+    start with '.' (temporary files) are skipped."""
+    root = Path(path)
+    hashes: dict[str, str] = {}
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if not any(part.startswith(".") for part in rel.split("/")):
+            hashes[rel] = file_sha256(file)
+    return hashes
+
+
+def combine_file_hashes(hashes: dict[str, str]) -> str:
+    """The folder hash of :func:`folder_sha256` from per-file hashes (so a folder is read once)."""
+    digest = hashlib.sha256()
+    for rel in sorted(hashes, key=lambda r: r.split("/")):  # the order of sorted(Path, ...)
+        digest.update(f"{rel}\0{hashes[rel]}\n".encode())
+    return digest.hexdigest()
+
+
 def folder_sha256(path: str | Path) -> str:
     """SHA-256 over a folder: each file's relative path and SHA-256, in sorted order. Names that
     start with '.' (temporary files) are skipped."""
-    root = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        digest.update(f"{rel}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
+    return combine_file_hashes(folder_file_hashes(path))
 
 
 def _git_revision() -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -65,14 +66,48 @@ class ModelConfig:
 class TaskConfig:
     """The task: prompts, answers and the verifiable reward."""
 
-    name: Literal["arithmetic", "reviews"] = _f(
+    name: Literal["arithmetic", "reviews", "dataset"] = _f(
         "arithmetic",
-        "Which task: 'arithmetic' (verifiable answers) or 'reviews' (two-clause reviews whose "
-        "quality is a preference; the RLHF example's task, docs/rlhf.md).",
+        "Which task (rlft.tasks.TASKS): 'arithmetic' (verifiable answers), 'reviews' (two-clause "
+        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md) or 'dataset' "
+        "(your own prompts and answers from a file, scored by the recipe's reward; docs/datasets.md).",
+    )
+    data: str = _f(
+        "", "dataset: the training data: a .jsonl/.json/.csv/.parquet file, a datasets.save_to_disk "
+        "folder or a hub dataset id.",
+    )
+    split: str = _f("train", "dataset: the split of task.data to read (hub ids and saved DatasetDicts).")
+    eval_data: str = _f(
+        "", "dataset: held-out data in any format task.data takes. Empty: hold out task.eval_fraction "
+        "of task.data's distinct prompts (seeded by task.seed; never trained on).",
+    )
+    eval_split: str = _f("test", "dataset: the split of task.eval_data to read (hub ids and DatasetDicts).")
+    eval_fraction: float = _f(
+        0.1, "dataset: share of task.data's distinct prompts held out when task.eval_data is empty.", ge=0, lt=1
+    )
+    prompt_field: str = _f(
+        "prompt", "dataset: the column of the prompt: a string, or a list of {role, content} messages."
+    )
+    answer_field: str | None = _f(
+        "answer",
+        "dataset: the column of the reference answer (reaches rewards as `answers`; the warm "
+        "start's target). null for data without answers.",
+    )
+    system_prompt: str | None = _f(
+        None, "dataset: a system message put before each conversational prompt that has none."
+    )
+    chat_template: Literal["auto", "none", "always"] = _f(
+        "auto",
+        "dataset: auto renders conversational prompts with the tokenizer's chat template and leaves "
+        "string prompts as plain text; always also sends each string prompt as a user message; "
+        "none refuses conversational prompts.",
     )
     digits: int = _f(2, "Operands have at most this many digits.", ge=1, le=6)
     operations: list[str] = _f(["+"], "Operations to draw from: any of '+', '-', '*'.")
-    eval_size: int = _f(256, "Number of held-out problems (never seen in training).", ge=1)
+    eval_size: int = _f(
+        256, "Number of held-out problems (never seen in training); dataset: at most this many "
+        "held-out rows are evaluated.", ge=1,
+    )
     seed: int = _f(1234, "Seed of the problem split (kept apart from the training seed).")
     answer_format: Literal["answer", "steps"] = _f(
         "steps",
@@ -88,6 +123,13 @@ class WarmStartConfig:
     steps: int = _f(160, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
     batch_size: int = _f(64, "Examples per supervised step.", ge=1)
     learning_rate: float = _f(1e-3, "AdamW learning rate of the warm start.", gt=0)
+    target_field: str | None = _f(
+        None, "dataset: the column the warm start imitates. Empty: task.answer_field."
+    )
+    data: str = _f(
+        "", "dataset: demonstrations to warm-start on instead of the training split (same columns: "
+        "task.prompt_field and the target).",
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +139,10 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature.", gt=0)
     top_p: float = _f(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.", gt=0, le=1)
     max_new_tokens: int = _f(24, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
+    max_prompt_tokens: int | None = _f(
+        None, "Refuse data with prompts longer than this many tokens. Empty: the model's context "
+        "window minus max_new_tokens.", ge=1,
+    )
     backend: Literal["hf", "vllm"] = _f(
         "hf", "Generation engine: hf (rlft's KV-cache sampler) or vllm (GPU only; docs/distributed.md)."
     )
@@ -108,6 +154,14 @@ class RolloutConfig:
         "docs/performance.md).",
     )
 
+
+# The fields of the task section each task reads (``name`` aside); setting another is refused.
+TASK_FIELDS: dict[str, frozenset[str]] = {
+    "arithmetic": frozenset({"digits", "operations", "answer_format", "eval_size", "seed"}),
+    "reviews": frozenset({"eval_size", "seed"}),
+    "dataset": frozenset({"data", "split", "eval_data", "eval_split", "eval_fraction", "prompt_field",
+                          "answer_field", "system_prompt", "chat_template", "eval_size", "seed"}),
+}
 
 ALGORITHMS = ("grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c")
 # Offline algorithms train on a fixed data set instead of rollouts; each has its own thin trainer
@@ -253,7 +307,10 @@ class EvalConfig:
         "times at this temperature, with a fixed seed (tasks with many good completions).",
         ge=0,
     )
-    samples: int = _f(1, "Sampled completions per held-out prompt when temperature > 0.", ge=1)
+    samples: int = _f(1, "Sampled completions per held-out prompt when temperature > 0 (pass@k uses k = samples).", ge=1)
+    pass_threshold: float = _f(
+        1.0, "A held-out completion passes when its reward is at least this (eval/pass_rate, eval/pass@k)."
+    )
 
 
 @dataclass(frozen=True)
@@ -370,6 +427,29 @@ class RecipeConfig:
         else:
             self._check_rl()
         self._check_model_and_task()
+        self._check_unread_fields()
+
+    def _check_unread_fields(self) -> None:
+        """A field set for a task or algorithm that does not read it is refused, not dropped."""
+        defaults, used = TaskConfig(), TASK_FIELDS[self.task.name] | {"name"}
+        for f in dataclasses.fields(TaskConfig):
+            if f.name not in used and getattr(self.task, f.name) != getattr(defaults, f.name):
+                readers = [name for name, fields in TASK_FIELDS.items() if f.name in fields]
+                raise ConfigError(
+                    f"task.{f.name} is set, but task.name={self.task.name!r} does not read it (it is "
+                    f"read by task.name {' / '.join(readers)}). Remove it, or set task.name."
+                )
+        if self.task.name != "dataset" and (self.warm_start.target_field or self.warm_start.data):
+            raise ConfigError(
+                "warm_start.target_field and warm_start.data are read by task.name='dataset' only; "
+                f"task.name={self.task.name!r} makes its own warm-start targets. Remove them."
+            )
+        if self.algorithm.name not in OFFLINE_ALGORITHMS and self.preference != PreferenceConfig():
+            raise ConfigError(
+                f"The preference section is read by algorithm.name='dpo' only, but the algorithm is "
+                f"{self.algorithm.name!r}, which would ignore it. Remove the preference section, or "
+                "set algorithm.name: dpo."
+            )
 
     def _check_offline(self) -> None:
         if not self.preference.data:
@@ -550,13 +630,18 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-5" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads "1e-5" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # .inf/.nan pass every range check and poison training
+                raise ConfigError(f"{where}={value!r} is not a finite number; give a finite value.")
+            return number
     elif tp is str and isinstance(value, str):
         return value
     raise ConfigError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}.")

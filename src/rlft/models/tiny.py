@@ -22,6 +22,15 @@ from rlft.config import TinyModelConfig
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
+# For conversational data: ChatML turns, as Qwen's instruct models write them. The end of a turn
+# is the tokenizer's EOS, so sampling stops there and the warm start teaches the model to end turns.
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
 # The split regex of transformers' Qwen2Tokenizer (see the module docstring for why it must match).
 QWEN2_SPLIT_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -29,8 +38,9 @@ QWEN2_SPLIT_REGEX = (
 )
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer with Qwen2's pre-tokenization on ``corpus``."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, chat: bool = False) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer with Qwen2's pre-tokenization on ``corpus``; ``chat`` adds
+    the ChatML turn tokens and template (the end of a turn is then the EOS)."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -42,14 +52,17 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        special_tokens=[EOS_TOKEN, PAD_TOKEN, *([TURN_START, TURN_END] if chat else [])],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, padding_side="left"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=TURN_END if chat else EOS_TOKEN, pad_token=PAD_TOKEN, padding_side="left"
     )
+    if chat:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
 
 
 def tiny_model_config(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
@@ -70,11 +83,12 @@ def tiny_model_config(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFas
 
 
 def build_tiny_model(
-    config: TinyModelConfig, corpus: Iterable[str], out_dir: str | Path, seed: int = 0
+    config: TinyModelConfig, corpus: Iterable[str], out_dir: str | Path, seed: int = 0, chat: bool = False
 ) -> Path:
-    """Train a tokenizer on ``corpus``, initialise a Qwen2 model, save both into ``out_dir``."""
+    """Train a tokenizer on ``corpus``, initialise a Qwen2 model, save both into ``out_dir``;
+    ``chat`` gives the tokenizer a ChatML chat template for conversational data."""
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(corpus, config.vocab_size)
+    tokenizer = train_tokenizer(corpus, config.vocab_size, chat=chat)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(tiny_model_config(config, tokenizer))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,12 +37,35 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+    """The token ids of each prompt, with the tokenizer's special tokens (a BOS) added only where
+    the text does not already start with its BOS: a chat template writes the BOS itself, and a
+    second one is a sequence the model never saw in training."""
+    bos = tokenizer.bos_token
+    templated = [bool(bos) and text.startswith(bos) for text in prompts]
+    ids: list[list[int]] = [[] for _ in prompts]
+    for already in (False, True):
+        rows = [i for i, t in enumerate(templated) if t == already]
+        if rows:
+            enc = tokenizer([prompts[i] for i in rows], add_special_tokens=not already).input_ids
+            for i, row_ids in zip(rows, enc, strict=True):
+                ids[i] = list(row_ids)
+    return ids
+
+
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask, (B, P) each."""
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
-    return enc.input_ids, enc.attention_mask
+    """Left-padded prompt ids and mask, (B, P) each (see :func:`prompt_token_ids`)."""
+    ids = prompt_token_ids(tokenizer, list(prompts))
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        if row:
+            input_ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+    return input_ids, mask
 
 
 def _cached_call(model: PreTrainedModel, cache: Any, **inputs: Any) -> tuple[Any, Any]:
@@ -414,7 +437,8 @@ def score_completions(
     Logits are divided by ``temperature`` so that they describe the distribution the tokens were
     sampled from. ``values`` are ``value_head`` applied to the last hidden state at the position
     that predicts each completion token, i.e. V(s_t) of the state before token t. Gradients flow
-    unless the caller is in ``torch.no_grad``/``inference_mode``; entropy never carries gradients.
+    unless the caller is in ``torch.no_grad``/``inference_mode``, the entropy's included (an
+    entropy bonus in the loss needs them). Whatever the model gives on padding is 0 in all three.
 
     The language-model head runs only on the T positions that predict completion tokens, a
     prompt repeated in the batch runs once (``share_prompts``, see :func:`_completion_outputs`),
@@ -422,21 +446,21 @@ def score_completions(
     copy of the logits is made.
     """
     logits, hidden = _completion_outputs(model, rollout, value_head is not None, share_prompts)
-    mask = rollout.completion_mask
     if torch.is_grad_enabled():
         scaled = logits.float() / temperature
-        logprobs = selective_log_softmax(scaled, rollout.completion_ids) * mask
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = entropy_from_logits(scaled) * mask
+        logprobs = selective_log_softmax(scaled, rollout.completion_ids)
+        # Differentiable, so that an entropy bonus in the loss acts; its backward keeps no more
+        # than ``scaled``, which the log-softmax keeps anyway (see entropy_from_logits).
+        entropy = entropy_from_logits(scaled) if with_entropy else None
     else:
         logprobs, entropy = chunked_logprobs(
             logits, rollout.completion_ids, temperature, with_entropy
         )
-        logprobs = logprobs * mask
-        entropy = entropy * mask if entropy is not None else None
-    values = value_head(hidden) * mask if value_head is not None else None  # (B, T)
+    # Padding is selected away, not multiplied by 0: 0 * inf or 0 * NaN there would be NaN.
+    keep = rollout.completion_mask.bool()
+    logprobs = torch.where(keep, logprobs, 0.0)
+    entropy = torch.where(keep, entropy, 0.0) if entropy is not None else None
+    values = torch.where(keep, value_head(hidden), 0.0) if value_head is not None else None  # (B, T)
     return logprobs, entropy, values
 
 

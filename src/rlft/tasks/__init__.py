@@ -1,15 +1,24 @@
-"""Tasks: prompts, answers and the reward that scores completions."""
+"""Tasks: prompts, answers and the reward that scores completions.
 
-from rlft.tasks.arithmetic import ArithmeticTask, Problem
+``TASKS`` is the registry: a recipe's ``task.name`` picks a builder here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rlft.tasks.arithmetic import ArithmeticTask
+from rlft.tasks.base import Problem, Task, reward_context
+from rlft.tasks.dataset import DatasetTask
 from rlft.tasks.reviews import ReviewsTask
 
-__all__ = ["ArithmeticTask", "Problem", "ReviewsTask", "build_task"]
+__all__ = [
+    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "build_task", "reward_context",
+]  # fmt: skip
 
 
-def build_task(config) -> ArithmeticTask | ReviewsTask:  # noqa: ANN001 - TaskConfig, imported lazily
-    """The task named in a recipe's ``task:`` section."""
-    if config.name == "reviews":
-        return ReviewsTask(eval_size=config.eval_size, seed=config.seed)
+def _arithmetic(config: Any, reward_factory: Any, warm_start: Any) -> ArithmeticTask:
     return ArithmeticTask(
         digits=config.digits,
         operations=config.operations,
@@ -17,3 +26,54 @@ def build_task(config) -> ArithmeticTask | ReviewsTask:  # noqa: ANN001 - TaskCo
         seed=config.seed,
         answer_format=config.answer_format,
     )
+
+
+def _reviews(config: Any, reward_factory: Any, warm_start: Any) -> ReviewsTask:
+    return ReviewsTask(eval_size=config.eval_size, seed=config.seed)
+
+
+def _dataset(config: Any, reward_factory: Any, warm_start: Any) -> DatasetTask:
+    from rlft.errors import ConfigError
+    from rlft.tasks.data import load_rows
+
+    reward = reward_factory() if reward_factory is not None else None
+    if reward is None:
+        raise ConfigError(
+            "task.name='dataset' has no reward of its own; give one in the recipe's reward: section "
+            "(e.g. {type: exact_match} or {type: math_verify} against the answer column, or "
+            "{type: python, function: 'my_reward.py:score'}), or --reward on the command line."
+        )
+    if not config.data:
+        raise ConfigError("task.name='dataset' needs task.data: a .jsonl/.json/.csv/.parquet file, a folder or a hub id.")
+    demos = None
+    if warm_start is not None and warm_start.data:
+        demos = load_rows(warm_start.data, config.split, "warm_start.data")
+    return DatasetTask(
+        load_rows(config.data, config.split, "task.data"),
+        load_rows(config.eval_data, config.eval_split, "task.eval_data") if config.eval_data else None,
+        reward,
+        prompt_field=config.prompt_field,
+        answer_field=config.answer_field,
+        target_field=warm_start.target_field if warm_start is not None else None,
+        system_prompt=config.system_prompt,
+        chat_template=config.chat_template,
+        eval_fraction=config.eval_fraction,
+        eval_size=config.eval_size,
+        seed=config.seed,
+        demonstrations=demos,
+    )
+
+
+# task.name -> builder(task config, a function building the recipe's reward (called only by tasks
+# that score with it, so a reward model is not loaded twice), warm-start config)
+TASKS: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "arithmetic": _arithmetic,
+    "reviews": _reviews,
+    "dataset": _dataset,
+}
+
+
+def build_task(config: Any, reward_factory: Callable[[], Any] | None = None, warm_start: Any = None) -> Any:
+    """The task named in a recipe's ``task:`` section (a TaskConfig). ``reward_factory()`` builds
+    the recipe's reward (the dataset task scores with it); ``warm_start`` is the WarmStartConfig."""
+    return TASKS[config.name](config, reward_factory, warm_start)

@@ -16,25 +16,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from rlft.tasks.base import Problem
+
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One task instance: the text the policy sees and the answer it must produce."""
-
-    prompt: str
-    answer: str
-    target: str = ""
-    """The completion a supervised warm start teaches (the answer, or the steps and the answer)."""
-
-    def __post_init__(self) -> None:
-        if not self.target:
-            object.__setattr__(self, "target", self.answer)
 
 
 def column_addition_steps(a: int, b: int) -> str:
@@ -103,6 +91,9 @@ class ArithmeticTask:
             if problem.prompt not in self._held_out:
                 out.append(problem)
         return out
+
+    def prepare(self, tokenizer: Any, max_prompt_tokens: int | None = None) -> None:
+        """Nothing to render: prompts are plain text."""
 
     def final_answer(self, completion: str) -> str | None:
         """The answer a completion gives: all of it, or the text after the last ``#`` (None if the

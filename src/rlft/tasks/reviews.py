@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from rlft.tasks.arithmetic import Problem
+from rlft.tasks.base import Problem
 
 POSITIVE = ("great", "lovely", "friendly", "tasty", "superb", "clean")
 NEGATIVE = ("awful", "rude", "bland", "dirty", "slow", "noisy")
@@ -91,6 +92,9 @@ class ReviewsTask:
             if index not in self._held_out:
                 out.append(self._problem(index, gen))
         return out
+
+    def prepare(self, tokenizer: Any, max_prompt_tokens: int | None = None) -> None:
+        """Nothing to render: prompts are plain text."""
 
     def reward(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[float]:
         """1.0 for a well-formed, wholly positive review, else 0.0."""

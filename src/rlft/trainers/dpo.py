@@ -75,8 +75,9 @@ def pair_rollout(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferenceP
     """Chosen rows then rejected rows, (2B, P) prompts left-padded and (2B, T) completions (the
     text and EOS) right-padded, in the layout the sampler produces, so the same scoring applies."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in pairs] * 2)
+    # A completion is what the sampler generates after the prompt: no BOS of its own.
     rows = [
-        tokenizer(text).input_ids + [tokenizer.eos_token_id]
+        tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         for text in [p.chosen for p in pairs] + [p.rejected for p in pairs]
     ]
     width = max(len(r) for r in rows)
@@ -336,6 +337,7 @@ def train_dpo(
                 path=str(saved.relative_to(run.root)),
                 sha256=folder_sha256(saved),
             )
+            task.scrubber.write(run.root)  # privacy counts so far: a resumed run merges them
     bar.close()
     return _finish(config, run, audit, policy, tokenizer, task, state, base_accuracy, started)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -28,8 +29,8 @@ from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, kl_penalised_rewards
 from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
 from rlft.config import RecipeConfig, config_to_dict
-from rlft.errors import NonFiniteError
-from rlft.evaluation import decode_completions, evaluate
+from rlft.errors import NonFiniteError, RlftError
+from rlft.evaluation import decode_completions
 from rlft.models.loading import frozen_reference
 from rlft.models.value_head import ValueHead
 from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
@@ -41,7 +42,7 @@ from rlft.rollout.sampling import (
     score_completions,
     sequence_logprobs,
 )
-from rlft.tasks import Problem
+from rlft.tasks import Problem, reward_context
 from rlft.trainers.checkpoint import (
     TrainerState,
     list_checkpoints,
@@ -51,7 +52,7 @@ from rlft.trainers.checkpoint import (
 from rlft.trainers.dpo import train_dpo
 from rlft.trainers.optim import adamw
 from rlft.trainers.run_folder import RunFolder
-from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
+from rlft.trainers.setup import close_run, evaluate_policy, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
 
 # Offline algorithms (config.OFFLINE_ALGORITHMS) have their own thin trainers; this dict, read at
@@ -188,17 +189,21 @@ def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) 
 RewardFn = Callable[[list[str], list[Problem]], tuple[list[float], dict[str, list[float]]]]
 
 
-def make_reward_fn(config: RecipeConfig, task: Any) -> RewardFn:
-    """(completions, problems) -> (rewards, components): the recipe's ``reward:`` spec when given,
-    otherwise the task's own verifiable reward."""
-    if config.reward is None:
-        return lambda completions, problems: (task.reward(completions, problems), {})
+def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> RewardFn:
+    """(completions, problems) -> (rewards, components): ``reward`` (a callable given to
+    ``rlft.train``), else the reward the task was built with (the dataset task), else the recipe's
+    ``reward:`` spec, else the task's own verifiable reward. A reward gets ``answers``,
+    ``problems`` and every extra data column as keyword lists (rlft.tasks.reward_context)."""
     from rlft.rewards import build_reward, score
 
-    reward = build_reward(config.reward)
+    reward = reward or getattr(task, "reward_function", None) or (
+        build_reward(config.reward) if config.reward is not None else None
+    )
+    if reward is None:
+        return lambda completions, problems: (task.reward(completions, problems), {})
 
     def scored(completions: list[str], problems: list[Problem]) -> tuple[list[float], dict[str, list[float]]]:
-        out = score(reward, [p.prompt for p in problems], completions, problems=problems)
+        out = score(reward, [p.prompt for p in problems], completions, **reward_context(problems))
         return list(out.rewards), {k: list(v) for k, v in (out.components or {}).items()}
 
     return scored
@@ -416,17 +421,19 @@ def rl_step(
 
 
 def run_eval(
-    config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, run: RunFolder, step: int
-) -> float:
-    result = evaluate(policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
-                      config.eval.temperature, config.eval.samples)  # fmt: skip
-    run.append_jsonl(run.evals, {"step": step, "eval/accuracy": result.accuracy})
+    config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, run: RunFolder,
+    step: int, reward_fn: RewardFn | None = None,
+) -> dict[str, float]:
+    """Evaluate on the held-out problems; appends the metrics to evals.jsonl and returns them."""
+    scores = (lambda c, p: reward_fn(c, p)[0]) if reward_fn is not None else None
+    result = evaluate_policy(config, policy, tokenizer, task, scores)
+    run.append_jsonl(run.evals, {"step": step, **result.metrics()})
     for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]:
         run.append_jsonl(
             run.samples,
             {"step": step, "prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward},
         )
-    return result.accuracy
+    return result.metrics()
 
 
 def train(
@@ -434,19 +441,28 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    reward: Any = None,
+    task: Any = None,
 ) -> dict[str, Any]:
-    """Run a whole recipe; returns the summary that is also written to ``summary.json``."""
+    """Run a whole recipe; returns the summary that is also written to ``summary.json``.
+
+    ``reward`` (a batched reward callable) replaces the recipe's ``reward:``; ``task`` (an object
+    following :class:`rlft.tasks.Task`) replaces its ``task:`` section.
+    """
     offline = OFFLINE_TRAINERS.get(config.algorithm.name)
     if offline is not None:
+        if reward is not None or task is not None:
+            raise RlftError(f"algorithm.name={config.algorithm.name!r} trains on preference pairs; it takes no reward or task.")
         return offline(config, resume=resume, progress=progress, on_step=on_step)
     started = time.time()
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
-    run, task, fingerprint = open_run(config, resume)
+    run, task, fingerprint = open_run(config, resume, reward, task)
     audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
     audit.append("run_resume" if resume else "run_start", config=config_to_dict(config),
                  recipe_fingerprint=fingerprint, provenance=run_provenance())
-    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress)
+    reward_fn = make_reward_fn(config, task, reward)
+    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress, lambda c, p: reward_fn(c, p)[0])
     task.scrubber.write(run.root)  # RUN/privacy.json: PII counts, never values
     if not resume:
         audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
@@ -454,7 +470,6 @@ def train(
     policy, reference = prepare_policy_and_reference(config, policy)
     engine = rollout_engine(config, policy)
     learner = build_learner(config, policy)
-    reward_fn = make_reward_fn(config, task)
     optimizer = adamw(learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
     algo = config.algorithm
     assert algo.kl_coef is not None
@@ -471,10 +486,13 @@ def train(
     )
     last_good = checkpoints[-1] if resume and checkpoints else None
 
+    headline = headline_metric(task)
+    base_metrics = json.loads(run.base_eval.read_text())
     if progress:
-        tqdm.write(f"held-out accuracy before RL: {base_accuracy:.1%} ({len(task.eval_problems)} problems)")
+        tqdm.write(f"held-out {headline.removeprefix('eval/')} before RL: {base_metrics[headline]:.1%} "
+                   f"({len(task.eval_problems)} problems)")
     evals_so_far = run.read_jsonl(run.evals)
-    last_eval = evals_so_far[-1]["eval/accuracy"] if evals_so_far else base_accuracy
+    last_eval = (evals_so_far[-1] if evals_so_far else base_metrics)[headline]
     bar = tqdm(total=config.train.steps, initial=state.step, desc="RL (" + config.algorithm.name + ")",
                disable=not progress, dynamic_ncols=True)
     for step in range(state.step, config.train.steps):
@@ -494,11 +512,11 @@ def train(
                 "reward function, or raise train.max_consecutive_nonfinite."
             )
         if state.step % config.eval.every == 0 or state.step == config.train.steps:
-            metrics["eval/accuracy"] = run_eval(config, policy, tokenizer, task, run, state.step)
+            metrics.update(run_eval(config, policy, tokenizer, task, run, state.step, reward_fn))
         run.append_jsonl(run.metrics, metrics)
         if on_step:
             on_step(metrics)
-        last_eval = metrics.get("eval/accuracy", last_eval)
+        last_eval = metrics.get(headline, last_eval)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", kl=f"{metrics.get('policy/kl', 0):.3f}",
                         eval_acc=f"{last_eval:.2f}")
         bar.update(1)
@@ -516,7 +534,9 @@ def finish_run(
 ) -> dict[str, Any]:
     """Save the final model, write the summary and close the audit trail; returns the summary."""
     evals = run.read_jsonl(run.evals)
-    final_accuracy = evals[-1]["eval/accuracy"] if evals else base_accuracy
+    base_metrics = json.loads(run.base_eval.read_text())
+    final_metrics = evals[-1] if evals else base_metrics
+    final_accuracy = final_metrics["eval/accuracy"]
     save_model_atomic(learner.policy, tokenizer, run.final_model)
     if learner.value_head is not None:
         save_file(learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
@@ -527,7 +547,24 @@ def finish_run(
         "skipped_steps": state.skipped_steps,
         "base_accuracy": base_accuracy,
         "final_accuracy": final_accuracy,
+        **eval_summary(base_metrics, final_metrics, headline_metric(task)),
         "eval_size": len(task.eval_problems),
         "seconds": round(time.time() - started, 1),
     }
     return close_run(run, task, audit, summary)
+
+
+def headline_metric(task: Any) -> str:
+    """The held-out metric a run is judged by: pass rate for data scored by a reward, accuracy
+    for the built-in tasks (their own verifiable score)."""
+    return "eval/pass_rate" if getattr(task, "reward_function", None) is not None else "eval/accuracy"
+
+
+def eval_summary(base: dict[str, Any], final: dict[str, Any], headline: str) -> dict[str, Any]:
+    """base_* and final_* of every held-out metric besides accuracy, and which one is the headline."""
+    out: dict[str, Any] = {"headline_metric": headline.removeprefix("eval/")}
+    for key in final:
+        if key.startswith("eval/") and key != "eval/accuracy" and key in base:
+            name = key.removeprefix("eval/")
+            out[f"base_{name}"], out[f"final_{name}"] = base[key], final[key]
+    return out

@@ -12,15 +12,16 @@ from typing import Any
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.config import RecipeConfig, config_to_dict, dump_config
+from rlft.config import OFFLINE_ALGORITHMS, RecipeConfig, config_to_dict, dump_config
 from rlft.errors import RlftError
-from rlft.evaluation import evaluate
-from rlft.models.loading import load_policy
+from rlft.evaluation import EvalResult, evaluate
+from rlft.models.loading import check_max_new_tokens, load_policy
 from rlft.models.tiny import build_tiny_model
 from rlft.responsible.audit_log import AuditLog, folder_sha256
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
-from rlft.trainers.run_folder import RunFolder, write_json_atomic, write_text_atomic
+from rlft.trainers.checkpoint import check_finite_weights, select_resume_checkpoint
+from rlft.trainers.run_folder import ResumablePrivacy, RunFolder, write_json_atomic, write_text_atomic
 from rlft.trainers.sft import warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
@@ -43,15 +44,17 @@ def recipe_fingerprint(config: RecipeConfig) -> str:
     return hashlib.sha256(repr(sorted(flat.items())).encode()).hexdigest()[:16]
 
 
-def open_run(config: RecipeConfig, resume: bool) -> tuple[RunFolder, Any, str]:
-    """Create (or, with ``resume``, reopen) the run folder; never overwrites an existing run."""
+def open_run(
+    config: RecipeConfig, resume: bool, reward: Any = None, task: Any = None
+) -> tuple[RunFolder, Any, str]:
+    """Create (or, with ``resume``, reopen) the run folder; never overwrites an existing run.
+
+    ``task`` replaces the recipe's task (``rlft.train(..., task=...)``); ``reward`` is a Python
+    callable that replaces the recipe's ``reward:`` (the dataset task is built with it)."""
     run = RunFolder(config.run_dir)
     fingerprint = recipe_fingerprint(config)
+    run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
     if resume:
-        if not run.config.exists():
-            raise RlftError(
-                f"--resume: {run.root} holds no run (no config.yaml). Start it without --resume."
-            )
         old = _flatten(yaml.safe_load(run.config.read_text()))
         new = _flatten(config_to_dict(config))
         changed = [
@@ -66,21 +69,68 @@ def open_run(config: RecipeConfig, resume: bool) -> tuple[RunFolder, Any, str]:
                 + ". Resume with the original recipe, or start a new run with another run_dir "
                 "(--set run_dir=...)."
             )
-    elif run.root.exists() and any(run.root.iterdir()):
-        raise RlftError(
-            f"Run folder {run.root} already holds a run. Continue it with --resume, or choose "
-            "another folder with --set run_dir=PATH (nothing was changed)."
-        )
+        # Before anything is written: a damaged checkpoint is moved aside and the previous one used.
+        planned = None if config.algorithm.name in OFFLINE_ALGORITHMS else config.train.steps
+        select_resume_checkpoint(run.root, run.checkpoints, planned)
+    # The data is read and checked before the run folder is touched: bad data changes nothing.
+    if task is None:
+        task = build_task(config.task, lambda: recipe_reward(config, reward), config.warm_start)
+    check_data_unchanged(run, task, resume)
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, dump_config(config))
+    write_data_record(run, config, task)
     # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
-    return run, private_task(build_task(config.task), config.privacy.scrub_pii), fingerprint
+    task = private_task(task, config.privacy.scrub_pii)
+    task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge
+    return run, task, fingerprint
+
+
+def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
+    """The reward a run optimises: a Python callable given to ``rlft.train``, else the recipe's
+    ``reward:`` spec built once, else None (the task's own reward)."""
+    if reward is not None:
+        from rlft.rewards import build_reward
+
+        return build_reward(reward)
+    if config.reward is None:
+        return None
+    from rlft.rewards import build_reward
+
+    return build_reward(config.reward)
+
+
+def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:
+    """``RUN/data.json``: each data source's path and content hash (the dataset task), so a
+    resumed run can refuse changed data and `rlft eval RUN` can warn about it."""
+    hashes = getattr(task, "data_sha256", None)
+    if not hashes:
+        return
+    paths = {"data": config.task.data, "eval_data": config.task.eval_data, "warm_start.data": config.warm_start.data}
+    record = {name: {"path": paths[name], "sha256": digest} for name, digest in hashes.items()}
+    write_json_atomic(run.root / "data.json", record)
+
+
+def check_data_unchanged(run: RunFolder, task: Any, resume: bool) -> None:
+    """On resume, refuse data whose content hash differs from the one the run started with."""
+    path = run.root / "data.json"
+    hashes = getattr(task, "data_sha256", None)
+    if not (resume and hashes and path.exists()):
+        return
+    recorded = json.loads(path.read_text())
+    changed = [name for name, digest in hashes.items() if recorded.get(name, {}).get("sha256") != digest]
+    if changed:
+        raise RlftError(
+            f"--resume: the content of {', '.join(changed)} changed since the run started "
+            f"(hashes in {path}); a resumed run must train on the same data. Restore the data, "
+            "or start a new run with another run_dir."
+        )
 
 
 def save_model_atomic(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
 ) -> None:
     """``save_pretrained`` into a temporary sibling, then rename into place."""
+    check_finite_weights(model, f"model {Path(folder).name}/")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
@@ -91,25 +141,38 @@ def save_model_atomic(
     tmp.rename(folder)
 
 
+def prepare_task(config: RecipeConfig, task: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Render the task's prompts for ``tokenizer`` and check they fit the model's context window
+    (minus ``rollout.max_new_tokens``) or ``rollout.max_prompt_tokens``."""
+    check_max_new_tokens(policy, tokenizer, [p.prompt for p in task.eval_problems], config.rollout.max_new_tokens)
+    window = getattr(policy.config, "max_position_embeddings", None)
+    limits = [config.rollout.max_prompt_tokens, window - config.rollout.max_new_tokens if window else None]
+    task.prepare(tokenizer, min((x for x in limits if x is not None), default=None))
+
+
 def prepare_base_policy(
-    config: RecipeConfig, task: Any, run: RunFolder, progress: bool
+    config: RecipeConfig, task: Any, run: RunFolder, progress: bool, reward_fn: Any = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
     """The policy RL starts from, and its held-out accuracy.
 
     The first time: build the tiny model (or load ``model.path``), warm-start it and save it as
-    ``base_model/``. On resume, ``base_model/`` is loaded as it is.
+    ``base_model/``. On resume, ``base_model/`` is loaded as it is. ``reward_fn`` is the recipe's
+    reward, ``(completions, problems) -> scores`` (eval/pass_rate); ``RUN/base_eval.json`` holds
+    every held-out metric of the base.
     """
     if not run.base_model.exists():
         if config.model.path:
             policy, tokenizer = load_policy(config.model.path, config.model.dtype)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                build_tiny_model(config.model.tiny, task.corpus(), tmp, seed=config.seed)
+                chat = bool(getattr(task, "conversational", False))
+                build_tiny_model(config.model.tiny, task.corpus(), tmp, seed=config.seed, chat=chat)
                 policy, tokenizer = load_policy(tmp, config.model.dtype)
+        prepare_task(config, task, policy, tokenizer)
         warm_start(
             policy,
             tokenizer,
-            task.train_problems,
+            getattr(task, "warm_start_problems", task.train_problems),
             config.warm_start.steps,
             config.warm_start.batch_size,
             config.warm_start.learning_rate,
@@ -118,15 +181,21 @@ def prepare_base_policy(
         )
         save_model_atomic(policy, tokenizer, run.base_model)
     policy, tokenizer = load_policy(str(run.base_model), config.model.dtype)
+    prepare_task(config, task, policy, tokenizer)
     if not run.base_eval.exists():
-        result = evaluate(
-            policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
-            config.eval.temperature, config.eval.samples,
-        )  # fmt: skip
-        write_json_atomic(run.base_eval, {"eval/accuracy": result.accuracy})
-
+        write_json_atomic(run.base_eval, evaluate_policy(config, policy, tokenizer, task, reward_fn).metrics())
     base_accuracy = json.loads(run.base_eval.read_text())["eval/accuracy"]
     return policy, tokenizer, base_accuracy
+
+
+def evaluate_policy(
+    config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, reward_fn: Any = None
+) -> EvalResult:
+    """The held-out evaluation of a recipe: its decoding settings, its reward and pass threshold."""
+    return evaluate(
+        policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
+        config.eval.temperature, config.eval.samples, reward_fn=reward_fn, pass_threshold=config.eval.pass_threshold,
+    )  # fmt: skip
 
 
 def close_run(run: RunFolder, task: Any, audit: AuditLog, summary: dict[str, Any]) -> dict[str, Any]:

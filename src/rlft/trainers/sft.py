@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.rollout.sampling import positions_from_mask
+from rlft.rollout.sampling import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
 from rlft.trainers.optim import adamw
 
@@ -19,9 +19,11 @@ def sft_batch(
     """(input_ids, attention_mask, labels), each (B, L), right-padded; labels are -100 on the
     prompt and on padding, so only the answer and its EOS are learned."""
     rows, label_rows = [], []
-    for p in problems:
-        prompt = tokenizer(p.prompt).input_ids
-        answer = tokenizer(p.target).input_ids + [tokenizer.eos_token_id]
+    # Tokenized as the sampler sees them: the prompt as encode_prompts does (one BOS at most), the
+    # target with no special tokens of its own, since the policy generates it after the prompt.
+    prompts = prompt_token_ids(tokenizer, [p.prompt for p in problems])
+    for p, prompt in zip(problems, prompts, strict=True):
+        answer = tokenizer(p.target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         rows.append(prompt + answer)
         label_rows.append([-100] * len(prompt) + answer)
     width = max(len(r) for r in rows)

@@ -100,6 +100,55 @@ def test_invalid_bodies_get_422(live, body):
     assert store.counts()["judgements"] == 0
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"item_id": "i1", "choice": "A", "idempotency_key": "key-0001", "comment": "\\ud800"}',
+        '{"item_id": "\\ud800", "choice": "A", "idempotency_key": "key-0001"}',
+        '{"item_id": "i1", "choice": "\\udfff", "idempotency_key": "key-0001"}',
+        '{"item_id": "i1", "choice": "A", "idempotency_key": "key-0001", "\\ud800": 1}',
+    ],
+)
+def test_a_lone_surrogate_in_any_field_gets_422_not_500(live, raw):
+    server, store = live
+    headers = {**_auth(store.add_annotator("a", consent=True)), "Content-Type": "application/json"}
+    res = httpx.post(server.url + "/api/judgements", headers=headers, content=raw)
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["loc"][0] == "body"
+    assert store.counts()["judgements"] == 0
+
+
+def test_item_ids_follow_the_items_files_rule(live):
+    server, store = live
+    h = _auth(store.add_annotator("a", consent=True))
+    for item_id in ("x" * 129, " i1", ""):
+        res = httpx.post(server.url + "/api/judgements", headers=h, json=_body(item_id=item_id))
+        assert res.status_code == 422, item_id
+    assert httpx.post(server.url + "/api/judgements", headers=h, json=_body()).status_code == 201
+
+
+def test_many_keys_from_one_annotator_on_one_item_are_one_vote(live):
+    server, store = live
+    h = _auth(store.add_annotator("a", consent=True))
+    answers = [
+        httpx.post(
+            server.url + "/api/judgements", headers=h, json=_body(idempotency_key=f"stuff-{n:04d}")
+        ).json()
+        for n in range(50)
+    ]
+    assert [a["replaced"] for a in answers] == [False] + [True] * 49
+    assert store.counts()["judgements"] == 1
+
+
+def test_the_api_schema_needs_a_token(live):
+    server, store = live
+    assert httpx.get(server.url + "/openapi.json").status_code == 401
+    schema = httpx.get(server.url + "/openapi.json", headers=_auth(store.add_annotator("a")))
+    assert schema.status_code == 200 and "/api/judgements" in schema.json()["paths"]
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(server.url + path).status_code == 404
+
+
 def test_oversized_bodies_get_413_declared_or_streamed(live):
     server, store = live
     h = _auth(store.add_annotator("a", consent=True))
@@ -221,6 +270,6 @@ def test_cli_serve_add_annotator_and_export(tmp_path):
         "item_id": "q1",
         "votes": [1, 0],
     }
-    empty = subprocess.run([*rlft, "feedback", "export", "--db", str(tmp_path / "empty.db"), "--out", str(pairs)],
+    empty = subprocess.run([*rlft, "feedback", "export", "--db", str(tmp_path / "empty.db"), "--out", str(pairs), "--force"],
                            capture_output=True, text=True, env=env)  # fmt: skip
     assert empty.returncode == 2 and "no A/B judgements" in empty.stderr

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from rlft.feedback.exchange import preference_pairs
-from rlft.feedback.store import Item, Judgement, Store
+from rlft.feedback.store import AddedItems, Item, Judgement, Store
 
 
 def _pg_bin(name):
@@ -78,7 +78,8 @@ def pg_store(pg_url):
 
 def test_postgres_store_round_trip(pg_store):
     who = pg_store.annotator_for_token(pg_store.add_annotator("pg", consent=True))
-    assert pg_store.add_items([Item("i1", "2+2=", "4", "5")]) == 0
+    assert pg_store.add_items([Item("i1", "2+2=", "4", "5")]) == AddedItems(0, 1)
+    assert pg_store.add_items([Item("i1", "2+2=", "4", "6")]) == AddedItems(0, 0, ("i1",))
     first = pg_store.submit(
         Judgement("pg-key-0001", "i1", who.id, "pair", "B", comment="it's 4? no")
     )
@@ -140,4 +141,33 @@ def test_postgres_forget_annotator(pg_store):
     assert [j["annotator"] for j in pg_store.judgements()] == ["bob"]
     assert preference_pairs(pg_store, "all") == [
         {"prompt": "2+2=", "chosen": "5", "rejected": "4", "item_id": "i1", "votes": [1, 0]}
+    ]
+
+
+def test_postgres_one_vote_per_annotator_and_item(pg_store, pg_url):
+    """Fifty keys from one annotator on one item, from concurrent connections: one row, the
+    rule held by the database's unique index (read committed lets both transactions insert)."""
+    who = pg_store.annotator_for_token(pg_store.add_annotator("stuffer", consent=True))
+    other = pg_store.annotator_for_token(pg_store.add_annotator("other", consent=True))
+    pg_store.submit(Judgement("pg-other-key", "i1", other.id, "pair", "B"))
+    shared, barrier = Store(pg_url), threading.Barrier(5)
+    results = []
+
+    def worker(w):
+        barrier.wait()
+        for n in range(10):
+            results.append(shared.submit(Judgement(f"pg-stuff-{w}-{n}", "i1", who.id, "pair", "A")))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared.close()
+    assert len(results) == 50 and all(r.created for r in results)
+    assert sum(not r.replaced for r in results) == 1
+    assert pg_store.counts()["judgements"] == 2
+    assert pg_store.submit(Judgement("pg-stuff-last", "i1", who.id, "pair", "B")).replaced
+    assert preference_pairs(pg_store) == [
+        {"prompt": "2+2=", "chosen": "5", "rejected": "4", "item_id": "i1", "votes": [2, 0]}
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from rlft.errors import RlftError
 from rlft.feedback.exchange import load_items, preference_pairs, ratings
-from rlft.feedback.store import Judgement, Store, UnknownItemError
+from rlft.feedback.store import AddedItems, Item, Judgement, Store, UnknownItemError
 
 
 def _vote(store, annotator_id, item_id, choice, key, kind="pair", side=None):
@@ -83,12 +83,15 @@ def test_concurrent_submissions_with_one_key_store_once(store, tmp_path):
 
 
 def test_concurrent_writers_lose_nothing(tmp_path, store):
-    who = store.annotator_for_token(store.add_annotator("a", consent=True))
+    store.add_items(Item(f"c{n}", f"q{n}", "a", "b") for n in range(25))
+    ids = [
+        store.annotator_for_token(store.add_annotator(f"w{w}", consent=True)).id for w in range(8)
+    ]
 
     def worker(w):
         s = Store(tmp_path / "feedback.db")
         for n in range(25):
-            _vote(s, who.id, "i3", "A", f"w{w}-n{n}-key")
+            _vote(s, ids[w], f"c{n}", "A", f"w{w}-n{n}-key")
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
     for t in threads:
@@ -158,11 +161,21 @@ PII_EMAIL, PII_PHONE = "jane.doe@example.org", "+44 20 7946 0958"
 @pytest.mark.parametrize("scrub", [True, False])
 def test_items_and_comments_are_scrubbed_before_they_reach_the_database(tmp_path, scrub):
     store = Store(tmp_path / "pii.db", scrub_pii=scrub)
-    items = load_items(_items_file(tmp_path, [{"prompt": f"Write to {PII_EMAIL} about the bill.",
-                                               "completion_a": "Dear Jane,", "completion_b": f"Call {PII_PHONE}."}]))
-    assert store.add_items(items) == 1
+    items = load_items(
+        _items_file(
+            tmp_path,
+            [
+                {
+                    "prompt": f"Write to {PII_EMAIL} about the bill.",
+                    "completion_a": "Dear Jane,",
+                    "completion_b": f"Call {PII_PHONE}.",
+                }
+            ],
+        )
+    )
+    assert store.add_items(items).added == 1
     who = store.annotator_for_token(store.add_annotator("ann", consent=True))
-    (item, _), = [store.next_item(who.id, "pair")]
+    ((item, _),) = [store.next_item(who.id, "pair")]
     store.submit(Judgement("k1", item.id, who.id, "pair", "A", comment=f"my number is {PII_PHONE}"))
     store.close()
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("pii.db*"))
@@ -182,3 +195,143 @@ def _items_file(tmp_path, records):
     path = tmp_path / "items.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def test_one_vote_per_annotator_item_and_kind(store):
+    """Fifty keys from one annotator on one item store one row, the latest choice; the export's
+    majority counts that annotator once."""
+    alice, bob = (
+        store.annotator_for_token(store.add_annotator(n, consent=True)).id for n in ("alice", "bob")
+    )
+    _vote(store, bob, "i1", "B", "bob-key-1")
+    results = [_vote(store, alice, "i1", "A", f"stuffing-key-{n:02d}") for n in range(50)]
+    assert (
+        all(r.created for r in results) and [r.replaced for r in results] == [False] + [True] * 49
+    )
+    last = _vote(store, alice, "i1", "tie", "alice-changed-her-mind")
+    assert last.replaced and last.id == results[0].id
+    assert (
+        _vote(store, alice, "i1", "tie", "alice-changed-her-mind").created is False
+    )  # still a repeat
+    assert [(j["annotator"], j["choice"]) for j in store.judgements()] == [
+        ("bob", "B"),
+        ("alice", "tie"),
+    ]
+    assert preference_pairs(store) == [
+        {"prompt": "2+2=", "chosen": "5", "rejected": "4", "item_id": "i1", "votes": [1, 0]}
+    ]
+    # Ratings: one vote per side; a pair and a rating of the same item are different questions.
+    for side in "AB":
+        _vote(store, alice, "i1", "up", f"rate-{side}-1", kind="rating", side=side)
+        _vote(store, alice, "i1", "down", f"rate-{side}-2", kind="rating", side=side)
+    assert [(r["completion"], r["rating"]) for r in ratings(store)] == [("4", -1), ("5", -1)]
+    assert store.counts()["judgements"] == 4
+
+
+def test_a_database_from_before_the_one_vote_rule_keeps_each_latest_vote(tmp_path):
+    path = tmp_path / "old.db"
+    store = Store(path)
+    store.add_items([Item("i1", "2+2=", "4", "5")])
+    who = store.annotator_for_token(store.add_annotator("a", consent=True)).id
+    store.close()
+    conn = sqlite3.connect(path)  # as an older rlft left it: no one-vote index, repeated votes
+    conn.execute("DROP INDEX judgements_one_vote")
+    for n, choice in enumerate("AAB"):
+        conn.execute(
+            "INSERT INTO judgements (idempotency_key, item_id, annotator_id, kind, choice, created_at) "
+            "VALUES (?, 'i1', ?, 'pair', ?, 'then')", (f"old-key-{n}", who, choice),
+        )  # fmt: skip
+    conn.commit()
+    conn.close()
+    reopened = Store(path)
+    assert [(j["idempotency_key"], j["choice"]) for j in reopened.judgements()] == [
+        ("old-key-2", "B")
+    ]
+    assert _vote(reopened, who, "i1", "A", "new-key-1").replaced
+
+
+def test_item_ids_are_checked_when_loaded_with_the_apis_rule(tmp_path):
+    path = tmp_path / "items.jsonl"
+    ok, long = "x" * 128, "x" * 129
+    path.write_text(f'{{"id": "{ok}", "prompt": "p", "completion_a": "a"}}\n'
+                    f'{{"id": "{long}", "prompt": "p", "completion_a": "a"}}\n')  # fmt: skip
+    with pytest.raises(
+        RlftError, match=r"items.jsonl:2: 'id' must be at most 128 characters, got 129"
+    ):
+        load_items(path)
+    for bad, why in [(" q1", "surrounding whitespace|start or end"), ("", "empty"), ("a\\nb", "control"),
+                     ("\\ud800", "lone surrogate"), ("[1]", "must be a string")]:  # fmt: skip
+        value = bad if bad == "[1]" else f'"{bad}"'
+        path.write_text(f'{{"id": {value}, "prompt": "p", "completion_a": "a"}}\n')
+        with pytest.raises(RlftError, match=why):
+            load_items(path)
+    with pytest.raises(RlftError, match="must be at most 128"):  # the library path too
+        Store(tmp_path / "s.db").add_items([Item(long, "p", "a")])
+
+
+def test_an_items_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
+    from rlft.cli.main import main
+
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(
+        b'{"prompt": "ok", "completion_a": "a"}\n{"prompt": "caf\xe9", "completion_a": "a"}\n'
+    )
+    code = main(["feedback", "serve", "--db", str(tmp_path / "fb.db"), "--items", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "items.jsonl:2: not UTF-8 text (byte 0xe9 at column 16)" in err
+    path.write_text('{"prompt": "\\udc80", "completion_a": "a"}\n')  # a JSON escape, not bytes
+    with pytest.raises(RlftError, match="items.jsonl:1: 'prompt' contains a lone surrogate"):
+        load_items(path)
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "p", "completion_a": "a"}\n')  # a BOM is UTF-8 too
+    assert load_items(path)[0].prompt == "p"
+
+
+def test_item_ids_with_personal_data_are_refused_unless_pii_is_kept(tmp_path):
+    items = [Item("ticket-jane.doe@example.org", "p", "a"), Item("q2", "p", "b")]
+    with pytest.raises(
+        RlftError, match=r"1 item\(s\) refused: item id contains personal data \(EMAIL"
+    ):
+        Store(tmp_path / "scrubbed.db").add_items(items)
+    assert Store(tmp_path / "scrubbed.db").counts()["items"] == 0  # nothing half-loaded
+    assert Store(tmp_path / "kept.db", scrub_pii=False).add_items(items).added == 2
+
+
+def test_empty_annotator_names_are_refused(store, tmp_path, capsys):
+    from rlft.cli.main import main
+
+    for name in ("", "   ", " alice", "x" * 129):
+        with pytest.raises(RlftError, match="annotator name"):
+            store.add_annotator(name)
+    assert main(["feedback", "add-annotator", "", "--db", str(tmp_path / "feedback.db")]) == 2
+    assert "an annotator name must not be empty" in capsys.readouterr().err
+    assert store.counts()["annotators"] == 0
+
+
+def test_a_reused_id_with_different_content_is_named(tmp_path, capsys, monkeypatch):
+    from rlft.cli.main import main
+
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"id": "q1", "prompt": "p", "completion_a": "a"}\n{"id": "q1", "prompt": "p", "completion_a": "a"}\n'
+                    '{"id": "q1", "prompt": "p", "completion_a": "CHANGED"}\n')  # fmt: skip
+    with pytest.raises(RlftError, match=r"items.jsonl:3: id 'q1' is also used at .*items.jsonl:1"):
+        load_items(path)
+    path.write_text(
+        '{"id": "q1", "prompt": "p", "completion_a": "a"}\n{"id": "q1", "prompt": "p", "completion_a": "a"}\n'
+    )
+    assert len(load_items(path)) == 1  # an exact repeat is loaded once
+    db = tmp_path / "fb.db"
+    Store(db).add_items([Item("q1", "p", "old"), Item("q2", "p", "b")])
+    assert Store(db).add_items(
+        [Item("q1", "p", "a"), Item("q2", "p", "b"), Item("q3", "p", "c")]
+    ) == AddedItems(added=1, unchanged=1, conflicting=("q1",))
+    monkeypatch.setattr(
+        "rlft.feedback.server.serve", lambda *args: None
+    )  # load, report, don't block
+    path.write_text(
+        '{"id": "q1", "prompt": "p", "completion_a": "newer"}\n{"id": "q4", "prompt": "p", "completion_a": "d"}\n'
+    )
+    assert main(["feedback", "serve", "--db", str(db), "--items", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "loaded 1 new items of 2" in out
+    assert "warning: 1 items not loaded" in err and "'q1'" in err

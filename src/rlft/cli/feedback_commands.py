@@ -45,7 +45,9 @@ def _register_feedback(sub: argparse._SubParsersAction) -> None:
 
     add = fb_sub.add_parser("add-annotator", help="Register an annotator and print their token once.",
                             description="Register an annotator; their token is printed once and only its hash is stored.")  # fmt: skip
-    add.add_argument("name", help="A unique annotator name.")
+    add.add_argument(
+        "name", help="A unique annotator name (1-128 characters, no surrounding spaces)."
+    )
     add.add_argument("--db", default="feedback.db", help=DB_HELP)
     add.add_argument("--consent", action="store_true",
                      help="Record consent now (it was given outside the app); otherwise the page asks for it.")  # fmt: skip
@@ -54,10 +56,13 @@ def _register_feedback(sub: argparse._SubParsersAction) -> None:
     export = fb_sub.add_parser("export", help="Write preference pairs for `rlft rm train`.",
                                description="Write {prompt, chosen, rejected} pairs (JSON lines) from pairwise judgements; ties are skipped.")  # fmt: skip
     export.add_argument("--db", default="feedback.db", help=DB_HELP)
-    export.add_argument("--out", required=True, help="Output file, e.g. pairs.jsonl.")
+    export.add_argument("--out", required=True, help="Output file, e.g. pairs.jsonl. An existing file is "
+                        "replaced only with --force; the database itself never.")  # fmt: skip
     export.add_argument("--aggregate", choices=["majority", "all"], default="majority",
                         help="majority: one pair per item by vote (default); all: one pair per judgement.")  # fmt: skip
     export.add_argument("--ratings-out", help="Also write thumbs up/down ratings to this file.")
+    export.add_argument("--force", action="store_true",
+                        help="Replace existing output files (never a database; each is written atomically).")  # fmt: skip
     export.set_defaults(run=_run_export)
 
     forget = fb_sub.add_parser("forget", help="Delete an annotator's judgements and identity.",
@@ -87,7 +92,16 @@ def _run_serve(args: argparse.Namespace) -> int:
     store = Store(args.db, scrub_pii=not args.keep_pii)
     if args.items:
         items = load_items(args.items)
-        print(f"rlft: loaded {store.add_items(items)} new items of {len(items)} from {args.items}")
+        loaded = store.add_items(items)
+        print(f"rlft: loaded {loaded.added} new items of {len(items)} from {args.items}")
+        if loaded.conflicting:
+            ids = ", ".join(repr(i) for i in loaded.conflicting[:10])
+            more = (
+                f" and {len(loaded.conflicting) - 10} more" if len(loaded.conflicting) > 10 else ""
+            )
+            print(f"rlft: warning: {len(loaded.conflicting)} items not loaded: {args.db} already holds an item "
+                  f"with the same id and different content: {ids}{more}. Give changed items new ids.",
+                  file=sys.stderr)  # fmt: skip
         if store.pii_removed:
             removed = ", ".join(f"{kind} {n}" for kind, n in sorted(store.pii_removed.items()))
             print(f"rlft: replaced personal data in the items by placeholders ({removed})")
@@ -115,22 +129,33 @@ def _run_add_annotator(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rlft.errors import RlftError
-    from rlft.feedback.exchange import preference_pairs, ratings, write_jsonl
+    from rlft.feedback.exchange import check_output, preference_pairs, ratings, write_jsonl
     from rlft.feedback.store import Store
 
+    # Checked before the database is opened (opening creates it), and again as each is written.
+    outs = [args.out] + ([args.ratings_out] if args.ratings_out else [])
+    if len({Path(o).expanduser().resolve() for o in outs}) < len(outs):
+        raise RlftError(f"--out and --ratings-out are the same file ({args.out}); give two files.")
+    for out in outs:
+        check_output(out, overwrite=args.force, database=args.db)
     store = Store(args.db)
-    pairs = preference_pairs(store, args.aggregate)
-    if not pairs and not args.ratings_out:
-        raise RlftError(
-            f"{args.db} has no A/B judgements to export yet (ties and ratings make no pairs)."
-        )
-    write_jsonl(pairs, args.out)
-    print(f"rlft: wrote {len(pairs)} preference pairs to {args.out}")
-    if args.ratings_out:
-        rows = ratings(store)
-        write_jsonl(rows, args.ratings_out)
-        print(f"rlft: wrote {len(rows)} ratings to {args.ratings_out}")
+    try:
+        pairs = preference_pairs(store, args.aggregate)
+        if not pairs and not args.ratings_out:
+            raise RlftError(
+                f"{args.db} has no A/B judgements to export yet (ties and ratings make no pairs)."
+            )
+        write_jsonl(pairs, args.out, overwrite=args.force)
+        print(f"rlft: wrote {len(pairs)} preference pairs to {args.out}")
+        if args.ratings_out:
+            rows = ratings(store)
+            write_jsonl(rows, args.ratings_out, overwrite=args.force)
+            print(f"rlft: wrote {len(rows)} ratings to {args.ratings_out}")
+    finally:
+        store.close()
     return 0
 
 
@@ -138,7 +163,9 @@ def _run_forget(args: argparse.Namespace) -> int:
     from rlft.feedback.store import Store
 
     deleted = Store(args.db).forget_annotator(args.name)
-    print(f"rlft: forgot annotator {args.name!r}: deleted {deleted} judgements and their name, token and consent")
+    print(
+        f"rlft: forgot annotator {args.name!r}: deleted {deleted} judgements and their name, token and consent"
+    )
     return 0
 
 

@@ -3,8 +3,8 @@
 This module imports FastAPI and uvicorn at the top; nothing else in rlft imports it, so they load
 only when a server is started.
 
-HTTP API (every ``/api`` route except ``/api/health`` needs ``Authorization: Bearer TOKEN``;
-an unknown or missing token gets 401):
+HTTP API (every ``/api`` route except ``/api/health``, and ``/openapi.json``, need
+``Authorization: Bearer TOKEN``; an unknown or missing token gets 401):
 
 =========================  ========================================================================
 ``GET /``                  the annotation page
@@ -12,25 +12,36 @@ an unknown or missing token gets 401):
 ``GET /api/me``            ``{name, consented, consent_text, mode}``
 ``POST /api/consent``      record the annotator's consent (204)
 ``GET /api/next?kind=``    the next item for this annotator (200), or 204 when none is left
-``POST /api/judgements``   store a judgement: 201 stored, 200 a repeat of an idempotency key
-                           (stored once), 409 the key was used for a different judgement,
+``POST /api/judgements``   store a judgement: 201 stored (``replaced``: it replaced this
+                           annotator's earlier vote on the item), 200 a repeat of an idempotency
+                           key (stored once), 409 the key was used for a different judgement,
                            403 no consent yet, 404 unknown item, 413 body too large, 422 invalid
+``GET /openapi.json``      the API's schema (token needed: it maps the API for whoever asks)
 =========================  ========================================================================
 """
 
 import asyncio
 import hashlib
+import json
 import socket
 import threading
 from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rlft.feedback.page import PAGE
-from rlft.feedback.store import Annotator, Judgement, Store, UnknownItemError
+from rlft.feedback.store import (
+    Annotator,
+    Judgement,
+    Store,
+    UnknownItemError,
+    label_problem,
+    text_problem,
+)
 
 DEFAULT_CONSENT_TEXT = (
     "Your judgements and comments will be stored with your annotator name and used to train "
@@ -44,12 +55,28 @@ class JudgementIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=128)
+    item_id: str  # the items file's rule: label_problem
     kind: Literal["pair", "rating"] = "pair"
     choice: Literal["A", "B", "tie", "up", "down"]
     side: Literal["A", "B"] | None = None
     comment: str | None = Field(default=None, max_length=2000)
     idempotency_key: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("item_id")
+    @classmethod
+    def _valid_item_id(cls, value: str) -> str:
+        problem = label_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("comment")
+    @classmethod
+    def _valid_text(cls, value: str | None) -> str | None:
+        problem = text_problem(value) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _choice_fits_kind(self) -> "JudgementIn":
@@ -58,6 +85,21 @@ class JudgementIn(BaseModel):
         if self.kind == "rating" and (self.choice not in ("up", "down") or self.side is None):
             raise ValueError("a rating has choice up or down and a side (A or B)")
         return self
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate echoed from a request cannot be encoded as
+    UTF-8, and would turn a 422 into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # The rejected input is not echoed back: it may be personal data, or not encodable at all.
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return AsciiJSONResponse({"detail": errors}, status_code=422)
 
 
 class BodyLimit:
@@ -110,7 +152,9 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Any:
     """The ASGI app. ``mode`` is what the page asks annotators for: compare two or rate one."""
-    app = FastAPI(title="rlft feedback", docs_url=None, redoc_url=None)
+    # The schema is served below, behind the token, like every route that is not the page.
+    app = FastAPI(title="rlft feedback", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     def annotator(request: Request) -> Annotator:
         header = request.headers.get("authorization", "")
@@ -133,6 +177,10 @@ def create_app(
     @app.get("/api/health")
     def health() -> dict[str, bool]:
         return {"ok": True}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(who: Who) -> dict[str, Any]:
+        return app.openapi()  # type: ignore[no-any-return]
 
     @app.get("/api/me")
     def me(who: Who) -> dict[str, Any]:
@@ -193,7 +241,7 @@ def create_app(
             return JSONResponse(
                 {"id": result.id, "stored": False, "duplicate": True}, status_code=200
             )
-        return {"id": result.id, "stored": True, "duplicate": False}
+        return {"id": result.id, "stored": True, "duplicate": False, "replaced": result.replaced}
 
     return BodyLimit(app, max_body_bytes)
 

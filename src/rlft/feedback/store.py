@@ -12,6 +12,10 @@ so writers queue instead of failing mid-transaction), a busy or locked database 
 PostgreSQL connection are retried with backoff, and SQLite runs with ``synchronous=FULL`` so a
 committed judgement survives a power cut. The idempotency key is ``UNIQUE`` in the database, so
 a double click or a client retry stores one row however the requests interleave.
+
+One vote per annotator: a unique index on (annotator, item, kind, side) keeps one judgement per
+annotator per item (per side for ratings); a new judgement with a new key replaces the old one, so
+one annotator cannot outvote the others by submitting many keys.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -68,6 +73,66 @@ CREATE INDEX IF NOT EXISTS judgements_item ON judgements (item_id);
 CREATE INDEX IF NOT EXISTS judgements_annotator ON judgements (annotator_id)
 """
 
+# The one-vote rule. NULL sides (pairs) compare as distinct in a UNIQUE constraint on both
+# databases, hence the expression.
+ONE_VOTE_INDEX = "judgements_one_vote"
+ONE_VOTE_SQL = (
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {ONE_VOTE_INDEX} "
+    "ON judgements (annotator_id, item_id, kind, COALESCE(side, ''))"
+)
+# A database written before the rule may hold several votes per annotator; the latest stays.
+KEEP_LATEST_VOTE_SQL = (
+    "DELETE FROM judgements WHERE id NOT IN (SELECT MAX(id) FROM judgements "
+    "GROUP BY annotator_id, item_id, kind, COALESCE(side, ''))"
+)
+
+MAX_LABEL_CHARS = 128  # item ids and annotator names
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None. JSON may carry a lone surrogate (``"\\ud800"``),
+    which is not Unicode text: no UTF-8 database or file can hold it."""
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        return "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
+
+
+def label_problem(value: object, what: str = "an item id") -> str | None:
+    """Why ``value`` is not a valid item id (or annotator name), or None.
+
+    The one rule for the items file, :meth:`Store.add_items`, :meth:`Store.add_annotator` and the
+    API's ``item_id``: 1 to 128 characters, no control characters, no surrounding whitespace.
+    """
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return f"{what} must not be empty"
+    if len(value) > MAX_LABEL_CHARS:
+        return f"{what} must be at most {MAX_LABEL_CHARS} characters, got {len(value)}"
+    if value != value.strip():
+        return f"{what} must not start or end with whitespace"
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        return f"{what} must not contain control characters"
+    problem = text_problem(value)
+    return f"{what} {problem}" if problem else None
+
+
+# SQLite files held open by a Store in this process, so an export never writes over one.
+_files_in_use: Counter[Path] = Counter()
+_files_lock = threading.Lock()
+
+
+def database_files(path: str | Path) -> list[Path]:
+    """A SQLite database and the files SQLite keeps beside it, with links resolved."""
+    main = Path(path).expanduser().resolve()
+    return [main] + [main.with_name(main.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
+def files_in_use() -> set[Path]:
+    """Every file of every SQLite database a :class:`Store` in this process has open."""
+    with _files_lock:
+        return {f for db, n in _files_in_use.items() if n > 0 for f in database_files(db)}
+
 
 @dataclass(frozen=True)
 class Item:
@@ -102,21 +167,41 @@ class Judgement:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """``created``: this call stored the row. ``conflict``: the key was already used for another judgement."""
+    """``created``: this call stored the row. ``conflict``: the key was already used for another
+    judgement. ``replaced``: the row replaced this annotator's earlier judgement of the item."""
 
     id: int
     created: bool
     conflict: bool = False
+    replaced: bool = False
+
+
+@dataclass(frozen=True)
+class AddedItems:
+    """What :meth:`Store.add_items` did: ``added`` new items; ``conflicting``: ids already in the
+    store with different content (the stored item is kept, these were not loaded)."""
+
+    added: int
+    unchanged: int
+    conflicting: tuple[str, ...] = ()
 
 
 class UnknownItemError(RlftError):
     """A judgement names an item that is not in the store (or has no completion B for a pair)."""
 
 
+class _Retry(Exception):
+    """A concurrent writer changed the rows this transaction read; run it again."""
+
+
 def item_id_for(prompt: str, completion_a: str, completion_b: str | None) -> str:
     """A stable id from the content, so loading the same file twice adds nothing."""
     digest = hashlib.sha256("\x00".join([prompt, completion_a, completion_b or ""]).encode())
     return digest.hexdigest()[:16]
+
+
+def _is_content_hash(item: Item) -> bool:
+    return item.id == item_id_for(item.prompt, item.completion_a, item.completion_b)
 
 
 def hash_token(token: str) -> str:
@@ -160,6 +245,10 @@ class _SQLite:
     def sql(self, statement: str) -> str:
         return statement
 
+    def has_index(self, cur: Any, name: str) -> bool:
+        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,))
+        return cur.fetchone() is not None
+
     def retryable(self, exc: BaseException) -> tuple[bool, bool]:
         """(retry?, reconnect first?)"""
         text = str(exc).lower()
@@ -192,12 +281,20 @@ class _Postgres:
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
+    def has_index(self, cur: Any, name: str) -> bool:
+        cur.execute("SELECT 1 FROM pg_indexes WHERE indexname = ?", (name,))
+        return cur.fetchone() is not None
+
     def purge(self, conn: Any) -> None:
         pass  # dead tuples are PostgreSQL's to vacuum; they are invisible to every query
 
     def retryable(self, exc: BaseException) -> tuple[bool, bool]:
         errors = self.psycopg.errors
-        if isinstance(exc, (errors.SerializationFailure, errors.DeadlockDetected)):
+        # UniqueViolation: a concurrent transaction took the same idempotency key between our
+        # statements (read committed); the retry finds it and answers as a repeat.
+        if isinstance(
+            exc, (errors.SerializationFailure, errors.DeadlockDetected, errors.UniqueViolation)
+        ):
             return True, False
         if isinstance(exc, self.psycopg.OperationalError):
             return True, True
@@ -239,6 +336,8 @@ class Store:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._file = None if is_pg else database_files(target)[0]
+        self._registered = False
         self._run(self._create_schema, write=True)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -246,11 +345,18 @@ class Store:
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            self._register(True)
             conn = self.dialect.connect()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _register(self, in_use: bool) -> None:
+        with _files_lock:
+            if self._file is not None and self._registered != in_use:
+                _files_in_use[self._file] += 1 if in_use else -1
+                self._registered = in_use
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -274,7 +380,9 @@ class Store:
                 return result
             except Exception as exc:
                 self._rollback()
-                retry, reconnect = self.dialect.retryable(exc)
+                retry, reconnect = (
+                    (True, False) if isinstance(exc, _Retry) else self.dialect.retryable(exc)
+                )
                 if not retry or attempt == self.max_retries:
                     raise
                 if reconnect:
@@ -299,31 +407,84 @@ class Store:
             with contextlib.suppress(Exception):
                 conn.close()
         self._local = threading.local()
+        self._register(False)
 
     def _create_schema(self, cur: _Cursor) -> None:
         for statement in SCHEMA.format(id_pk=self.dialect.id_pk).split(";"):
             if statement.strip():
                 cur.execute(statement)
+        if not self.dialect.has_index(cur, ONE_VOTE_INDEX):
+            cur.execute(KEEP_LATEST_VOTE_SQL)
+            cur.execute(ONE_VOTE_SQL)
 
     # -- items ------------------------------------------------------------------------------------
 
-    def add_items(self, items: Iterable[Item]) -> int:
-        """Insert items; ones already present (same id) are skipped. Returns how many were new."""
+    def add_items(self, items: Iterable[Item]) -> AddedItems:
+        """Insert items. One already present with the same id is skipped: counted as unchanged
+        when its content is the same, listed in ``conflicting`` when it differs (the stored item
+        keeps its judgements). An invalid id, or one holding personal data while PII is
+        scrubbed, is an error naming each such id; nothing is added then."""
+        items = list(items)
+        self._check_ids(items)
         items = [self._scrub_item(i) for i in items]
         rows = [(i.id, i.prompt, i.completion_a, i.completion_b, i.source, _now()) for i in items]
 
-        def op(cur: _Cursor) -> int:
-            added = 0
+        def op(cur: _Cursor) -> AddedItems:
+            added, unchanged, conflicting = 0, 0, []
             for row in rows:
                 cur.execute(
                     "INSERT INTO items (id, prompt, completion_a, completion_b, source, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
                     row,
                 )
-                added += cur.fetchone() is not None
-            return added
+                if cur.fetchone() is not None:
+                    added += 1
+                    continue
+                cur.execute(
+                    "SELECT prompt, completion_a, completion_b FROM items WHERE id = ?", (row[0],)
+                )
+                if tuple(cur.fetchone()) == row[1:4]:
+                    unchanged += 1
+                elif row[0] not in conflicting:
+                    conflicting.append(row[0])
+            return AddedItems(added, unchanged, tuple(conflicting))
 
         return self._run(op, write=True)
+
+    def _check_ids(self, items: list[Item]) -> None:
+        bad = []
+        for item in items:
+            problem = self._item_problem(item)
+            if problem is not None:
+                where = f"{item.source}: " if item.source else ""
+                bad.append(f"{where}{problem}: {item.id!r:.60}")
+        if bad:
+            shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise RlftError(
+                f"{len(bad)} item(s) refused: {shown}. Fix them, or give such items other ids "
+                "(or drop 'id' to use a content hash)."
+            )
+
+    def _item_problem(self, item: Item) -> str | None:
+        texts = {
+            "prompt": item.prompt,
+            "completion_a": item.completion_a,
+            "completion_b": item.completion_b,
+        }
+        for name, text in texts.items():
+            problem = text_problem(text) if isinstance(text, str) else None
+            if problem is not None:
+                return f"{name} {problem}"
+        problem = label_problem(item.id)
+        if problem is None and self._pii is not None and not _is_content_hash(item):
+            # Refused rather than scrubbed: "[EMAIL]" in place of two different addresses would
+            # merge two items, and the caller could no longer find theirs by id.
+            kinds = sorted({span.type for span in self._pii.find(item.id)})
+            if kinds:
+                problem = (
+                    f"item id contains personal data ({', '.join(kinds)}; --keep-pii allows it)"
+                )
+        return problem
 
     def _scrub_item(self, item: Item) -> Item:
         if self._pii is None:
@@ -331,7 +492,7 @@ class Store:
         prompt, a = self._scrub(item.prompt), self._scrub(item.completion_a)
         b = self._scrub(item.completion_b) if item.completion_b is not None else None
         item_id = item.id
-        if item_id == item_id_for(item.prompt, item.completion_a, item.completion_b):
+        if _is_content_hash(item):
             item_id = item_id_for(prompt, a, b)  # a content hash must not be a hash of the PII
         return Item(item_id, prompt, a, b, item.source)
 
@@ -374,6 +535,9 @@ class Store:
 
     def add_annotator(self, name: str, consent: bool = False) -> str:
         """Register an annotator and return their bearer token (only its hash is stored)."""
+        problem = label_problem(name, "an annotator name")
+        if problem is not None:
+            raise RlftError(f"{problem}: {name!r:.60}; give a name such as 'alice'.")
         token = "rlft_" + secrets.token_urlsafe(32)
 
         def op(cur: _Cursor) -> None:
@@ -431,7 +595,16 @@ class Store:
     # -- judgements -------------------------------------------------------------------------------
 
     def submit(self, j: Judgement) -> SubmitResult:
-        """Store a judgement once per idempotency key; a repeat returns the first row's id."""
+        """Store a judgement once per idempotency key; a repeat returns the first row's id.
+
+        One vote per (annotator, item, kind, side): a judgement with a new key on an item this
+        annotator already judged replaces the earlier one (the latest submission wins).
+        """
+        for field_name in ("item_id", "idempotency_key", "comment"):
+            value = getattr(j, field_name)
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem is not None:
+                raise RlftError(f"The judgement's {field_name} {problem}.")
         comment = self._scrub(j.comment) if j.comment else j.comment
 
         def op(cur: _Cursor) -> SubmitResult:
@@ -441,10 +614,11 @@ class Store:
                 raise UnknownItemError(f"No item with id {j.item_id!r}.")
             if item[0] is None and (j.kind == "pair" or j.side == "B"):
                 raise UnknownItemError(f"Item {j.item_id!r} has only completion A.")
+            now = _now()
+            # No conflict target: either unique index (the key, or the one-vote rule) may refuse it.
             cur.execute(
                 "INSERT INTO judgements (idempotency_key, item_id, annotator_id, kind, choice, side, "
-                "comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                "comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (
                     j.idempotency_key,
                     j.item_id,
@@ -453,7 +627,7 @@ class Store:
                     j.choice,
                     j.side,
                     comment,
-                    _now(),
+                    now,
                 ),
             )
             row = cur.fetchone()
@@ -464,8 +638,28 @@ class Store:
                 (j.idempotency_key,),
             )
             first = cur.fetchone()
-            same = tuple(first[1:]) == (j.item_id, j.annotator_id, j.kind, j.choice, j.side)
-            return SubmitResult(int(first[0]), created=False, conflict=not same)
+            if first is not None:
+                same = tuple(first[1:]) == (j.item_id, j.annotator_id, j.kind, j.choice, j.side)
+                return SubmitResult(int(first[0]), created=False, conflict=not same)
+            # A new key on an item this annotator already judged: the new vote replaces the old.
+            cur.execute(
+                "UPDATE judgements SET idempotency_key = ?, choice = ?, comment = ?, created_at = ? "
+                "WHERE annotator_id = ? AND item_id = ? AND kind = ? AND COALESCE(side, '') = ? RETURNING id",
+                (
+                    j.idempotency_key,
+                    j.choice,
+                    comment,
+                    now,
+                    j.annotator_id,
+                    j.item_id,
+                    j.kind,
+                    j.side or "",
+                ),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise _Retry  # the earlier vote was deleted between the two statements
+            return SubmitResult(int(row[0]), created=True, replaced=True)
 
         return self._run(op, write=True)
 

@@ -2,6 +2,6 @@
 preference pairs. The web app (``rlft.feedback.server``) imports FastAPI and uvicorn; nothing here
 does, so ``import rlft.feedback`` stays light. See ``docs/feedback.md``."""
 
-from rlft.feedback.store import Annotator, Item, Judgement, Store, SubmitResult
+from rlft.feedback.store import AddedItems, Annotator, Item, Judgement, Store, SubmitResult
 
-__all__ = ["Annotator", "Item", "Judgement", "Store", "SubmitResult"]
+__all__ = ["AddedItems", "Annotator", "Item", "Judgement", "Store", "SubmitResult"]

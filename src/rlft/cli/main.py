@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     except RlftError as exc:
         print(f"rlft: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a bug
+        from rlft.trainers.run_folder import os_error_message
+
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"rlft: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("rlft: interrupted; resume with --resume.", file=sys.stderr)
         return 130

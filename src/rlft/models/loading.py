@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -13,7 +14,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlft.errors import RlftError
+from rlft.errors import ConfigError, RlftError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -64,6 +65,12 @@ def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
         )
     try:
         return AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else name_or_path, dtype=_DTYPES[dtype])
+    except SafetensorError as exc:  # a truncated or damaged weights file (an interrupted copy)
+        raise RlftError(
+            f"The weights in {name_or_path} cannot be read ({_first_line(exc)}): a .safetensors file "
+            "is truncated or damaged, for example by an interrupted copy or download. Copy the "
+            "model again (compare its size or SHA-256 with the original)."
+        ) from None
     except OSError as exc:
         raise RlftError(
             f"Could not load the model {name_or_path!r}: {_first_line(exc)}\n"
@@ -96,3 +103,27 @@ def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_max_new_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
+) -> None:
+    """Refuse ``rollout.max_new_tokens`` beyond what the model's context window leaves after the
+    longest prompt: the sampler allocates (batch, prompt + max_new_tokens) up front, so an absurd
+    value is killed for memory, and positions past ``max_position_embeddings`` are garbage."""
+    window = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(window, int) or window <= 0:
+        return  # no declared context window (e.g. a state-space model): nothing to check against
+    longest = 1
+    if prompts:
+        from rlft.rollout.sampling import encode_prompts  # lazily: rollout sits above models
+
+        longest = max(longest, int(encode_prompts(tokenizer, prompts)[0].shape[1]))
+    room = window - longest
+    if max_new_tokens > room:
+        raise ConfigError(
+            f"rollout.max_new_tokens={max_new_tokens} does not fit the model's context window: "
+            f"max_position_embeddings is {window} and the longest prompt has {longest} tokens, so at "
+            f"most {max(room, 0)} new tokens fit. Set rollout.max_new_tokens to {max(room, 1)} or less"
+            + (" (or use a model with a longer context)." if room > 0 else "; shorten the prompts.")
+        )

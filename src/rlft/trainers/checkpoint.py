@@ -3,6 +3,11 @@
 Each checkpoint is written into a temporary sibling directory, fsynced, then renamed into place
 with ``os.replace``; a run killed mid-write leaves only a ``.tmp`` directory, which is ignored and
 cleaned up on the next save.
+
+A checkpoint also holds ``checksums.json``, the SHA-256 of each of its files, and the audit log
+records the folder's hash. On resume, :func:`select_resume_checkpoint` checks both before anything
+is written: a damaged checkpoint (a flipped bit, a truncated file) is moved aside to
+``checkpoints/corrupt_step_N`` and the run resumes from the newest intact one, with a warning.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from rlft.errors import NonFiniteError, RlftError
+from rlft.responsible.audit_log import AuditLog, combine_file_hashes, file_sha256, folder_file_hashes
+
+MANIFEST = "checksums.json"
 
 
 @dataclass
@@ -55,6 +66,7 @@ def save_checkpoint(
     state: TrainerState,
     keep: int,
 ) -> Path:
+    check_finite_weights(model, f"checkpoint of step {state.step}")
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{state.step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{final.name}.", suffix=".tmp"))
@@ -63,6 +75,8 @@ def save_checkpoint(
     save_file(weights, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "optimizer.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+    checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps(checksums, indent=2) + "\n")
     for path in tmp.iterdir():
         with path.open("rb") as fh:
             os.fsync(fh.fileno())
@@ -88,9 +102,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> TrainerState:
-    weights = load_file(str(path / "model.safetensors"))
+    try:
+        weights = load_file(str(path / "model.safetensors"))
+        extra = torch.load(path / "optimizer.pt", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises anything from its parser
+        raise RlftError(
+            f"Checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}). Move it "
+            "aside (or delete it) and resume again to continue from the one before it."
+        ) from None
     model.load_state_dict(weights)
-    extra = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(extra["optimizer"])
     _set_rng_state(extra["rng"])
     return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
@@ -102,3 +122,100 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_finite_weights(model: torch.nn.Module, what: str) -> None:
+    """Refuse to save non-finite weights: a NaN model must never become a checkpoint or the
+    final model. One reduction per tensor; a NaN or inf anywhere makes the sum non-finite."""
+    sums = [p.detach().sum() for p in model.parameters() if p.is_floating_point()]
+    if sums and not bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
+        bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+        raise NonFiniteError(
+            f"Not saving the {what}: the weights are not finite ({len(bad)} tensors hold NaN or inf, "
+            f"e.g. {bad[0] if bad else '?'}). Lower train.learning_rate (or warm_start.learning_rate) "
+            "and start a new run; the checkpoints already written are intact."
+        )
+
+
+def checkpoint_problem(path: Path, recorded_sha256: str | None) -> str | None:
+    """Why the checkpoint at ``path`` cannot be trusted, or None when it is intact.
+
+    Checks every file against the checkpoint's own ``checksums.json`` and the whole folder against
+    ``recorded_sha256`` (its hash in the audit log, when recorded). A checkpoint written before
+    checksums existed, with no recorded hash, cannot be checked and is accepted.
+    """
+    hashes = folder_file_hashes(path)
+    if MANIFEST in hashes:  # checked first: it names the damaged file
+        try:
+            expected = json.loads((path / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{MANIFEST} is unreadable"
+        for name, sha in expected.items():
+            if name not in hashes:
+                return f"{name} is missing"
+            if hashes[name] != sha:
+                return f"{name} does not match its SHA-256 in {MANIFEST}"
+    if recorded_sha256 is not None and combine_file_hashes(hashes) != recorded_sha256:
+        return "its SHA-256 differs from the one recorded in audit.jsonl"
+    return None
+
+
+def recorded_checkpoint_hashes(run_root: Path) -> dict[str, str]:
+    """The latest SHA-256 the audit log records for each checkpoint path (``checkpoints/step_N``)."""
+    recorded: dict[str, str] = {}
+    for record in AuditLog(run_root, key_from_env=False).records():
+        fields = record.get("fields") or {}
+        if record.get("event") == "checkpoint" and "path" in fields and "sha256" in fields:
+            recorded[fields["path"]] = fields["sha256"]
+    return recorded
+
+
+def select_resume_checkpoint(run_root: Path, folder: Path, planned_steps: int | None = None) -> Path | None:
+    """The newest intact checkpoint under ``folder``, checked before a resumed run writes anything.
+
+    Damaged checkpoints newer than it are moved aside to ``corrupt_step_N`` (kept for inspection,
+    never loaded) with a warning on stderr. Raises when checkpoints exist but none is intact, and
+    when ``planned_steps`` (the recipe's ``train.steps``) is below the steps already completed, so
+    that ``config.yaml`` and ``summary.json`` cannot disagree.
+    """
+    checkpoints = list_checkpoints(folder)
+    if not checkpoints:
+        return None
+    recorded = recorded_checkpoint_hashes(run_root)
+    damaged: list[tuple[Path, str]] = []
+    chosen = None
+    for path in reversed(checkpoints):
+        problem = checkpoint_problem(path, recorded.get(path.relative_to(run_root).as_posix()))
+        if problem is None:
+            chosen = path
+            break
+        damaged.append((path, problem))
+    if chosen is None:
+        listing = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        raise RlftError(
+            f"--resume: no intact checkpoint in {folder} ({listing}). Nothing was changed. Delete "
+            f"{folder} to resume from the base model (step 0), or start a new run with --set run_dir=PATH."
+        )
+    step = int(chosen.name.split("_")[1])
+    if planned_steps is not None and planned_steps < step:
+        raise RlftError(
+            f"--resume: the run has already completed {step} steps (checkpoint {chosen.name}), more "
+            f"than train.steps={planned_steps}. Resume with train.steps >= {step}; its final model "
+            "is already in the run folder if it finished."
+        )
+    for path, problem in damaged:
+        target = _free_name(folder / f"corrupt_{path.name}")
+        os.replace(path, target)
+        print(
+            f"rlft: warning: checkpoint {path.name} is damaged ({problem}); moved it to {target.name} "
+            f"and resuming from {chosen.name}.",
+            file=sys.stderr,
+        )
+    return chosen
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}.{n}"), n + 1
+    return candidate

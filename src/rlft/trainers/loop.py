@@ -481,6 +481,9 @@ def train(
             engine.push_weights(learner.policy)
         for path in (run.metrics, run.evals, run.samples):
             run.truncate_jsonl(path, state.step)
+    elif resume:  # stopped before its first checkpoint: the run restarts at step 0
+        for path in (run.metrics, run.evals, run.samples):
+            run.truncate_jsonl(path, 0)
     kl_controller = KL_CONTROLLERS[algo.kl_controller](
         beta=state.kl_coef, target_kl=algo.kl_target, horizon=algo.kl_horizon
     )
@@ -524,6 +527,7 @@ def train(
             last_good = save_checkpoint(run.checkpoints, learner.modules(), optimizer, state, config.checkpoint.keep)
             audit.append("checkpoint", step=state.step, path=str(last_good.relative_to(run.root)),
                          sha256=folder_sha256(last_good))
+            task.scrubber.write(run.root)  # privacy counts so far: a resumed run merges them
     bar.close()
     return finish_run(config, run, learner, tokenizer, task, audit, state, base_accuracy, started)
 

@@ -23,4 +23,30 @@ def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float =
         and next(iter(devices)).type in ("cpu", "cuda")
         and all(p.is_floating_point() for p in params)
     )
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    optimizer.register_step_post_hook(stop_on_non_finite_weights)
+    return optimizer
+
+
+def stop_on_non_finite_weights(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    """After each optimiser step, stop with a clear error if a weight overflowed.
+
+    A finite loss and gradient can still give non-finite weights (an overflowing learning rate),
+    and every later step is then NaN: the run would end with an all-NaN model. The 2-norm of each
+    updated tensor (one fused pass, one device sync) is non-finite when any weight is NaN or inf,
+    or so large (about 1e19) that its square overflows, which no trained model reaches.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    norms = torch._foreach_norm([p.detach() for p in params])
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return
+    from rlft.errors import NonFiniteError
+
+    lr = optimizer.param_groups[0]["lr"]
+    raise NonFiniteError(
+        f"The weights overflowed (NaN or inf) in an optimiser step at learning rate {lr:g}; training "
+        "stopped and nothing from this step was saved (checkpoints already written are intact). "
+        "Lower train.learning_rate (or warm_start.learning_rate for the warm start) and start a new run."
+    )

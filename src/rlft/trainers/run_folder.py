@@ -10,15 +10,30 @@
       checkpoints/step_N/    model.safetensors, optimizer.pt, trainer_state.json (atomic)
       final_model/           the trained policy (a Hugging Face model folder)
       summary.json           before/after accuracy, steps, time
+      privacy.json           PII counts (see rlft.responsible.privacy)
+      privacy_state.json     short digests of the texts already counted, so a resumed run merges
+
+A folder that holds only what a run writes before its model is loaded (``config.yaml`` and the
+audit log) is a run that never started, for example because ``model.path`` was wrong: starting
+it again without ``--resume`` is allowed and continues its audit log.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from rlft.errors import RlftError
+
+# What a run writes before its model is loaded; a folder holding nothing else never started.
+_BEFORE_START = {"config.yaml", "data.json", "python_task.json", "audit.jsonl", "audit.head", "audit.tmp"}
 
 
 class RunFolder:
@@ -41,9 +56,65 @@ class RunFolder:
             fh.flush()
 
     def read_jsonl(self, path: Path) -> list[dict[str, Any]]:
+        """The records of a JSONL file; a torn last line (a crash or a full disk mid-write) is
+        dropped, since the step it belonged to is redone on resume."""
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise RlftError(f"{path}: line {i + 1} is not valid JSON (edited?).") from None
+        return records
+
+    def check_can_open(self, resume: bool) -> None:
+        """Raise a clear error unless a run can be started (or, with ``resume``, continued) here;
+        creates the folder and checks that it is writable. Writes nothing else."""
+        root = self.root
+        try:
+            if root.exists() and not root.is_dir():
+                raise RlftError(f"run_dir {root} is a file, not a folder. Choose a folder with --set run_dir=PATH.")
+            entries = [p.name for p in root.iterdir() if not p.name.startswith(".")] if root.exists() else []
+            is_run = self.config.exists()
+        except OSError as exc:  # e.g. a parent folder this user may not enter
+            raise RlftError(
+                f"Cannot read run folder {root}: {exc.strerror}. Choose a folder you can read and "
+                "write with --set run_dir=PATH."
+            ) from None
+        if resume and not is_run:
+            if entries:
+                raise RlftError(
+                    f"--resume: {root} is not an rlft run folder (it holds files but no config.yaml), so "
+                    "there is nothing to resume. Give the folder of the run to resume, or start a new "
+                    "run in a new or empty folder with --set run_dir=PATH."
+                )
+            raise RlftError(f"--resume: {root} holds no run yet. Start it without --resume.")
+        if not resume and entries:
+            if not is_run:
+                raise RlftError(
+                    f"Run folder {root} is not empty and holds no rlft run (no config.yaml); rlft "
+                    "does not write into it. Choose a new or empty folder with --set run_dir=PATH."
+                )
+            if not set(entries) <= _BEFORE_START:
+                raise RlftError(
+                    f"Run folder {root} already holds a run. Continue it with --resume, or choose "
+                    "another folder with --set run_dir=PATH (nothing was changed)."
+                )
+            print(f"rlft: {root} holds a run that never started (no base model); starting it again.",
+                  file=sys.stderr)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=root, prefix=".write_check.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise RlftError(
+                f"Cannot write into run folder {root}: {exc.strerror}. Choose a writable folder with "
+                "--set run_dir=PATH."
+            ) from None
 
     def truncate_jsonl(self, path: Path, keep_up_to_step: int) -> None:
         """Drop records written after ``keep_up_to_step`` (they are redone on resume)."""
@@ -64,3 +135,113 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+# errno -> what the user can do about it; anything else is a bug and keeps its traceback.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full. Free some space and run the command again (a training run continues with --resume)",
+    errno.EDQUOT: "the disk quota is used up. Free some space and run the command again (a training run continues with --resume)",
+    errno.EROFS: "the file system is read-only. Choose a writable location (for a run: --set run_dir=PATH)",
+    errno.EACCES: "permission denied. Choose a location you can write to (for a run: --set run_dir=PATH)",
+    errno.EPERM: "operation not permitted. Choose a location you can write to (for a run: --set run_dir=PATH)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder. Choose another path",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """A one-line message for an OS error the user can fix (full disk, read-only or forbidden
+    folder), or None for any other error."""
+    hint = _OS_ERROR_HINTS.get(exc.errno) if exc.errno is not None else None
+    if hint is None:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or os.strerror(exc.errno or 0)}{where}: {hint}."
+
+
+def _digest(*parts: str) -> str:
+    text = "\0".join(parts)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class ResumablePrivacy:
+    """A run's PII scrubber (:class:`rlft.responsible.privacy.RunScrubber`) whose counts survive
+    resuming.
+
+    ``privacy.json`` counts distinct texts, and a resumed process sees only part of them (the
+    base model and the earlier steps are not redone), so writing its own counts would lose the
+    rest. Each write therefore also keeps ``privacy_state.json``: an 8-byte digest of every text
+    and every (field, text) pair counted so far, never the text. A resumed run adds only what
+    its digests do not already hold, so the merged counts equal an uninterrupted run's. Everything
+    else is delegated to the scrubber.
+    """
+
+    STATE = "privacy_state.json"
+
+    def __init__(self, scrubber: Any, run_root: Path, resume: bool) -> None:
+        self._inner = scrubber
+        self._before: dict[str, Any] | None = None
+        self._texts: set[str] = set()
+        self._counted: set[str] = set()
+        state_path = Path(run_root) / self.STATE
+        if resume and state_path.exists():
+            try:
+                state = json.loads(state_path.read_text())
+                self._before = state["summary"]
+                self._texts, self._counted = set(state["texts"]), set(state["counted"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise RlftError(f"{state_path} is damaged; delete it (privacy counts then restart).") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _mine(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        seen = getattr(self._inner, "_seen", {})  # text -> ScrubResult
+        counted = getattr(self._inner, "_counted", set())  # (field, text, is_target)
+        return seen, {_digest(f, v, str(t)): (f, v, t) for f, v, t in counted}, self._inner.summary()
+
+    def summary(self) -> dict[str, Any]:
+        seen, counted, mine = self._mine()
+        before = self._before
+        if before is None or not mine.get("scrub_pii"):
+            return mine
+        counts: Counter[str] = Counter(before.get("counts", {}))
+        fields = {k: Counter(v) for k, v in before.get("fields", {}).items()}
+        kept = {k: Counter(v) for k, v in before.get("pii_kept_in_targets", {}).items()}
+        with_pii = before.get("texts_with_pii", 0)
+        for key, (field, text, target) in counted.items():
+            if key in self._counted:
+                continue
+            found = seen[text].counts
+            if target:
+                kept.setdefault(field, Counter()).update(found)
+            else:
+                counts.update(found)
+                fields.setdefault(field, Counter()).update(found)
+                with_pii += 1
+        new_texts = sum(_digest(t) not in self._texts for t in seen)
+
+        def ordered(c: Counter[str]) -> dict[str, int]:
+            return dict(sorted(c.items()))
+
+        return {
+            **mine,
+            "counts": ordered(counts),
+            "fields": {k: ordered(v) for k, v in sorted(fields.items())},
+            "target_fields": sorted(set(before.get("target_fields", [])) | set(mine.get("target_fields", []))),
+            "pii_kept_in_targets": {k: ordered(v) for k, v in sorted(kept.items())},
+            "distinct_texts": before.get("distinct_texts", 0) + new_texts,
+            "texts_with_pii": with_pii,
+        }
+
+    def write(self, run_dir: str | Path) -> Path:
+        summary = self.summary()
+        seen, counted, _ = self._mine()
+        state = {
+            "summary": summary,
+            "texts": sorted(self._texts | {_digest(t) for t in seen}),
+            "counted": sorted(self._counted | set(counted)),
+        }
+        path = Path(run_dir) / "privacy.json"
+        write_json_atomic(path, summary)
+        write_text_atomic(Path(run_dir) / self.STATE, json.dumps(state))
+        return path

@@ -5,3 +5,17 @@ that use them.
 """
 
 __version__ = "0.1.0"
+
+
+def train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see rlft.api.train
+    """Train with a recipe, a Python reward and/or task; see :func:`rlft.api.train`."""
+    from rlft.api import train as _train
+
+    return _train(*args, **kwargs)
+
+
+def dataset_task(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see rlft.api.dataset_task
+    """A dataset task from rows in memory; see :func:`rlft.api.dataset_task`."""
+    from rlft.api import dataset_task as _dataset_task
+
+    return _dataset_task(*args, **kwargs)

@@ -21,20 +21,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_train_args(demo)
     demo.set_defaults(run=_run_demo)
 
-    train = sub.add_parser("train", help="Train with any recipe.", description="Train with a YAML recipe.")
-    train.add_argument("recipe", help="Path of a YAML recipe (see examples/ and docs/recipes.md).")
+    train = sub.add_parser(
+        "train",
+        help="Train with a recipe, or on your own data in one line.",
+        description=(
+            "Train with a YAML recipe, or with none: `rlft train --data train.jsonl --reward "
+            "my_reward.py:score [--model PATH_OR_ID] [--algorithm grpo]`. Flags map onto recipe "
+            "fields (and win over the recipe file); --set wins over both. docs/datasets.md"
+        ),
+    )
+    train.add_argument("recipe", nargs="?", help="Path of a YAML recipe (see examples/ and docs/recipes.md); optional with --data.")
+    data = train.add_argument_group("one-line training (no recipe file needed)")
+    data.add_argument("--model", help="model.path: a Hugging Face model folder or hub id (default: build the tiny model offline).")
+    data.add_argument("--data", help="task.data: a .jsonl/.json/.csv/.parquet file, a saved dataset folder or a hub id; sets task.name=dataset.")
+    data.add_argument("--eval-data", help="task.eval_data: held-out data (default: hold out task.eval_fraction of --data).")
+    data.add_argument("--reward", help="The reward: a built-in type (exact_match, numeric, math_verify, ...) or FILE.py:FUNCTION / module:function.")
+    data.add_argument("--algorithm", help="algorithm.name, e.g. grpo, rloo, ppo (docs/algorithms.md).")
+    data.add_argument("--prompt-field", help="task.prompt_field (default 'prompt').")
+    data.add_argument("--answer-field", help="task.answer_field (default 'answer'; 'null' for none).")
     _common_train_args(train)
     train.set_defaults(run=_run_train)
 
     ev = sub.add_parser(
         "eval",
-        help="Held-out accuracy of a run or a model folder.",
-        description="Greedy-decode the task's held-out problems and report accuracy (mean reward).",
+        help="Held-out metrics of a run or a model folder.",
+        description=(
+            "Decode held-out prompts and score them: a run folder is evaluated on its own held-out "
+            "split with its own reward (or on --data FILE); a model folder on the arithmetic task."
+        ),
     )
     ev.add_argument("target", help="A run folder (uses final_model/) or a Hugging Face model folder.")
-    ev.add_argument("--task", default="arithmetic", choices=["arithmetic"], help="Task to evaluate on.")
+    ev.add_argument("--data", help="Evaluate on this file (any format task.data takes) instead of the run's held-out split.")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="Recipe overrides for the task, e.g. --set task.digits=3.")
+                    help="Recipe overrides, e.g. --set task.digits=3 or --set eval.samples=4.")
     ev.add_argument("--json", action="store_true", help="Print the result as JSON.")
     ev.set_defaults(run=_run_eval)
 
@@ -61,14 +80,46 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from rlft.errors import ConfigError
+
+    if args.recipe is None and args.data is None:
+        raise ConfigError("rlft train needs a recipe file, or --data (and --reward) to train on your own data.")
     return _train_and_report(args.recipe, args)
 
 
-def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
-    from rlft.config import load_config
+def one_line_overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> list[str]:
+    """Recipe overrides (KEY=VALUE) for the one-line flags. With --model and no warm-start setting,
+    the warm start is off (a pretrained model is trained as it is); the tiny model keeps it."""
+    out: list[str] = []
+    if args.model:
+        out.append(f"model.path={json.dumps(args.model)}")
+        if "steps" not in (recipe.get("warm_start") or {}):
+            out.append("warm_start.steps=0")
+    if args.data:
+        out += ["task.name=dataset", f"task.data={json.dumps(args.data)}"]
+        if "run_dir" not in recipe and not args.run_dir:
+            out.append(f"run_dir={json.dumps(str(Path('runs') / Path(args.data.rstrip('/')).stem))}")
+    if args.eval_data:
+        out.append(f"task.eval_data={json.dumps(args.eval_data)}")
+    if args.reward:
+        spec = {"type": "python", "function": args.reward} if ":" in args.reward else {"type": args.reward}
+        out.append(f"reward={json.dumps(spec)}")
+    if args.algorithm:
+        out.append(f"algorithm.name={args.algorithm}")
+    if args.prompt_field:
+        out.append(f"task.prompt_field={json.dumps(args.prompt_field)}")
+    if args.answer_field:
+        out.append(f"task.answer_field={'null' if args.answer_field == 'null' else json.dumps(args.answer_field)}")
+    return out
 
-    overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-    config = load_config(recipe, overrides)
+
+def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
+    from rlft.config import config_from_dict, read_recipe_yaml
+
+    data = read_recipe_yaml(recipe, "Check the path, or run `rlft demo`.") if recipe else {}
+    flags = one_line_overrides(args, data) if hasattr(args, "data") else []
+    overrides = flags + list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    config = config_from_dict(data, overrides)
     _quiet_transformers()
     from rlft.trainers.loop import train
 
@@ -79,15 +130,20 @@ def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    name = summary.get("headline_metric", "accuracy")
+    words = name.replace("_", " ")
+    base, final = summary[f"base_{name}"], summary[f"final_{name}"]
     rows = [
         ("run folder", summary["run_dir"]),
         ("algorithm", summary["algorithm"]),
         ("RL steps", f"{summary['steps']} ({summary['skipped_steps']} skipped)"),
-        ("held-out accuracy before RL", f"{summary['base_accuracy']:.1%}"),
-        ("held-out accuracy after RL", f"{summary['final_accuracy']:.1%}"),
-        ("change", f"{(summary['final_accuracy'] - summary['base_accuracy']) * 100:+.1f} points"),
-        ("wall time", f"{summary['seconds']:.0f} s"),
+        (f"held-out {words} before RL", f"{base:.1%}"),
+        (f"held-out {words} after RL", f"{final:.1%}"),
+        ("change", f"{(final - base) * 100:+.1f} points"),
     ]
+    if name != "mean_reward" and "final_mean_reward" in summary:
+        rows.append(("held-out mean reward", f"{summary['base_mean_reward']:.3f} -> {summary['final_mean_reward']:.3f}"))
+    rows.append(("wall time", f"{summary['seconds']:.0f} s"))
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:
@@ -127,23 +183,68 @@ def _run_eval(args: argparse.Namespace) -> int:
     import yaml
 
     from rlft.config import config_from_dict
-    from rlft.evaluation import evaluate
+    from rlft.errors import RlftError
+    from rlft.trainers.setup import evaluate_policy, prepare_task, recipe_reward
     from rlft.tasks import build_task
 
     _quiet_transformers()
     model_dir, run_dir = resolve_model_folder(args.target)
     recipe: dict[str, Any] = {}
-    if run_dir is not None:  # evaluate on the run's own held-out split
+    if run_dir is not None:  # the run's own task, reward and decoding settings
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        recipe = {"task": saved["task"], "eval": saved.get("eval", {})}
+        if (run_dir / "python_task.json").exists():
+            raise RlftError(
+                f"{run_dir} was trained on a task given from Python, which rlft eval cannot rebuild; "
+                "evaluate its final_model/ from Python with rlft.evaluation.evaluate."
+            )
+        recipe = {key: saved[key] for key in ("task", "eval", "reward", "warm_start") if saved.get(key) is not None}
+        recipe["rollout"] = {k: saved["rollout"][k] for k in ("max_new_tokens", "max_prompt_tokens", "temperature")}
+    if args.data:
+        if recipe.get("task", {}).get("name") != "dataset":
+            raise RlftError(
+                "--data evaluates a run trained on a dataset task (its reward and fields are reused); "
+                f"{args.target} is not one. Train with task.name: dataset, or drop --data."
+            )
+        recipe["task"] = {**recipe["task"], "eval_data": args.data, "eval_split": recipe["task"].get("split", "train")}
     config = config_from_dict(recipe, args.set)
-    task = build_task(config.task)
+    reward = recipe_reward(config)
+    task = build_task(config.task, lambda: reward, config.warm_start)
+    if run_dir is not None and args.data is None:
+        _warn_if_data_changed(run_dir, task)
     model, tokenizer = load_model_for_use(model_dir)
-    result = evaluate(model, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens,
-                      temperature=config.eval.temperature, samples=config.eval.samples)  # fmt: skip
-    out = {"model": model_dir, "task": args.task, "eval_size": len(task.eval_problems), "accuracy": result.accuracy}
-    print(json.dumps(out) if args.json else f"{model_dir}: held-out accuracy {result.accuracy:.1%} on {out['eval_size']} problems")
+    prepare_task(config, task, model, tokenizer)
+    reward_fn = None
+    if reward is not None:
+        from rlft.trainers.loop import make_reward_fn
+
+        scored = make_reward_fn(config, task, reward)
+        reward_fn = lambda c, p: scored(c, p)[0]  # noqa: E731
+    result = evaluate_policy(config, model, tokenizer, task, reward_fn)
+    out = {"model": model_dir, "task": config.task.name, "eval_size": len(task.eval_problems),
+           **{k.removeprefix("eval/"): v for k, v in result.metrics().items()}}  # fmt: skip
+    if args.json:
+        print(json.dumps(out))
+    else:
+        shown = ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" if k == "mean_reward" else f"{k.replace('_', ' ')} {v:.1%}"
+            for k, v in out.items() if k not in ("model", "task", "eval_size")
+        )
+        print(f"{model_dir}: held-out {shown} on {out['eval_size']} problems ({config.task.name})")
     return 0
+
+
+def _warn_if_data_changed(run_dir: Path, task: Any) -> None:
+    import sys
+
+    record = run_dir / "data.json"
+    hashes = getattr(task, "data_sha256", None)
+    if not (hashes and record.exists()):
+        return
+    recorded = json.loads(record.read_text())
+    changed = [name for name, digest in hashes.items() if recorded.get(name, {}).get("sha256") != digest]
+    if changed:
+        print(f"rlft: warning: {', '.join(changed)} changed since {run_dir} was trained; the held-out "
+              "split below is drawn from the data as it is now.", file=sys.stderr)
 
 
 def _run_sample(args: argparse.Namespace) -> int:

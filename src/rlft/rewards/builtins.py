@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from rlft.config import _f
-from rlft.rewards.base import RewardOutput, RewardSpecError, context_list, score
+from rlft.rewards.base import RewardError, RewardOutput, RewardSpecError, context_list, score
 from rlft.rewards.normalization import NormalizeMode, RunningMoments, normalize
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -32,7 +32,14 @@ def _required(help: str, **checks: Any) -> Any:
 def _answers(context: dict[str, Any], n: int, name: str) -> list[str]:
     """Reference answers from ``answers=[...]``, or from ``problems=[...]`` with an ``.answer``."""
     if "answers" not in context and "problems" in context:
-        return [str(p.answer) for p in context_list(context, "problems", n, name)]
+        answers = [str(p.answer) for p in context_list(context, "problems", n, name)]
+        if answers and not any(answers):
+            raise RewardError(
+                f"Reward {name!r} compares completions with reference answers, but the data has "
+                "none (task.answer_field is null, or the task has no answers). Set "
+                "task.answer_field, or use a reward that needs no answers."
+            )
+        return answers
     return [str(a) for a in context_list(context, "answers", n, name)]
 
 
@@ -164,6 +171,51 @@ class Sentiment:
     ) -> list[float]:
         sign = 1.0 if self.target == "positive" else -1.0
         return [sign * self._analyzer.polarity_scores(c)["compound"] for c in completions]
+
+
+@dataclass
+class MathVerify:
+    """1.0 where the completion's final answer is mathematically equal to the reference answer.
+
+    Built on the ``math-verify`` library (Hugging Face; offline, sympy underneath): LaTeX, a
+    ``\\boxed{}`` answer, fractions, decimals and expressions are compared by value, so
+    ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are equal. The answer is taken from the last ``\\boxed{}``
+    of the completion, else from its last math expression. Needs the context ``answers``.
+    """
+
+    name: ClassVar[str] = "math_verify"
+    float_rounding: int = _f(6, "Decimal places that count when comparing numbers.", ge=0)
+    timeout_seconds: int = _f(
+        5, "Give up on one comparison after this long (scored 0.0); only in the main thread.", ge=1
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            import math_verify  # noqa: F401
+        except ImportError:
+            raise RewardSpecError(
+                "reward type 'math_verify' needs the math-verify package: pip install 'math-verify>=0.7'."
+            ) from None
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], **context: Any
+    ) -> list[float]:
+        import threading
+
+        from math_verify import parse, verify
+
+        answers = _answers(context, len(completions), self.name)
+        # math-verify times out with SIGALRM, which exists only in the main thread.
+        timeout = self.timeout_seconds if threading.current_thread() is threading.main_thread() else None
+        scores = []
+        for completion, answer in zip(completions, answers, strict=True):
+            gold = parse(answer if "$" in answer or "\\" in answer else f"${answer}$", parsing_timeout=timeout)
+            guess = parse(completion, parsing_timeout=timeout)
+            ok = bool(gold) and bool(guess) and verify(
+                gold, guess, float_rounding=self.float_rounding, timeout_seconds=timeout
+            )
+            scores.append(float(ok))
+        return scores
 
 
 @dataclass

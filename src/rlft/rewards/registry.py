@@ -25,6 +25,7 @@ from rlft.rewards.builtins import (
     Component,
     ExactMatch,
     LengthPenalty,
+    MathVerify,
     NumericAnswer,
     PythonFunction,
     RegexFormat,
@@ -39,6 +40,7 @@ from rlft.rewards.reward_model import RewardModelReward
 REWARDS: dict[str, Any] = {
     "exact_match": ExactMatch,
     "numeric": NumericAnswer,
+    "math_verify": MathVerify,
     "regex": RegexFormat,
     "length_penalty": LengthPenalty,
     "sentiment": Sentiment,

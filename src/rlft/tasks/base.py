@@ -35,10 +35,13 @@ RESERVED_CONTEXT = ("prompts", "completions", "problems", "answers")
 
 
 def reward_context(problems: Sequence[Problem]) -> dict[str, list[Any]]:
-    """The per-sample keyword lists every reward receives: ``problems``, ``answers`` and one list
-    per extra column (None where a row lacks it), each aligned with the prompts."""
+    """The per-sample keyword lists every reward receives: ``problems``, ``answers`` (left out
+    when no problem has one, so a reward that needs answers says so instead of comparing with "")
+    and one list per extra column (None where a row lacks it), each aligned with the prompts."""
     columns = sorted({key for p in problems for key in p.extra})
-    context: dict[str, list[Any]] = {"problems": list(problems), "answers": [p.answer for p in problems]}
+    context: dict[str, list[Any]] = {"problems": list(problems)}
+    if any(p.answer for p in problems):
+        context["answers"] = [p.answer for p in problems]
     for key in columns:
         context[key] = [p.extra.get(key) for p in problems]
     return context

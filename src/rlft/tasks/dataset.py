@@ -70,9 +70,20 @@ class DatasetTask:
         if demonstrations is not None:
             self.data_sha256["warm_start.data"] = rows_sha256(demonstrations)
         _check_columns(train_rows, prompt_field, answer_field, "task.data")
-        train, held_out, self.dropped_overlap = _split(train_rows, eval_rows, eval_fraction, seed, prompt_field)
         if eval_rows is not None:
             _check_columns(eval_rows, prompt_field, answer_field, "task.eval_data")
+        for row in train_rows + (eval_rows or []):  # every row's own problems first, then the split's
+            self._parse(row, need_answer=answer_field is not None)
+        self.conversational = chat_template == "always" or any(
+            isinstance(r.values.get(prompt_field), list) for r in train_rows + (eval_rows or [])
+        )
+        if self.system_prompt and not self.conversational:
+            raise ConfigError(
+                "task.system_prompt is set but every prompt is plain text, so it would be ignored. "
+                "Set task.chat_template: always to send each prompt as a user message after the "
+                "system prompt, or remove task.system_prompt."
+            )
+        train, held_out, self.dropped_overlap = _split(train_rows, eval_rows, eval_fraction, seed, prompt_field)
         self._train = [self._parse(row, need_answer=answer_field is not None) for row in train]
         # eval_size caps how many held-out rows are evaluated; the rest are still never trained on.
         self._eval = [self._parse(row, need_answer=answer_field is not None) for row in held_out[:eval_size]]
@@ -81,15 +92,6 @@ class DatasetTask:
             _check_columns(demonstrations, prompt_field, target_field or answer_field, "warm_start.data")
             self._demos = [self._parse(row, need_answer=True, answer=target_field or answer_field)
                            for row in demonstrations]  # fmt: skip
-        self.conversational = chat_template == "always" or any(
-            isinstance(r["prompt"], list) for r in self._train + self._eval
-        )
-        if self.system_prompt and not self.conversational:
-            raise ConfigError(
-                "task.system_prompt is set but every prompt is plain text, so it would be ignored. "
-                "Set task.chat_template: always to send each prompt as a user message after the "
-                "system prompt, or remove task.system_prompt."
-            )
         self.eval_problems: list[Problem] = []
         self._train_problems: list[Problem] = []
         self._demo_problems: list[Problem] = []

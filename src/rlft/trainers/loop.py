@@ -460,7 +460,8 @@ def train(
     run, task, fingerprint = open_run(config, resume, reward, task)
     audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
     audit.append("run_resume" if resume else "run_start", config=config_to_dict(config),
-                 recipe_fingerprint=fingerprint, provenance=run_provenance())
+                 recipe_fingerprint=fingerprint, provenance=run_provenance(),
+                 data_sha256=getattr(task, "data_sha256", None))
     reward_fn = make_reward_fn(config, task, reward)
     policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress, lambda c, p: reward_fn(c, p)[0])
     task.scrubber.write(run.root)  # RUN/privacy.json: PII counts, never values

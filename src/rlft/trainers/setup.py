@@ -73,12 +73,15 @@ def open_run(
         planned = None if config.algorithm.name in OFFLINE_ALGORITHMS else config.train.steps
         select_resume_checkpoint(run.root, run.checkpoints, planned)
     # The data is read and checked before the run folder is touched: bad data changes nothing.
+    from_python = task is not None
     if task is None:
         task = build_task(config.task, lambda: recipe_reward(config, reward), config.warm_start)
     check_data_unchanged(run, task, resume)
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, dump_config(config))
     write_data_record(run, config, task)
+    if from_python:  # config.yaml's task section is not what trained: say so (rlft eval reads it)
+        write_json_atomic(run.root / "python_task.json", {"task": f"{type(task).__module__}.{type(task).__qualname__}"})
     # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
     task = private_task(task, config.privacy.scrub_pii)
     task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge

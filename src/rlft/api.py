@@ -1,0 +1,79 @@
+"""The Python API: ``rlft.train(recipe, reward=..., task=...)`` and ``rlft.dataset_task(rows, ...)``.
+
+For people who write code rather than recipes: the same run as ``rlft train`` (run folder, audit
+log, checkpoints, resume, summary), with the reward and the task given as Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlft.config import RecipeConfig, config_from_dict, read_recipe_yaml
+
+
+def train(
+    recipe: str | Path | Mapping[str, Any] | RecipeConfig | None = None,
+    *,
+    reward: Callable[..., Any] | None = None,
+    task: Any = None,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and return the run's summary (also written to ``RUN/summary.json``).
+
+    recipe:    a YAML path, a mapping of recipe fields, a RecipeConfig, or None (the demo recipe)
+    reward:    ``reward(prompts, completions, **context) -> list[float]``; replaces ``reward:``.
+               ``context`` has ``answers``, ``problems`` and every extra column of the data.
+    task:      an object following :class:`rlft.tasks.Task` (e.g. :func:`dataset_task`, or your
+               own procedurally generated task); replaces the recipe's ``task:`` section, which
+               must then be left at its defaults.
+    overrides: ``KEY=VALUE`` strings, as ``--set`` on the command line.
+    """
+    from rlft.errors import ConfigError
+    from rlft.trainers.loop import train as run_recipe
+
+    if isinstance(recipe, RecipeConfig):
+        if overrides:
+            raise ConfigError("overrides apply to a recipe file or mapping, not to a built RecipeConfig.")
+        config = recipe
+    else:
+        data = read_recipe_yaml(recipe) if isinstance(recipe, (str, Path)) else dict(recipe or {})
+        if task is not None and "task" in data:
+            raise ConfigError(
+                "task= replaces the recipe's task section, but the recipe has one too; remove one of them."
+            )
+        config = config_from_dict(data, list(overrides))
+    if reward is not None and not callable(reward):
+        raise ConfigError(f"reward= must be a callable reward(prompts, completions, **context), got {type(reward).__name__}.")
+    if task is not None:
+        missing = [name for name in ("eval_problems", "train_problems", "reward", "corpus", "prepare") if not hasattr(task, name)]
+        if missing:
+            raise ConfigError(
+                f"task= is missing {', '.join(missing)} of the Task protocol (rlft.tasks.Task; "
+                "docs/datasets.md#your-own-task-in-python)."
+            )
+    return run_recipe(config, resume=resume, progress=progress, reward=reward, task=task)
+
+
+def dataset_task(
+    rows: Sequence[Mapping[str, Any]],
+    eval_rows: Sequence[Mapping[str, Any]] | None = None,
+    reward: Callable[..., Any] | None = None,
+    **fields: Any,
+) -> Any:
+    """A dataset task from rows in memory (dicts with a prompt and, optionally, an answer and
+    extra columns). ``fields`` are those of the recipe's task section (prompt_field, answer_field,
+    system_prompt, chat_template, eval_fraction, eval_size, seed) and ``target_field``."""
+    from rlft.tasks.data import Row
+    from rlft.tasks.dataset import DatasetTask
+
+    def as_rows(items: Sequence[Mapping[str, Any]], name: str) -> list[Row]:
+        return [Row(f"{name}[{i}]", dict(item)) for i, item in enumerate(items)]
+
+    if reward is None:
+        raise TypeError("dataset_task needs reward=: the function that scores completions.")
+    return DatasetTask(as_rows(rows, "rows"), as_rows(eval_rows, "eval_rows") if eval_rows is not None else None,
+                       reward, **fields)  # fmt: skip

@@ -3,7 +3,8 @@
     python tests/data/make_pii_labelled.py
 
 Each line is {"text": ..., "spans": [{"start": s, "end": e, "type": T}, ...]} where
-text[s:e] is an entity of type T (EMAIL, PHONE, CARD, IP, GOV_ID, ADDRESS, PERSON). Values are
+text[s:e] is an entity of type T (EMAIL, PHONE, CARD, IBAN, IP, GOV_ID, DOB, ADDRESS, PERSON); lines
+from the hand-written hard set also carry "hard": true. Values are
 invented (reserved phone ranges and documentation IP blocks where they exist); card numbers are
 Luhn-valid but not issued. Lines without PII, full of numbers that look like PII (dates, prices,
 order numbers, versions, Luhn-invalid card-like numbers), measure precision. Deterministic.
@@ -204,6 +205,86 @@ HANDWRITTEN = [
 ]
 
 
+# Hard cases, written by hand after an independent probe found the detectors missed them (issue 13,
+# item 21): IBANs, dates of birth, internationalised e-mail addresses and apostrophes, national
+# phone formats, lower-case UK National Insurance numbers, street lines outside the US/UK pattern.
+HARD = [
+    # IBAN (mod-97 valid; the published example accounts of each bank association)
+    "Please transfer the deposit to <<IBAN:DE89 3704 0044 0532 0130 00>> by Friday.",
+    "IBAN: <<IBAN:GB29NWBK60161331926819>>, sort code on request",
+    "Mein Konto: <<IBAN:DE44 5001 0517 5407 3249 31>>, BIC INGDDEFFXXX",
+    "virement sur le compte <<IBAN:FR14 2004 1010 0505 0001 3M02 606>> merci",
+    "payee account <<IBAN:NL91ABNA0417164300>> (ABN AMRO)",
+    "rimborso sul conto <<IBAN:IT60 X054 2811 1010 0000 0123 456>>",
+    "Cuenta <<IBAN:ES91 2100 0418 4502 0005 1332>> para la fianza",
+    # dates of birth
+    "Date of birth: <<DOB:14/02/1987>>",
+    "Patient DOB <<DOB:1990-07-23>>, allergies: none",
+    "He was born on <<DOB:3 March 1975>> in Leeds.",
+    "Patient (d.o.b. <<DOB:12.05.1968>>) was admitted overnight.",
+    "Her birthday is <<DOB:July 4, 1992>>, send a card.",
+    "Geburtsdatum: <<DOB:01.09.1983>>",
+    # e-mail: internationalised addresses (RFC 6531), apostrophes, unusual TLDs
+    "mail <<EMAIL:d'angelo.rossi@example.it>> about the invoice",
+    "contacto: <<EMAIL:josé.garcía@correo.example.es>>",
+    "Schreiben Sie an <<EMAIL:jürgen.müller@bücher.example.de>>.",
+    "联系 <<EMAIL:用户@例子.广告>> 获取详情",
+    "пишите на <<EMAIL:иван@пример.рф>> до пятницы",
+    "cc <<EMAIL:o'reilly@example.com>> and <<EMAIL:first_last-99@example.museum>>",
+    "Send it to '<<EMAIL:ann.lee@example.org>>' (quoted)",
+    "<<EMAIL:Zoë.Ng@example.co.nz>> wrote back",
+    # phones in national formats
+    "Ruf mich an unter <<PHONE:030 12345678>> oder mobil <<PHONE:0171 2345678>>.",
+    "Büro: <<PHONE:089/21802400>>",
+    "Tel.: <<PHONE:+49 (0)30 1234567>>",
+    "appelez le <<PHONE:01 42 68 53 00>> ou le <<PHONE:06 12 34 56 78>>",
+    "bel ons op <<PHONE:020-1234567>>",
+    "llama al <<PHONE:912 345 678>> por la tarde",
+    "chiamami allo <<PHONE:06 1234 5678>>",
+    "Sydney office: <<PHONE:(02) 9374 4000>>",
+    "UK desk <<PHONE:0044 20 7946 0018>>, US desk <<PHONE:+1 (212) 555-0147>>",
+    "whatsapp <<PHONE:+91-98765-43210>>",
+    "my cell is <<PHONE:5551234567>>, text first",
+    "Tel <<PHONE:03012345678>> (Zentrale)",
+    "ring <<PHONE:+44 (0)161 496 0123>>",
+    # UK National Insurance numbers in lower and mixed case, with hyphens
+    "my ni number is <<GOV_ID:ab 12 34 56 c>>",
+    "ni: <<GOV_ID:ce123456d>> (payroll)",
+    "National Insurance <<GOV_ID:Jg 10 37 21 A>> on file",
+    "<<GOV_ID:PR-12-34-56-B>> was entered twice",
+    # street lines
+    "Ich wohne in der <<ADDRESS:Hauptstraße 12>>, 10115 Berlin.",
+    "Lieferung an <<ADDRESS:Lindenweg 4a>>, Hamburg",
+    "Envoyez-le au <<ADDRESS:12 rue de Rivoli>>, 75001 Paris.",
+    "Vivo en <<ADDRESS:Calle Mayor 5>>, Madrid",
+    "Office: <<ADDRESS:1 Infinite Loop>>, Cupertino, CA 95014",
+    "Write to <<ADDRESS:PO Box 1234>>, Anchorage",
+    "She moved to <<ADDRESS:221B Baker Street>> in 1881.",
+    "Visit us at <<ADDRESS:350 Fifth Avenue, Suite 3400>>.",
+    "Deliver to <<ADDRESS:Flat 12, Victoria Mansions>>, Leeds",
+]
+
+# What must stay untouched: bare numbers and arithmetic (a task's answers), dates that are not
+# birthdays (a judgement call: a date alone identifies no one), numbers in French typography.
+HARD_NEGATIVES = [
+    "12345*678=8345910",
+    "99999*99999=9999800001",
+    "54321*98765=5365013565",
+    "12345-678=11667 and 9876+54321=64197",
+    "The answer is 2147483647.",
+    "Order 5551234567 shipped yesterday.",
+    "1234567890 is the largest 10-digit pandigital number starting with 1.",
+    "ISBN 0-306-40615-2 is the 10-digit form.",
+    "The invoice dated 14/02/2023 is overdue.",
+    "Deadline 2024-07-23; review on 3 March 2025.",
+    "La population atteint 65 432 198 habitants.",
+    "Reference DE89 3704 0044 0532 0130 01 failed the checksum.",
+    "see @dataclass in PEP 557 and the @property decorator",
+    "Chapter 12 covers 3 rules of thumb.",
+    "The founder was born in 1990 and the company in 2012.",
+]
+
+
 def parse_marked(line: str) -> dict:
     text, spans, pos = "", [], 0
     for m in re.finditer(r"<<([A-Z_]+):(.+?)>>", line):
@@ -242,6 +323,7 @@ def fill(template: str) -> dict:
 def main() -> None:
     lines = [fill(rng.choice(TEMPLATES)) for _ in range(300)] + [fill(t) for t in NEGATIVES for _ in range(3)]
     lines += [parse_marked(line) for line in HANDWRITTEN]
+    lines += [dict(parse_marked(line), hard=True) for line in HARD + HARD_NEGATIVES]
     rng.shuffle(lines)
     out = Path(__file__).with_name("pii_labelled.jsonl")
     out.write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlft.config import config_from_dict
-from rlft.responsible.privacy import RunScrubber, private_task
+from rlft.responsible.privacy import RunScrubber, private_task, scrub_fields
 from rlft.tasks import ArithmeticTask, Problem
 from rlft.trainers.loop import train
 
@@ -73,7 +73,8 @@ def test_without_scrubbing_the_same_run_leaks(tmp_path, tiny_recipe, monkeypatch
     leaked = _files_containing(run_dir, list(SEEDED.values()))
     assert "samples.jsonl" in leaked
     assert json.loads((run_dir / "privacy.json").read_text()) == {
-        "scrub_pii": False, "counts": {}, "distinct_texts": 0, "texts_with_pii": 0, "ner": False,
+        "scrub_pii": False, "counts": {}, "fields": {}, "target_fields": [], "pii_kept_in_targets": {},
+        "distinct_texts": 0, "texts_with_pii": 0, "ner": False,
     }
 
 
@@ -98,3 +99,88 @@ def test_scrubbing_arithmetic_prompts_is_cheap_and_changes_nothing():
         wrapped.train_problems(128, torch.Generator().manual_seed(step % 2))
     assert time.perf_counter() - started < 1.0
     assert wrapped.scrubber.summary()["counts"] == {}
+
+
+def test_scrubbing_never_changes_the_answers_of_a_verifiable_task():
+    """Issue 13 item 10: with 5-digit multiplication, 179 of 256 held-out answers (10-digit products)
+    became [PHONE] and the reward paid 1.0 for the placeholder. Answers and targets are never
+    scrubbed, and a bare number is not a phone number, so nothing is counted either."""
+    task = ArithmeticTask(digits=5, operations=["*"], eval_size=256)
+    wrapped = private_task(ArithmeticTask(digits=5, operations=["*"], eval_size=256), enabled=True)
+    assert sum(len(p.answer) == 10 for p in task.eval_problems) > 100  # the case that was broken
+    assert wrapped.eval_problems == task.eval_problems
+    assert [p.answer for p in wrapped.eval_problems] == [p.answer for p in task.eval_problems]
+    assert [p.target for p in wrapped.eval_problems] == [p.target for p in task.eval_problems]
+    train = wrapped.train_problems(512, torch.Generator().manual_seed(0))
+    assert train == task.train_problems(512, torch.Generator().manual_seed(0))
+    problems = wrapped.eval_problems
+    assert wrapped.reward([p.answer for p in problems], problems) == [1.0] * len(problems)
+    assert wrapped.reward(["[PHONE]"] * len(problems), problems) == [0.0] * len(problems)
+    wrapped.corpus(200)
+    summary = wrapped.scrubber.summary()
+    assert summary["counts"] == {} and summary["fields"] == {} and summary["pii_kept_in_targets"] == {}
+
+
+def test_prompts_are_scrubbed_targets_kept_and_counts_reported_per_field():
+    """The rule a dataset task applies to its rows: scrub the prompt side, never the answer, the
+    warm-start target or the extra (reward) columns; PII left in those is counted, not removed."""
+    scrubber = RunScrubber()
+    row = {
+        "prompt": "ann.leeward@example.com asks: call (555) 867-5309?",
+        "answer": "(555) 867-5309",
+        "extra": {"source": "203.0.113.77", "difficulty": 3},
+        "notes": "from 203.0.113.77",
+    }
+    out = scrub_fields(row, scrubber, targets={"answer", "extra"})
+    assert out == {
+        "prompt": "[EMAIL] asks: call [PHONE]?",
+        "answer": "(555) 867-5309",
+        "extra": {"source": "203.0.113.77", "difficulty": 3},
+        "notes": "from [IP]",
+    }
+    problem = Problem("call (555) 867-5309: 1+2=", "3", extra={"email": "ann.leeward@example.com"})
+    kept = scrub_fields(problem, scrubber, targets={"answer", "target", "extra"})
+    assert (kept.prompt, kept.answer, kept.extra) == ("call [PHONE]: 1+2=", "3", problem.extra)
+    summary = scrubber.summary()
+    assert summary["counts"] == {"EMAIL": 1, "IP": 1, "PHONE": 2}
+    assert summary["fields"] == {"notes": {"IP": 1}, "prompt": {"EMAIL": 1, "PHONE": 2}}
+    assert summary["pii_kept_in_targets"] == {
+        "answer": {"PHONE": 1}, "extra.email": {"EMAIL": 1}, "extra.source": {"IP": 1},
+    }
+    assert summary["target_fields"] == ["answer", "extra", "target"]
+    with pytest.raises(TypeError, match="dataclass instance or a mapping"):
+        scrub_fields("a prompt", scrubber, targets=())
+
+
+def test_a_task_that_builds_its_held_out_problems_late_is_scrubbed_when_it_does():
+    """The dataset task renders its problems in prepare(): the wrapper reads them through."""
+
+    class Late:
+        eval_problems: list[Problem] = []
+
+        def prepare(self) -> None:
+            self.eval_problems = [Problem("mail ann.leeward@example.com: 1+1=", "2")]
+
+        def warm_start_problems(self, n: int) -> list[Problem]:
+            return [Problem("from 203.0.113.77: 1+1=", "2")] * n
+
+    wrapped = private_task(Late(), enabled=True)
+    assert wrapped.eval_problems == []
+    wrapped.prepare()
+    assert wrapped.eval_problems == [Problem("mail [EMAIL]: 1+1=", "2")]
+    assert wrapped.warm_start_problems(2) == [Problem("from [IP]: 1+1=", "2")] * 2
+
+
+@pytest.mark.slow
+def test_a_private_multiplication_run_rewards_numbers_not_placeholders(tmp_path, tiny_recipe):
+    """The probe of issue 13 item 10 as a user runs it: 5-digit multiplication, scrubbing on."""
+    run_dir = tmp_path / "mul"
+    recipe = [r for r in tiny_recipe if not r.startswith(("train.steps", "checkpoint.every", "eval.every"))]
+    config = config_from_dict({}, [*recipe, "train.steps=1", "checkpoint.every=1", "eval.every=1",
+                                   "warm_start.steps=2", "task.digits=5", "task.operations=[\"*\"]", "task.answer_format=answer",
+                                   "rollout.max_new_tokens=2", f"run_dir={run_dir}"])
+    train(config, progress=False)
+    privacy = json.loads((run_dir / "privacy.json").read_text())
+    assert privacy["scrub_pii"] is True and privacy["counts"] == {} and privacy["pii_kept_in_targets"] == {}
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert samples and "[PHONE]" not in json.dumps(samples)

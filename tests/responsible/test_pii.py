@@ -1,4 +1,7 @@
-"""PII scrubber: per-type precision and recall on the labelled set, placeholders, the CLI."""
+"""PII scrubber: per-type precision and recall on the labelled set, placeholders, the CLI.
+
+    python tests/responsible/test_pii.py     # prints the tables quoted in docs/responsible.md
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
-from rlft.responsible.pii import PiiScrubber, luhn_valid, ner_available
+from rlft.responsible import pii
+from rlft.responsible.pii import (
+    PiiScrubber,
+    card_number_valid,
+    iban_valid,
+    luhn_valid,
+    ner_available,
+)
+from rlft.tasks import ArithmeticTask
 
 LABELLED = Path(__file__).parents[1] / "data" / "pii_labelled.jsonl"
 STRUCTURED = ("EMAIL", "PHONE", "CARD", "IP")
@@ -66,11 +78,68 @@ def test_precision_and_recall_per_type():
     for kind in STRUCTURED:
         assert scores[kind]["recall"] >= 0.95, (kind, scores[kind])
         assert scores[kind]["precision"] >= 0.9, (kind, scores[kind])
-    for kind in ("GOV_ID", "ADDRESS"):
+    for kind in ("GOV_ID", "ADDRESS", "IBAN", "DOB"):
         assert scores[kind]["recall"] >= 0.8, (kind, scores[kind])
         assert scores[kind]["precision"] >= 0.8, (kind, scores[kind])
     if ner_available():
         assert scores["PERSON"]["recall"] >= 0.5
+
+
+# Floors on the hand-written hard set (issue 13, item 21), measured before the fix at: IBAN 0/7,
+# DOB 0/6, EMAIL 4/9, PHONE 9/16 (precision 0.64), GOV_ID 0/4, ADDRESS 2/9. Precision must stay 1.0:
+# the hard negatives (arithmetic, bare numbers, dates that are not birthdays) hold no PII.
+HARD_RECALL_FLOORS = {"IBAN": 1.0, "DOB": 1.0, "EMAIL": 0.85, "PHONE": 0.9, "GOV_ID": 0.75, "ADDRESS": 0.75}
+
+
+def test_hard_cases_recall_per_type_and_no_false_positive():
+    hard = [r for r in _load() if r.get("hard")]
+    scores = precision_recall(hard, PiiScrubber(ner=False))
+    for kind, floor in HARD_RECALL_FLOORS.items():
+        assert scores[kind]["recall"] >= floor, (kind, scores[kind])
+        assert scores[kind]["precision"] == 1.0, (kind, scores[kind])
+    negatives = [r["text"] for r in hard if not r["spans"]]
+    assert len(negatives) >= 10
+    assert {text: PiiScrubber().find(text) for text in negatives} == {text: [] for text in negatives}
+
+
+def test_arithmetic_is_never_pii():
+    """Prompts, answers and solved problems of every size and operation: no phone, card or ID. A
+    bare number is not a phone number (5-digit products are 10 digits long)."""
+    scrubber = PiiScrubber(ner=False)
+    found = []
+    for digits in range(1, 8):
+        for ops in (["+"], ["-"], ["*"]):
+            task = ArithmeticTask(digits=digits, operations=ops, eval_size=min(64, 10 ** (2 * digits) // 4))
+            for p in task.eval_problems + task.train_problems(150, torch.Generator().manual_seed(digits)):
+                for text in (p.prompt, p.prompt + p.target, f"What is {p.prompt[:-1]}?"):
+                    found += [(text, s) for s in scrubber.find(text)]
+                found += [(p.answer, s) for s in scrubber.find(p.answer) if s.type == "PHONE"]
+    steps = ArithmeticTask(digits=5, answer_format="steps", eval_size=64)
+    found += [(p.target, s) for p in steps.eval_problems for s in scrubber.find(p.prompt + p.target)]
+    assert found == []
+    assert PiiScrubber().scrub("99999*99999=9999800001").text == "99999*99999=9999800001"
+    assert PiiScrubber().scrub("9999800001").text == "9999800001"
+    assert PiiScrubber().scrub("call 9999800001").text == "call [PHONE]"  # the text says it is one
+
+
+def test_phones_without_the_phonenumbers_package_fall_back_to_digit_counts(monkeypatch):
+    """``phonenumbers`` is in the responsible extra; a core install still scrubs phones, by format."""
+    monkeypatch.setattr(pii, "_phonenumbers", lambda: None)
+    assert pii.phone_backend() == "regex"
+    hard = [r for r in _load() if r.get("hard")]
+    scores = precision_recall(hard, PiiScrubber(ner=False))
+    assert scores["PHONE"]["recall"] >= 0.9 and scores["PHONE"]["precision"] == 1.0, scores["PHONE"]
+    assert PiiScrubber().scrub("12345*678=8345910, Tel. 030 12345678").text == "12345*678=8345910, Tel. [PHONE]"
+
+
+def test_iban_and_card_checks_hand_values():
+    assert iban_valid("GB29 NWBK 6016 1331 9268 19") and iban_valid("DE89370400440532013000")
+    assert not iban_valid("DE89370400440532013001")  # check digits fail
+    assert not iban_valid("DE8937040044053201300")  # one character short for Germany
+    assert not iban_valid("XX89370400440532013000")  # not an IBAN country
+    assert card_number_valid("4111111111111111") and card_number_valid("378282246310005")
+    assert not card_number_valid("79927398713")  # Luhn-valid, but no network issues 11 digits
+    assert not card_number_valid("9557265477760")  # Luhn-valid 13 digits, no network starts with 9
 
 
 def test_luhn_hand_values():
@@ -97,11 +166,16 @@ def test_scrubbed_record_never_contains_an_original_value():
     scrubber = PiiScrubber(types=[t for t in ("EMAIL", "PHONE", "CARD", "IP", "GOV_ID")])
     counts: Counter[str] = Counter()
     scrubbed = scrubber.scrub_record({"rows": [r["text"] for r in records], "n": 3}, counts)
-    blob = json.dumps(scrubbed)
-    for r in records:
-        for s in r["spans"]:
-            if s["type"] in scrubber.types:
-                assert r["text"][s["start"] : s["end"]] not in blob
+    blob = json.dumps(scrubbed, ensure_ascii=False)
+    left = [
+        r["text"][s["start"] : s["end"]]
+        for r in records
+        for s in r["spans"]
+        if s["type"] in scrubber.types and r["text"][s["start"] : s["end"]] in blob
+    ]
+    # By design a bare run of digits is a phone number only after a phone word ("call ..."):
+    # "Or 2545552372, the office line" keeps its number.
+    assert all(value.isdigit() for value in left) and len(left) <= 2, left
     assert scrubbed["n"] == 3 and sum(counts.values()) > 300
 
 
@@ -150,3 +224,23 @@ def test_cli_malformed_jsonl_names_file_and_line(tmp_path):
     out = _rlft("privacy", "scan", str(data))
     assert out.returncode == 2
     assert "bad.jsonl, line 2" in out.stderr and "Traceback" not in out.stderr
+
+
+def _table(records: list[dict]) -> str:
+    scores = precision_recall(records, PiiScrubber())
+    rows = ["| type | precision | recall | labelled spans |", "|---|---|---|---|"]
+    for kind in pii.PII_TYPES:
+        if kind not in scores:
+            continue
+        score = scores[kind]
+        precision = "–" if score["precision"] != score["precision"] else f"{score['precision']:.2f}"
+        rows.append(f"| {kind} | {precision} | {score['recall']:.2f} | {score['support']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    records = _load()
+    print(f"phone backend: {pii.phone_backend()}; NER: {ner_available()}\n")
+    print(f"All {len(records)} lines:\n\n{_table(records)}\n")
+    hard = [r for r in records if r.get("hard")]
+    print(f"Hard set, {len(hard)} lines:\n\n{_table(hard)}")

@@ -33,13 +33,18 @@ def _flip_a_bit(path: Path) -> None:
 
 
 def _snapshot(run: Path) -> dict[str, bytes]:
-    return {name: (run / name).read_bytes() for name in ("config.yaml", "audit.jsonl", "audit.head", "privacy.json")}
+    return {
+        name: (run / name).read_bytes()
+        for name in ("config.yaml", "audit.jsonl", "audit.head", "privacy.json")
+    }
 
 
 # ---- item 12: a damaged newest checkpoint ------------------------------------------------------
 
 
-def test_bit_flipped_newest_checkpoint_is_moved_aside_and_the_previous_one_resumed(tmp_path, tiny_recipe, capsys):
+def test_bit_flipped_newest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
+    tmp_path, tiny_recipe, capsys
+):
     run = tmp_path / "run"
     recipe = [*tiny_recipe, "warm_start.steps=0", "train.steps=4", "checkpoint.every=2"]
     train(_config(run, recipe), progress=False)
@@ -60,7 +65,10 @@ def test_no_intact_checkpoint_refuses_before_touching_the_run(tmp_path, tiny_rec
     train(_config(run, recipe), progress=False)
     (run / "checkpoints" / "step_0000002" / "optimizer.pt").write_bytes(b"truncated")
     before = _snapshot(run)
-    with pytest.raises(RlftError, match=r"no intact checkpoint.*step_0000002: optimizer.pt does not match its SHA-256"):
+    with pytest.raises(
+        RlftError,
+        match=r"no intact checkpoint.*step_0000002: optimizer.pt does not match its SHA-256",
+    ):
         train(_config(run, recipe, "train.steps=4"), resume=True, progress=False)
     assert _snapshot(run) == before  # no run_resume record, privacy.json and config.yaml untouched
     assert (run / "checkpoints" / "step_0000002").is_dir()
@@ -73,11 +81,15 @@ def test_checkpoint_check_uses_its_checksums_and_the_audit_hash(tmp_path):
     from rlft.trainers.checkpoint import TrainerState, checkpoint_problem, save_checkpoint
 
     model = torch.nn.Linear(8, 8)
-    path = save_checkpoint(tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=2)
+    path = save_checkpoint(
+        tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=2
+    )
     recorded = folder_sha256(path)
     assert checkpoint_problem(path, recorded) is None and checkpoint_problem(path, None) is None
     _flip_a_bit(path / "model.safetensors")
-    assert "model.safetensors does not match" in checkpoint_problem(path, None)  # no audit record needed
+    assert "model.safetensors does not match" in checkpoint_problem(
+        path, None
+    )  # no audit record needed
     # Rewriting checksums.json to match is still caught by the hash in the audit log.
     from rlft.responsible.audit_log import file_sha256
 
@@ -91,14 +103,23 @@ def test_checkpoint_check_uses_its_checksums_and_the_audit_hash(tmp_path):
 # ---- item 13: an overflowing learning rate -----------------------------------------------------
 
 
-def test_overflowing_learning_rate_stops_with_a_clear_error_and_saves_no_final_model(tmp_path, tiny_recipe, monkeypatch):
+def test_overflowing_learning_rate_stops_with_a_clear_error_and_saves_no_final_model(
+    tmp_path, tiny_recipe, monkeypatch
+):
     from rlft.tasks.arithmetic import ArithmeticTask
 
     # Non-zero advantages, so the policy gradient (and the step) is not zero.
-    monkeypatch.setattr(ArithmeticTask, "reward", lambda self, c, p: [float(sum(map(ord, x)) % 2) for x in c])
+    monkeypatch.setattr(
+        ArithmeticTask, "reward", lambda self, c, p: [float(sum(map(ord, x)) % 2) for x in c]
+    )
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteError, match=r"weights overflowed.*1e\+30.*Lower train.learning_rate"):
-        train(_config(run, tiny_recipe, "warm_start.steps=0", "train.learning_rate=1e30"), progress=False)
+    with pytest.raises(
+        NonFiniteError, match=r"weights overflowed.*1e\+30.*Lower train.learning_rate"
+    ):
+        train(
+            _config(run, tiny_recipe, "warm_start.steps=0", "train.learning_rate=1e30"),
+            progress=False,
+        )
     assert not (run / "final_model").exists() and not (run / "summary.json").exists()
 
 
@@ -120,7 +141,9 @@ def test_saving_non_finite_weights_is_refused(tmp_path):
     with torch.no_grad():
         model.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="weights are not finite"):
-        save_checkpoint(tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=1)
+        save_checkpoint(
+            tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=1
+        )
     assert not any(tmp_path.glob("step_*"))
 
 
@@ -132,12 +155,17 @@ def _fake_pii(monkeypatch):
     from rlft.responsible.pii import PiiScrubber, ScrubResult
 
     monkeypatch.setattr(
-        PiiScrubber, "scrub",
-        lambda self, text: ScrubResult(text, Counter({"SEVEN": text.count("7")}) if "7" in text else Counter()),
+        PiiScrubber,
+        "scrub",
+        lambda self, text: ScrubResult(
+            text, Counter({"SEVEN": text.count("7")}) if "7" in text else Counter()
+        ),
     )
 
 
-def test_resumed_run_merges_privacy_counts_and_refuses_fewer_steps(tmp_path, tiny_recipe, monkeypatch):
+def test_resumed_run_merges_privacy_counts_and_refuses_fewer_steps(
+    tmp_path, tiny_recipe, monkeypatch
+):
     _fake_pii(monkeypatch)
     recipe = [*tiny_recipe, "warm_start.steps=4", "checkpoint.every=2"]
     whole = tmp_path / "whole"
@@ -152,12 +180,16 @@ def test_resumed_run_merges_privacy_counts_and_refuses_fewer_steps(tmp_path, tin
     assert merged == expected  # equal to the uninterrupted run's counts
 
     config_before = (part / "config.yaml").read_bytes()
-    with pytest.raises(RlftError, match=r"already completed 4 steps.*train.steps=3.*train.steps >= 4"):
+    with pytest.raises(
+        RlftError, match=r"already completed 4 steps.*train.steps=3.*train.steps >= 4"
+    ):
         train(_config(part, recipe, "train.steps=3"), resume=True, progress=False)
     assert (part / "config.yaml").read_bytes() == config_before
 
 
-def test_run_that_failed_loading_its_model_can_be_rerun_in_the_same_folder(tmp_path, tiny_recipe, tiny_model_dir):
+def test_run_that_failed_loading_its_model_can_be_rerun_in_the_same_folder(
+    tmp_path, tiny_recipe, tiny_model_dir
+):
     broken = tmp_path / "broken_model"
     shutil.copytree(tiny_model_dir, broken)
     weights = broken / "model.safetensors"
@@ -176,7 +208,13 @@ def test_non_run_folder_messages_do_not_send_the_user_in_a_circle(tmp_path, tiny
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "todo.txt").write_text("buy milk\n")
-    args = ["demo", "--no-progress", "--run-dir", str(folder), *sum((["--set", o] for o in tiny_recipe), [])]
+    args = [
+        "demo",
+        "--no-progress",
+        "--run-dir",
+        str(folder),
+        *sum((["--set", o] for o in tiny_recipe), []),
+    ]
     assert main(args) == 2
     fresh = capsys.readouterr().err
     assert main([*args, "--resume"]) == 2
@@ -193,7 +231,9 @@ def test_non_run_folder_messages_do_not_send_the_user_in_a_circle(tmp_path, tiny
 def test_max_new_tokens_beyond_the_context_window_is_refused_before_training(tmp_path, tiny_recipe):
     run = tmp_path / "run"
     # 600 > 512 positions of the tiny model (a value that still fits in memory if this check regressed).
-    with pytest.raises(ConfigError, match=r"max_new_tokens=600 does not fit.*max_position_embeddings is 512"):
+    with pytest.raises(
+        ConfigError, match=r"max_new_tokens=600 does not fit.*max_position_embeddings is 512"
+    ):
         train(_config(run, tiny_recipe, "rollout.max_new_tokens=600"), progress=False)
     assert not (run / "base_model").exists()  # refused before the warm start and any sampling
 
@@ -205,7 +245,9 @@ def test_max_new_tokens_bound_leaves_room_for_the_longest_prompt(tiny_model_dir)
     prompts = ["1+2=", "12345+67890="]
     longest = len(tokenizer(prompts[1]).input_ids)
     check_max_new_tokens(model, tokenizer, prompts, 512 - longest)  # exactly fits
-    with pytest.raises(ConfigError, match=rf"longest prompt has {longest} tokens, so at most {512 - longest}"):
+    with pytest.raises(
+        ConfigError, match=rf"longest prompt has {longest} tokens, so at most {512 - longest}"
+    ):
         check_max_new_tokens(model, tokenizer, prompts, 512 - longest + 1)
     with pytest.raises(ConfigError, match="max_new_tokens=100000000"):
         check_max_new_tokens(model, tokenizer, prompts, 100_000_000)
@@ -215,7 +257,13 @@ def test_max_new_tokens_bound_leaves_room_for_the_longest_prompt(tiny_model_dir)
 
 
 def _train_args(run: Path, recipe: list[str]) -> list[str]:
-    return ["demo", "--no-progress", "--run-dir", str(run), *sum((["--set", o] for o in recipe), [])]
+    return [
+        "demo",
+        "--no-progress",
+        "--run-dir",
+        str(run),
+        *sum((["--set", o] for o in recipe), []),
+    ]
 
 
 def test_run_dir_that_is_a_file_is_one_line_error(tmp_path, tiny_recipe, capsys):
@@ -248,7 +296,9 @@ def test_read_only_run_dir_is_one_line_error(tiny_recipe):
     assert "Cannot write into run folder" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_full_disk_is_one_line_error_and_the_run_resumes(tmp_path, tiny_recipe, monkeypatch, capsys):
+def test_full_disk_is_one_line_error_and_the_run_resumes(
+    tmp_path, tiny_recipe, monkeypatch, capsys
+):
     import rlft.trainers.checkpoint as checkpoint
 
     real_save = checkpoint.save_file

@@ -17,8 +17,13 @@ def _clean_env() -> dict[str, str]:
 
 
 def _verify_cli(run: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlft.cli.main", "audit", "verify", str(run), *extra],
-                          capture_output=True, text=True, timeout=60, env=_clean_env())
+    return subprocess.run(
+        [sys.executable, "-m", "rlft.cli.main", "audit", "verify", str(run), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+    )
 
 
 def _truncate_and_drop_head(audit: AuditLog, keep: int) -> None:
@@ -33,7 +38,9 @@ def test_signed_log_truncated_with_its_head_deleted_fails(tmp_path: Path):
         audit.append("checkpoint", step=step)
     _truncate_and_drop_head(audit, keep=2)
     result = AuditLog(tmp_path, key=b"s3cret").verify()
-    assert not result.ok and "audit.head is missing" in result.problem and "signed" in result.problem
+    assert (
+        not result.ok and "audit.head is missing" in result.problem and "signed" in result.problem
+    )
     # --allow-missing-head does not excuse a signed log.
     key_file = tmp_path / "key"
     key_file.write_text("s3cret\n")
@@ -41,7 +48,9 @@ def test_signed_log_truncated_with_its_head_deleted_fails(tmp_path: Path):
     assert out.returncode == 1 and "audit.head is missing" in out.stdout
 
 
-def test_unsigned_log_without_head_fails_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_unsigned_log_without_head_fails_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.delenv("RLFT_AUDIT_KEY", raising=False)
     monkeypatch.delenv("RLFT_AUDIT_KEY_FILE", raising=False)
     audit = AuditLog(tmp_path)

@@ -45,7 +45,9 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
-            raise RlftError(f"The tokenizer of {name_or_path!r} has neither a pad nor an EOS token.")
+            raise RlftError(
+                f"The tokenizer of {name_or_path!r} has neither a pad nor an EOS token."
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -64,7 +66,9 @@ def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
             "Save the model with model.save_pretrained(FOLDER)."
         )
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else name_or_path, dtype=_DTYPES[dtype])
+        return AutoModelForCausalLM.from_pretrained(
+            str(path) if path.exists() else name_or_path, dtype=_DTYPES[dtype]
+        )
     except SafetensorError as exc:  # a truncated or damaged weights file (an interrupted copy)
         raise RlftError(
             f"The weights in {name_or_path} cannot be read ({_first_line(exc)}): a .safetensors file "
@@ -79,7 +83,9 @@ def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
         ) from None
 
 
-def load_policy(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_policy(
+    name_or_path: str, dtype: str = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer; the tokenizer is checked first, so a missing one is named clearly."""
     if Path(name_or_path).expanduser().is_dir() or not _looks_like_hub_id(name_or_path):
         model = load_model(name_or_path, dtype)
@@ -106,7 +112,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_max_new_tokens(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
 ) -> None:
     """Refuse ``rollout.max_new_tokens`` beyond what the model's context window leaves after the
     longest prompt: the sampler allocates (batch, prompt + max_new_tokens) up front, so an absurd

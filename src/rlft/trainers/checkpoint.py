@@ -27,7 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlft.errors import NonFiniteError, RlftError
-from rlft.responsible.audit_log import AuditLog, combine_file_hashes, file_sha256, folder_file_hashes
+from rlft.responsible.audit_log import (
+    AuditLog,
+    combine_file_hashes,
+    file_sha256,
+    folder_file_hashes,
+)
 
 MANIFEST = "checksums.json"
 
@@ -129,7 +134,11 @@ def check_finite_weights(model: torch.nn.Module, what: str) -> None:
     final model. One reduction per tensor; a NaN or inf anywhere makes the sum non-finite."""
     sums = [p.detach().sum() for p in model.parameters() if p.is_floating_point()]
     if sums and not bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
-        bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+        bad = [
+            n
+            for n, p in model.named_parameters()
+            if p.is_floating_point() and not torch.isfinite(p).all()
+        ]
         raise NonFiniteError(
             f"Not saving the {what}: the weights are not finite ({len(bad)} tensors hold NaN or inf, "
             f"e.g. {bad[0] if bad else '?'}). Lower train.learning_rate (or warm_start.learning_rate) "
@@ -170,7 +179,9 @@ def recorded_checkpoint_hashes(run_root: Path) -> dict[str, str]:
     return recorded
 
 
-def select_resume_checkpoint(run_root: Path, folder: Path, planned_steps: int | None = None) -> Path | None:
+def select_resume_checkpoint(
+    run_root: Path, folder: Path, planned_steps: int | None = None
+) -> Path | None:
     """The newest intact checkpoint under ``folder``, checked before a resumed run writes anything.
 
     Damaged checkpoints newer than it are moved aside to ``corrupt_step_N`` (kept for inspection,

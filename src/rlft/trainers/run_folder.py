@@ -33,7 +33,14 @@ from typing import Any
 from rlft.errors import RlftError
 
 # What a run writes before its model is loaded; a folder holding nothing else never started.
-_BEFORE_START = {"config.yaml", "data.json", "python_task.json", "audit.jsonl", "audit.head", "audit.tmp"}
+_BEFORE_START = {
+    "config.yaml",
+    "data.json",
+    "python_task.json",
+    "audit.jsonl",
+    "audit.head",
+    "audit.tmp",
+}
 
 
 class RunFolder:
@@ -76,8 +83,14 @@ class RunFolder:
         root = self.root
         try:
             if root.exists() and not root.is_dir():
-                raise RlftError(f"run_dir {root} is a file, not a folder. Choose a folder with --set run_dir=PATH.")
-            entries = [p.name for p in root.iterdir() if not p.name.startswith(".")] if root.exists() else []
+                raise RlftError(
+                    f"run_dir {root} is a file, not a folder. Choose a folder with --set run_dir=PATH."
+                )
+            entries = (
+                [p.name for p in root.iterdir() if not p.name.startswith(".")]
+                if root.exists()
+                else []
+            )
             is_run = self.config.exists()
         except OSError as exc:  # e.g. a parent folder this user may not enter
             raise RlftError(
@@ -103,8 +116,10 @@ class RunFolder:
                     f"Run folder {root} already holds a run. Continue it with --resume, or choose "
                     "another folder with --set run_dir=PATH (nothing was changed)."
                 )
-            print(f"rlft: {root} holds a run that never started (no base model); starting it again.",
-                  file=sys.stderr)
+            print(
+                f"rlft: {root} holds a run that never started (no base model); starting it again.",
+                file=sys.stderr,
+            )
         try:
             root.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=root, prefix=".write_check.")
@@ -189,15 +204,21 @@ class ResumablePrivacy:
                 self._before = state["summary"]
                 self._texts, self._counted = set(state["texts"]), set(state["counted"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise RlftError(f"{state_path} is damaged; delete it (privacy counts then restart).") from None
+                raise RlftError(
+                    f"{state_path} is damaged; delete it (privacy counts then restart)."
+                ) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def _mine(self) -> tuple[dict[str, Any], dict[str, Any], Any]:
         seen = getattr(self._inner, "_seen", {})  # text -> ScrubResult
-        counted = getattr(self._inner, "_counted", set())  # (field, text, is_target)
-        return seen, {_digest(f, v, str(t)): (f, v, t) for f, v, t in counted}, self._inner.summary()
+        counted: set[tuple[str, str, bool]] = getattr(self._inner, "_counted", set())  # (field, text, is_target)
+        return (
+            seen,
+            {_digest(f, v, str(t)): (f, v, t) for f, v, t in counted},
+            self._inner.summary(),
+        )
 
     def summary(self) -> dict[str, Any]:
         seen, counted, mine = self._mine()
@@ -227,7 +248,9 @@ class ResumablePrivacy:
             **mine,
             "counts": ordered(counts),
             "fields": {k: ordered(v) for k, v in sorted(fields.items())},
-            "target_fields": sorted(set(before.get("target_fields", [])) | set(mine.get("target_fields", []))),
+            "target_fields": sorted(
+                set(before.get("target_fields", [])) | set(mine.get("target_fields", []))
+            ),
             "pii_kept_in_targets": {k: ordered(v) for k, v in sorted(kept.items())},
             "distinct_texts": before.get("distinct_texts", 0) + new_texts,
             "texts_with_pii": with_pii,

@@ -64,9 +64,9 @@ class DatasetTask:
         self.reward_function = reward
         self.prompt_field, self.answer_field, self.target_field = prompt_field, answer_field, target_field
         self.system_prompt, self.chat_template = system_prompt, chat_template
-        self.data_sha256 = {"data": rows_sha256(train_rows)}
+        self.data_sha256 = {"task.data": rows_sha256(train_rows)}
         if eval_rows is not None:
-            self.data_sha256["eval_data"] = rows_sha256(eval_rows)
+            self.data_sha256["task.eval_data"] = rows_sha256(eval_rows)
         if demonstrations is not None:
             self.data_sha256["warm_start.data"] = rows_sha256(demonstrations)
         _check_columns(train_rows, prompt_field, answer_field, "task.data")

@@ -108,7 +108,7 @@ def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:
     hashes = getattr(task, "data_sha256", None)
     if not hashes:
         return
-    paths = {"data": config.task.data, "eval_data": config.task.eval_data, "warm_start.data": config.warm_start.data}
+    paths = {"task.data": config.task.data, "task.eval_data": config.task.eval_data, "warm_start.data": config.warm_start.data}
     record = {name: {"path": paths[name], "sha256": digest} for name, digest in hashes.items()}
     write_json_atomic(run.root / "data.json", record)
 

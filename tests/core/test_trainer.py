@@ -74,7 +74,7 @@ def test_non_finite_rewards_are_skipped_then_stop_the_run(tmp_path, tiny_recipe,
         return [float("nan")] * len(rewards) if calls["n"] >= 4 else rewards
 
     monkeypatch.setattr(ArithmeticTask, "reward", flaky_reward)
-    monkeypatch.setattr("rlft.trainers.loop.run_eval", lambda *a, **k: 0.0)
+    monkeypatch.setattr("rlft.trainers.loop.run_eval", lambda *a, **k: {})
     with pytest.raises(NonFiniteError, match=r"Stopped at RL step 4: 2 steps in a row.*step_0000003.*intact"):
         train(config, progress=False)
     run = tmp_path / "run"

@@ -213,13 +213,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         _warn_if_data_changed(run_dir, task)
     model, tokenizer = load_model_for_use(model_dir)
     prepare_task(config, task, model, tokenizer)
-    reward_fn = None
-    if reward is not None:
-        from rlft.trainers.loop import make_reward_fn
+    from rlft.trainers.loop import held_out_scores, make_reward_fn
 
-        scored = make_reward_fn(config, task, reward)
-        reward_fn = lambda c, p: scored(c, p)[0]  # noqa: E731
-    result = evaluate_policy(config, model, tokenizer, task, reward_fn)
+    scores = held_out_scores(config, task, reward, make_reward_fn(config, task, reward))
+    result = evaluate_policy(config, model, tokenizer, task, scores)
     out = {"model": model_dir, "task": config.task.name, "eval_size": len(task.eval_problems),
            **{k.removeprefix("eval/"): v for k, v in result.metrics().items()}}  # fmt: skip
     if args.json:

@@ -209,6 +209,16 @@ def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> Rewar
     return scored
 
 
+def held_out_scores(config: RecipeConfig, task: Any, reward: Any, reward_fn: RewardFn) -> Callable[..., list[float]] | None:
+    """What evaluation scores with besides the task's own reward: the training reward when it is
+    another one (a recipe's reward model on the reviews task), else None so that one reward is
+    not computed twice (the built-in tasks' own reward; the dataset task, whose own is the recipe's)."""
+    own = getattr(task, "reward_function", None)
+    if (reward is None or reward is own) and (own is not None or config.reward is None):
+        return None
+    return lambda completions, problems: reward_fn(completions, problems)[0]
+
+
 def collect(
     config: RecipeConfig,
     learner: Learner,
@@ -253,7 +263,7 @@ def collect(
             old_logprobs, old_values = rollout.logprobs, None
         else:
             old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
-    kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs) * mask
+    kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp) * mask
     token_rewards = outcome_token_rewards(rewards, mask)
     if algo.kl_placement == "reward":
         token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)
@@ -299,7 +309,7 @@ def micro_batch_loss(
         logprobs, old, advantages,
         clip_low=algo.clip_low, clip_high=algo.clip_high, clip_ratio_c=algo.clip_ratio_c,
     )
-    kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows])
+    kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows], clamp=algo.kl_clamp)
     if algo.kl_placement == "loss":
         per_token = per_token + kl_coef * kl
     if algo.entropy_coef:
@@ -422,10 +432,10 @@ def rl_step(
 
 def run_eval(
     config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, run: RunFolder,
-    step: int, reward_fn: RewardFn | None = None,
+    step: int, scores: Callable[..., list[float]] | None = None,
 ) -> dict[str, float]:
-    """Evaluate on the held-out problems; appends the metrics to evals.jsonl and returns them."""
-    scores = (lambda c, p: reward_fn(c, p)[0]) if reward_fn is not None else None
+    """Evaluate on the held-out problems (``scores``: see :func:`held_out_scores`); appends the
+    metrics to evals.jsonl and returns them."""
     result = evaluate_policy(config, policy, tokenizer, task, scores)
     run.append_jsonl(run.evals, {"step": step, **result.metrics()})
     for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]:
@@ -463,7 +473,8 @@ def train(
                  recipe_fingerprint=fingerprint, provenance=run_provenance(),
                  data_sha256=getattr(task, "data_sha256", None))
     reward_fn = make_reward_fn(config, task, reward)
-    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress, lambda c, p: reward_fn(c, p)[0])
+    eval_scores = held_out_scores(config, task, reward, reward_fn)
+    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress, eval_scores)
     task.scrubber.write(run.root)  # RUN/privacy.json: PII counts, never values
     if not resume:
         audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
@@ -516,7 +527,7 @@ def train(
                 "reward function, or raise train.max_consecutive_nonfinite."
             )
         if state.step % config.eval.every == 0 or state.step == config.train.steps:
-            metrics.update(run_eval(config, policy, tokenizer, task, run, state.step, reward_fn))
+            metrics.update(run_eval(config, policy, tokenizer, task, run, state.step, eval_scores))
         run.append_jsonl(run.metrics, metrics)
         if on_step:
             on_step(metrics)

@@ -128,15 +128,19 @@ def build_card(run: Path) -> Document:
                      "No privacy.json: PII scrubbing was not enabled for this run; check data with `rlft privacy scan FILE`.")
 
     evaluation = doc.section("Evaluation")
-    base_acc, final_acc = summary.get("base_accuracy"), summary.get("final_accuracy")
+    # The run's headline metric: accuracy for the built-in tasks, pass rate for a dataset scored by
+    # the recipe's reward (summary.json's headline_metric).
+    name = summary.get("headline_metric", "accuracy")
+    words = f"held-out {name.replace('_', ' ')}"
+    base_acc, final_acc = summary.get(f"base_{name}"), summary.get(f"final_{name}")
     if base_acc is not None and final_acc is not None:
-        evaluation.table(["", "held-out accuracy"], [
+        evaluation.table(["", words], [
             ["before RL (base model)", f"{base_acc:.1%}"], ["after RL", f"{final_acc:.1%}"],
             ["change", f"{(final_acc - base_acc) * 100:+.1f} points"],
             ["held-out problems", summary.get("eval_size")],
         ])
     if evals:
-        evaluation.table(["RL step", "held-out accuracy"], [[e["step"], e["eval/accuracy"]] for e in evals])
+        evaluation.table(["RL step", words], [[e["step"], e.get(f"eval/{name}", e.get("eval/accuracy"))] for e in evals])
     for title, png in learning_curves(run):
         evaluation.image(title, png)
 

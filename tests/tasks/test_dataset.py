@@ -197,24 +197,38 @@ def test_math_verify_scores_equivalent_answers_as_equal():
     assert reward(["q"], ["0.5"], answers=[r"\frac{1}{2}"]) == [1.0]
 
 
-def test_a_prompt_is_tokenized_with_one_bos_and_a_target_with_none():
+def bos_tokenizer():
+    """A Llama-style tokenizer that adds a BOS to everything it encodes."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
-
-    from rlft.rollout.sampling import encode_prompts
-    from rlft.tasks import Problem
-    from rlft.trainers.sft import sft_batch
 
     vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, "a": 3, "b": 4}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def test_a_prompt_is_tokenized_with_one_bos_and_a_target_with_none():
+    from rlft.rollout.sampling import encode_prompts
+    from rlft.tasks import Problem
+    from rlft.trainers.sft import sft_batch
+
+    tokenizer = bos_tokenizer()
     ids, mask = encode_prompts(tokenizer, ["a b", "<s> a"])  # plain text; a chat template's output
     assert ids.tolist() == [[0, 3, 4], [2, 0, 3]] and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
     input_ids, _, labels = sft_batch(tokenizer, [Problem("a", "b")])
     assert input_ids.tolist() == [[0, 3, 4, 1]]  # BOS prompt, then the target and EOS, no second BOS
     assert labels.tolist() == [[-100, -100, 4, 1]]
+
+
+def test_dpo_completions_carry_no_bos():
+    from rlft.rewards.pairs import PreferencePair
+    from rlft.trainers.dpo import pair_rollout
+
+    rollout = pair_rollout(bos_tokenizer(), [PreferencePair("a", "b", "a b")])
+    assert rollout.prompt_ids.tolist() == [[0, 3], [0, 3]]
+    assert rollout.completion_ids.tolist() == [[4, 1, 2], [3, 4, 1]]  # chosen, rejected: text + EOS
 
 
 def test_rows_from_python_train_through_the_api(tmp_path, tiny_recipe):

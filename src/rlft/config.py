@@ -240,6 +240,12 @@ class AlgorithmConfig:
     )
     kl_target: float = _f(6.0, "Target KL (nats per sequence) of the adaptive controller.", gt=0)
     kl_horizon: int = _f(10000, "Horizon (samples) of the adaptive controller.", ge=1)
+    kl_clamp: float | None = _f(
+        10.0,
+        "Cap on the per-token KL estimate (k1 to [-cap, cap]). Where the cap is active the KL term has "
+        "no gradient: with 10, k3 tokens below a log-ratio of -2.61 (docs/algorithms.md). Empty: no cap.",
+        gt=0,
+    )
     scale_rewards: bool | None = _f(
         None, "Divide advantages by a std (group std for grpo, batch std for reinforce_pp/gae); False for grpo is Dr.GRPO."
     )

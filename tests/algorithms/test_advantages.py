@@ -272,3 +272,56 @@ def test_every_estimator_shares_the_signature(name: str) -> None:
     assert adv.shape == ret.shape == rewards.shape
     assert (adv[mask == 0] == 0).all() and (ret[mask == 0] == 0).all()
     assert torch.isfinite(adv).all() and not adv.requires_grad
+
+
+# --- issue 13: no signal gives exactly zero, a group of one is an error ----------------------------
+
+# Not exactly representable in float32, so the float32 mean of equal values is off by rounding.
+NOT_REPRESENTABLE = [0.7, 1e4 + 0.1, -3.3, 1e-3 / 3]
+
+
+@pytest.mark.parametrize("value", NOT_REPRESENTABLE)
+@pytest.mark.parametrize("scale", [True, False])
+def test_equal_rewards_give_exactly_zero_advantages(value: float, scale: bool) -> None:
+    """Eight rewards of 0.7 gave +0.056 on every row and 1e4 + 0.1 gave 0.93: the mean's rounding
+    error divided by (0 + eps). A group with no signal must give exactly 0."""
+    rewards = torch.zeros(8, 3)
+    rewards[:, -1] = value
+    mask = torch.ones(8, 3)
+    for name in ("grpo", "rloo", "reinforce", "reinforce_pp"):
+        adv, returns = ADVANTAGE_ESTIMATORS[name](
+            rewards, mask, values=None, group_size=8, gamma=1.0, lam=1.0, scale_rewards=scale, eps=1e-6
+        )
+        assert (adv == 0).all(), (name, adv)
+    adv, _ = gae_advantages(rewards, mask, values=torch.zeros(8, 3), scale_rewards=scale)
+    if scale:  # whitened constant advantages are 0; unwhitened they are the returns themselves
+        assert (adv == 0).all(), adv
+    assert (group_normalise(torch.full((8,), value), 8, scale=scale) == 0).all()
+    assert (masked_whiten(torch.full((8, 3), value), mask, scale=scale) == 0).all()
+
+
+def test_masked_whiten_zero_spread_ignores_masked_positions() -> None:
+    x = torch.tensor([[0.7, 0.7, 5.0], [0.7, -9.0, 0.7]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    assert (masked_whiten(x, mask) == 0).all()
+    x[0, 0] = 1.7  # one counted value differs: whitened as before, not zeroed
+    counted = torch.tensor([1.7, 0.7, 0.7, 0.7])
+    whitened = (counted - counted.mean()) / (counted.std(unbiased=False) + 1e-6)
+    torch.testing.assert_close(masked_whiten(x, mask)[mask.bool()], whitened)
+
+
+def test_flat_group_next_to_an_informative_group_keeps_the_formula() -> None:
+    scores = torch.tensor([0.7, 0.7, 0.7, 0.1, 0.3, 0.9])
+    got = group_normalise(scores, 3)
+    assert (got[:3] == 0).all()
+    informative = torch.tensor([0.1, 0.3, 0.9])
+    torch.testing.assert_close(got[3:], (informative - informative.mean()) / (informative.std() + 1e-6))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_grpo_rejects_group_of_one(scale: bool) -> None:
+    """With one completion per group the unbiased std is NaN: every advantage was NaN."""
+    with pytest.raises(ValueError, match="grpo needs group_size >= 2"):
+        grpo_advantages(TOKEN_REWARDS, MASK, group_size=1, scale_rewards=scale)
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        group_normalise(torch.ones(4), 1)

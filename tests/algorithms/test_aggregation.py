@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -121,3 +123,31 @@ def test_micro_batch_normalisers_would_break_invariance(mode: str) -> None:
     """The invariance test above has teeth: normalising each micro-batch by itself is wrong."""
     full_grad, accumulated = full_and_accumulated_grads(mode, whole_batch_normalisers=False)
     assert not torch.allclose(accumulated, full_grad, atol=1e-4)
+
+
+# --- issue 13: whatever sits on masked positions never reaches the loss ----------------------------
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_inf_on_masked_positions_is_ignored(poison: float) -> None:
+    """Masks were applied by multiplication, and 0 * nan = 0 * inf = nan poisoned the loss."""
+    poisoned = PER_TOKEN.clone()
+    poisoned[~MASK.bool()] = poison
+    for mode in LOSS_AGG_MODES:
+        leaf = poisoned.clone().requires_grad_(True)
+        loss = aggregate_loss(leaf, MASK, mode)
+        assert loss.item() == aggregate_loss(PER_TOKEN, MASK, mode).item(), mode
+        loss.backward()
+        assert leaf.grad is not None and torch.isfinite(leaf.grad).all(), mode
+        assert (leaf.grad[~MASK.bool()] == 0).all(), mode
+    assert masked_mean(poisoned, MASK).item() == pytest.approx(7 / 3)
+
+
+def test_truncated_importance_weights_ignore_masked_positions() -> None:
+    from rlft.algorithms.importance import truncated_importance_weights
+
+    trainer = torch.tensor([[-1.0, -2.0, -float("inf")], [-1.0, float("nan"), -float("inf")]])
+    sampler = torch.tensor([[-1.5, -1.0, -float("inf")], [-1.0, -1.0, 0.0]])
+    weights = truncated_importance_weights(trainer, sampler, MASK, cap=2.0)
+    expected = torch.tensor([[math.exp(0.5), math.exp(-1.0), 0.0], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(weights, expected)

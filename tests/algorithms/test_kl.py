@@ -103,3 +103,50 @@ def test_controller_registry_takes_one_constructor() -> None:
     for cls in KL_CONTROLLERS.values():
         controller = cls(beta=0.05, target_kl=1.0, horizon=100)
         assert controller.update(1.0, 10) == pytest.approx(0.05)
+
+
+# --- issue 13: the clamp is an option, and what it does to the gradient is stated ------------------
+
+
+def _kl_and_grad(estimator, log_ratio: float, **kw) -> tuple[float, float]:
+    lp = torch.tensor([log_ratio], requires_grad=True)
+    k = estimator(lp, torch.zeros(1), **kw)
+    k.sum().backward()
+    assert lp.grad is not None
+    return k.item(), lp.grad.item()
+
+
+def test_default_clamp_cuts_the_gradient_where_the_docstring_says() -> None:
+    """k3 is capped at 10 below a log-ratio of -2.61: there the KL term has no gradient at all."""
+    for log_ratio, flat in ((-2.6, False), (-2.62, True), (10.9, False), (11.1, True)):
+        value, grad = _kl_and_grad(kl_k3, log_ratio)
+        assert (grad == 0.0) == flat, log_ratio
+        assert value == pytest.approx(min(math.exp(-log_ratio) - 1 + log_ratio, 10.0), rel=1e-6)
+    assert _kl_and_grad(kl_k2, 4.4)[1] != 0 and _kl_and_grad(kl_k2, -4.5)[1] == 0
+    assert _kl_and_grad(kl_k1, 9.9)[1] != 0 and _kl_and_grad(kl_k1, -10.1)[1] == 0
+
+
+@pytest.mark.parametrize("log_ratio", [-5.0, -15.0, 12.0])
+def test_no_clamp_keeps_value_and_gradient_of_the_formula(log_ratio: float) -> None:
+    value, grad = _kl_and_grad(kl_k3, log_ratio, clamp=None)
+    assert value == pytest.approx(math.exp(-log_ratio) - 1 + log_ratio, rel=1e-6)
+    assert grad == pytest.approx(1 - math.exp(-log_ratio), rel=1e-6)  # d k3 / d log_ratio
+    value, grad = _kl_and_grad(kl_k2, log_ratio, clamp=None)
+    assert (value, grad) == (pytest.approx(0.5 * log_ratio**2), pytest.approx(log_ratio))
+    value, grad = _kl_and_grad(kl_k1, log_ratio, clamp=None)
+    assert (value, grad) == (pytest.approx(log_ratio), pytest.approx(1.0))
+
+
+def test_no_clamp_still_keeps_exp_finite() -> None:
+    lp = torch.tensor([[-math.inf, -100.0, 100.0]])
+    for estimator in KL_ESTIMATORS.values():
+        assert torch.isfinite(estimator(lp, torch.zeros_like(lp), clamp=None)).all()
+    assert kl_k3(torch.tensor([-100.0]), torch.zeros(1), clamp=None).item() == pytest.approx(math.exp(20) - 21)
+
+
+def test_a_custom_clamp_and_a_bad_one() -> None:
+    assert kl_k3(torch.tensor([-5.0]), torch.zeros(1), clamp=200.0).item() == pytest.approx(math.exp(5) - 6)
+    assert kl_k3(torch.tensor([-5.0]), torch.zeros(1), clamp=2.0).item() == 2.0
+    with pytest.raises(ValueError, match="clamp"):
+        kl_k1(torch.zeros(1), torch.zeros(1), clamp=0.0)
+

@@ -129,3 +129,36 @@ def test_value_loss_without_clipping() -> None:
     loss, clipped = clipped_value_loss(values, torch.full((1, 2), 0.5), returns, clip_range=None)
     close(loss, [[0.0, 0.5]])
     close(clipped, [[0.0, 0.0]])
+
+
+# --- issue 13: the ratio cannot overflow into NaN ---------------------------------------------------
+
+
+@pytest.mark.parametrize("log_ratio", [100.0, 1e4, math.inf])
+@pytest.mark.parametrize("clip_ratio_c", [None, 3.0])
+def test_huge_log_ratio_gives_a_finite_loss_and_gradient(log_ratio: float, clip_ratio_c: float | None) -> None:
+    """A log-ratio of +100 made exp overflow to inf and inf * 0 (advantage 0) NaN: the step was
+    skipped. The log-ratio is clamped to +-20, as the KL estimators clamp it."""
+    logprobs = torch.tensor([[log_ratio, log_ratio, log_ratio, -log_ratio]], requires_grad=True)
+    advantages = torch.tensor([[0.0, 1.0, -1.0, 1.0]])
+    loss, clipped = clipped_surrogate_loss(logprobs, torch.zeros(1, 4), advantages, 0.2, 0.2, clip_ratio_c)
+    assert torch.isfinite(loss).all() and torch.isfinite(clipped).all()
+    assert loss[0, 0].item() == 0.0  # A = 0: no loss whatever the ratio
+    assert loss[0, 1].item() == pytest.approx(-1.2)  # A > 0: the clipped term
+    expected = 3.0 if clip_ratio_c else math.exp(20.0)  # A < 0: the dual-clip cap, else r held at e^20
+    assert loss[0, 2].item() == pytest.approx(expected, rel=1e-6)
+    assert loss[0, 3].item() == pytest.approx(-math.exp(-20.0), abs=1e-12)  # ratio about 0
+    loss.sum().backward()
+    assert logprobs.grad is not None and torch.isfinite(logprobs.grad).all()
+
+
+def test_ratio_clamp_leaves_ordinary_log_ratios_alone() -> None:
+    """Within +-20 the loss is the formula itself, to the last bit."""
+    gen = torch.Generator().manual_seed(0)
+    logprobs, old = torch.randn(4, 64, generator=gen) * 4, torch.randn(4, 64, generator=gen) * 4
+    advantages = torch.randn(4, 64, generator=gen)
+    assert (logprobs - old).abs().max() < 20
+    ratio = torch.exp(logprobs - old)
+    expected = -torch.minimum(ratio * advantages, ratio.clamp(0.8, 1.2) * advantages)
+    loss, _ = clipped_surrogate_loss(logprobs, old, advantages)
+    assert torch.equal(loss, expected)

@@ -90,3 +90,10 @@ def test_sequence_logps_and_batch_splitting():
             [fn(*[a[:4] for a in args], 0.2)[0].mean(), fn(*[a[4:] for a in args], 0.2)[0].mean()]
         )
         assert full.item() == pytest.approx(halves.mean().item(), abs=1e-6), name
+
+
+def test_sequence_logps_ignore_what_sits_on_padding():
+    """-inf on padding (a token the model rules out) made the sum NaN when masked by 0 * -inf."""
+    logprobs = t([[-1.0, -2.0, -math.inf], [-0.5, float("nan"), -0.5]])
+    mask = t([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    assert sequence_logps(logprobs, mask).tolist() == [-3.0, -1.0]

@@ -228,3 +228,31 @@ def test_rm_train_scrubs_pii_from_pairs(tmp_path):
         train, held_out = _split(recipe, RunScrubber(enabled))
         prompts = " ".join(p.prompt for p in train + held_out)
         assert (email in prompts, "[EMAIL]" in prompts) == (not enabled, enabled)
+
+
+def test_scores_do_not_depend_on_left_padding_with_absolute_positions(tiny_model_dir):
+    """GPT-2 adds a learned embedding per position. Without position ids derived from the mask, a
+    left-padded text read its first token at position (padding length), not 0: the same text
+    scored 0.03 apart alone and in a batch."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from rlft.models.loading import load_tokenizer
+    from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    model = GPT2ForSequenceClassification(config).eval()
+    with torch.no_grad():  # position embeddings large enough that a shift would show
+        model.transformer.wpe.weight.normal_(std=1.0)
+    prompts, completions = ["1+2=", "123+456="], ["3", "579 and then some more words"]
+    alone = reward_scores(model, tokenizer, prompts[:1], completions[:1])
+    batched = reward_scores(model, tokenizer, prompts, completions)
+    ids, mask = encode_texts(tokenizer, prompts, completions, max_length=64)
+    assert mask[0, 0] == 0  # the short text really is left-padded in the batch
+    torch.testing.assert_close(batched[:1], alone, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        unpadded = forward_scores(model, ids[:1, ~(mask[0] == 0)], mask[:1, ~(mask[0] == 0)])
+    torch.testing.assert_close(unpadded, alone, rtol=0, atol=1e-5)

@@ -45,20 +45,36 @@ def sequence_returns(token_rewards: torch.Tensor, completion_mask: torch.Tensor)
     return torch.where(completion_mask.bool(), token_rewards, 0.0).sum(-1)
 
 
+def _all_equal(grouped: torch.Tensor) -> torch.Tensor:
+    """(N, G) -> (N, 1) bool: True where every entry of the row is the same number.
+
+    Such a row carries no signal, so its advantages must be exactly 0; computed naively they are
+    not, because the float32 mean of values that are not exactly representable (0.7) is off by a
+    rounding error, which dividing by (std + eps) with std 0 turns into +-0.06 or more.
+    """
+    return grouped.amax(-1, keepdim=True) == grouped.amin(-1, keepdim=True)
+
+
 def group_normalise(
     scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
 ) -> torch.Tensor:
     """(s - mean_group(s)) / (std_group(s) + eps), groups of ``group_size`` consecutive rows.
 
     scores: (B,) -> (B,). GRPO (Shao et al., 2024, DeepSeekMath, sec. 4.1.2) uses the unbiased
-    sample std, as ``torch.std`` does. A group whose scores are all equal gets advantage 0: it
-    carries no signal about which completion is better. ``scale=False`` only centres (Dr.GRPO).
+    sample std, as ``torch.std`` does. A group whose scores are all equal gets advantage exactly 0:
+    it carries no signal about which completion is better. ``scale=False`` only centres (Dr.GRPO).
+    A group of one has no spread (its unbiased std is NaN), so ``group_size`` must be >= 2.
     """
+    if group_size < 2:
+        raise ValueError(
+            f"group normalisation needs group_size >= 2 (got {group_size}): a group of one "
+            "completion has no mean of others to compare with and no standard deviation"
+        )
     grouped = scores.view(-1, group_size)  # (B/G, G)
     centred = grouped - grouped.mean(-1, keepdim=True)
     if scale:
         centred = centred / (grouped.std(-1, keepdim=True) + eps)
-    return centred.reshape(-1)
+    return torch.where(_all_equal(grouped), 0.0, centred).reshape(-1)
 
 
 def masked_whiten(
@@ -67,7 +83,8 @@ def masked_whiten(
     """(x - mean) / (std + eps) over the positions where ``mask`` is 1; 0 elsewhere.
 
     x, mask: (B, T) -> (B, T). Mean and std are over all counted tokens of the batch (one
-    population std, as OpenRLHF's REINFORCE++ does). ``scale=False`` only centres.
+    population std, as OpenRLHF's REINFORCE++ does). ``scale=False`` only centres. When every
+    counted value is the same the result is exactly 0 (see ``_all_equal``).
     """
     keep = mask.bool()
     n = keep.sum().clamp(min=1)
@@ -76,7 +93,8 @@ def masked_whiten(
     if scale:
         std = (centred.square().sum() / n).sqrt()
         centred = centred / (std + eps)
-    return centred
+    flat = torch.where(keep, x, -torch.inf).amax() == torch.where(keep, x, torch.inf).amin()
+    return torch.where(flat, 0.0, centred)
 
 
 def discounted_returns(
@@ -118,7 +136,7 @@ def reinforce_advantages(
     completion being scored in expectation; it includes R_i itself, a bias of order 1/B.
     """
     returns = sequence_returns(token_rewards, completion_mask)  # (B,)
-    adv = returns - returns.mean()
+    adv = torch.where(_all_equal(returns[None, :])[0], 0.0, returns - returns.mean())
     return _broadcast(adv, completion_mask), _broadcast(returns, completion_mask)
 
 
@@ -144,7 +162,7 @@ def rloo_advantages(
     returns = sequence_returns(token_rewards, completion_mask)  # (B,)
     grouped = returns.view(-1, group_size)  # (B/G, G)
     others_mean = (grouped.sum(-1, keepdim=True) - grouped) / (group_size - 1)
-    adv = (grouped - others_mean).reshape(-1)
+    adv = torch.where(_all_equal(grouped), 0.0, grouped - others_mean).reshape(-1)
     return _broadcast(adv, completion_mask), _broadcast(returns, completion_mask)
 
 
@@ -163,7 +181,13 @@ def grpo_advantages(
 
     DeepSeekMath (Shao et al., 2024), eq. 3 and sec. 4.1.2: A_{i,t} = (r_i - mean(r)) / std(r).
     ``scale_rewards=False`` drops the division by std (Dr.GRPO, Liu et al., 2025).
+    A group of one completion has no group to compare with: ``group_size`` must be >= 2.
     """
+    if group_size < 2:
+        raise ValueError(
+            f"grpo needs group_size >= 2 (got {group_size}): each completion is compared with the "
+            "others sampled for its prompt"
+        )
     returns = sequence_returns(token_rewards, completion_mask)  # (B,)
     adv = group_normalise(returns, group_size, scale=scale_rewards, eps=eps)  # (B,)
     return _broadcast(adv, completion_mask), _broadcast(returns, completion_mask)

@@ -29,8 +29,10 @@ def aggregate_loss(
 
     batch_tokens / batch_sequences: totals over the whole batch this micro-batch belongs to.
     max_len: the fixed length of ``seq_mean_token_sum_norm`` (defaults to T).
+    Masked positions are selected away (``torch.where``), not multiplied by 0, so a NaN or inf
+    sitting on padding cannot turn the loss into NaN.
     """
-    masked = per_token_loss * completion_mask
+    masked = _masked(per_token_loss, completion_mask)
     if mode == "token_mean":
         denom = completion_mask.sum() if batch_tokens is None else batch_tokens
         return masked.sum() / max(float(denom), 1.0)
@@ -44,6 +46,13 @@ def aggregate_loss(
     raise ValueError(f"unknown loss_agg_mode {mode!r}; choose one of {LOSS_AGG_MODES}")
 
 
+def _masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values * mask``, but exactly 0 where the mask is 0 even if ``values`` is NaN or inf there
+    (0 * inf is NaN). The gradient at those positions is 0 too."""
+    return torch.where(mask != 0, values * mask, 0.0)
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is 1 (0.0 for an empty mask)."""
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    """Mean of ``values`` where ``mask`` is 1 (0.0 for an empty mask); whatever sits where the
+    mask is 0 (NaN and inf included) is ignored."""
+    return _masked(values, mask).sum() / mask.sum().clamp(min=1.0)

@@ -18,9 +18,10 @@ def truncated_importance_weights(
     copy, an older policy in a replay buffer); completion_mask: (B, T). Returns (B, T) without
     gradients; multiply the per-token policy-gradient term by it (truncated importance sampling,
     "TIS": Yao, Liu et al., 2025, E_{y~mu}[min(pi_theta/mu, C) * grad log pi_theta]).
+    Masked positions are exactly 0 even when the log-probs there are NaN or inf.
     """
     if cap <= 0:
         raise ValueError(f"cap must be positive, got {cap}")
     with torch.no_grad():
         ratio = torch.exp(trainer_logprobs - sampler_logprobs)
-        return ratio.clamp(max=cap) * completion_mask
+        return torch.where(completion_mask != 0, ratio.clamp(max=cap) * completion_mask, 0.0)

@@ -1,12 +1,33 @@
 """Estimators of KL(pi_theta || pi_ref) from samples of pi_theta (Schulman, 2020, "Approximating
 KL divergence", http://joschu.net/blog/kl-approx.html).
 
-With ``log_ratio = logprobs - ref_logprobs`` at a sampled token:
+With ``log_ratio = logprobs - ref_logprobs`` = log(pi_theta / pi_ref) at a sampled token:
   k1 = log_ratio                         unbiased, high variance, can be negative
-  k2 = 0.5 * log_ratio**2                biased, low variance, >= 0
+  k2 = 0.5 * log_ratio**2                biased (exact to second order), low variance, >= 0
   k3 = exp(-log_ratio) - 1 + log_ratio   unbiased, low variance, >= 0 (used by GRPO)
-The log-ratio is clamped before exponentiating and the estimate is clamped after, so one
-extreme token cannot produce an infinite penalty.
+"Unbiased" is about the value and holds only for tokens sampled from pi_theta itself and without
+the clamp below: the clamp lowers the estimate of every token it touches, so the clamped k1 and k3
+are biased, and tokens of a batch reused for several updates come from an older policy.
+
+As a term of the loss (GRPO: ``loss += beta * k``, the sampling itself not differentiated) the
+estimators differ in their gradient, not only in their value: in expectation grad k1 is 0,
+grad k2 is grad KL(pi_theta || pi_ref), and grad k3 is grad KL(pi_ref || pi_theta), the other
+direction (Tang & Munos, 2025, "On a few pitfalls in KL divergence gradient estimation for RL").
+
+Clamping. The log-ratio is always clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] = [-20, 20]
+before exponentiating, so exp cannot overflow; beyond it the estimate is constant and its gradient
+is 0. The estimate is then capped at ``clamp`` (the recipe's ``algorithm.kl_clamp``, default
+KL_CLAMP = 10; k1 to [-clamp, clamp]) so one extreme token cannot dominate the penalty.
+The cap has a cost: where it is active the estimate is a constant and its gradient is exactly 0,
+and those are the tokens that diverge most. With the default 10 that is
+  k1  |log_ratio| > 10
+  k2  |log_ratio| > 4.47
+  k3  log_ratio < -2.61 (the policy gives the token less than e^-2.61, about 7 %, of the
+      reference's probability)
+      or log_ratio > 11.0
+so in the loss the KL term stops pulling those tokens back; only the policy loss acts on them.
+``clamp=None`` (``kl_clamp: null``) removes the cap: value and gradient follow the formulas up to
+|log_ratio| = 20 (k3 then reaches e^20, about 5e8, so keep the KL coefficient small).
 
 The KL can sit in the loss (GRPO: ``loss += beta * k``, aggregated like the policy loss) or in the
 reward (InstructGPT-style PPO: ``kl_penalised_rewards``). Its coefficient beta is fixed or steered
@@ -24,26 +45,42 @@ LOG_RATIO_CLAMP = 20.0
 KL_CLAMP = 10.0
 
 
-def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k1 = log_ratio, clamped to [-KL_CLAMP, KL_CLAMP]. (B, T), (B, T) -> (B, T)."""
-    log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    return log_ratio.clamp(-KL_CLAMP, KL_CLAMP)
+def _log_ratio(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float | None
+) -> torch.Tensor:
+    if clamp is not None and clamp <= 0:
+        raise ValueError(f"the KL clamp must be > 0 or None (no cap), got {clamp}")
+    return (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
 
 
-def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k2 = 0.5 * log_ratio**2, at most KL_CLAMP. (B, T), (B, T) -> (B, T)."""
-    log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    return (0.5 * log_ratio.square()).clamp(max=KL_CLAMP)
+def kl_k1(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float | None = KL_CLAMP
+) -> torch.Tensor:
+    """k1 = log_ratio, clamped to [-clamp, clamp] (no cap for None). (B, T), (B, T) -> (B, T)."""
+    log_ratio = _log_ratio(logprobs, ref_logprobs, clamp)
+    return log_ratio if clamp is None else log_ratio.clamp(-clamp, clamp)
 
 
-def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k3 = exp(-log_ratio) - 1 + log_ratio (GRPO, Shao et al., 2024, eq. 4), at most KL_CLAMP.
-    (B, T), (B, T) -> (B, T)."""
-    log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    return (torch.exp(-log_ratio) - 1 + log_ratio).clamp(max=KL_CLAMP)
+def kl_k2(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float | None = KL_CLAMP
+) -> torch.Tensor:
+    """k2 = 0.5 * log_ratio**2, at most ``clamp`` (no cap for None). (B, T), (B, T) -> (B, T)."""
+    k2 = 0.5 * _log_ratio(logprobs, ref_logprobs, clamp).square()
+    return k2 if clamp is None else k2.clamp(max=clamp)
 
 
-KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+def kl_k3(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float | None = KL_CLAMP
+) -> torch.Tensor:
+    """k3 = exp(-log_ratio) - 1 + log_ratio (GRPO, Shao et al., 2024, eq. 4), at most ``clamp``
+    (no cap for None). (B, T), (B, T) -> (B, T)."""
+    log_ratio = _log_ratio(logprobs, ref_logprobs, clamp)
+    k3 = torch.exp(-log_ratio) - 1 + log_ratio
+    return k3 if clamp is None else k3.clamp(max=clamp)
+
+
+# name -> estimator(logprobs, ref_logprobs, clamp=KL_CLAMP); see the module docstring for the clamp.
+KL_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
     "k1": kl_k1,
     "k2": kl_k2,
     "k3": kl_k3,

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 
+from rlft.algorithms.kl import LOG_RATIO_CLAMP
+
 PolicyLossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -55,8 +57,14 @@ def clipped_surrogate_loss(
 
     All inputs (B, T). Returns (loss, clipped), where ``clipped`` is 1.0 at tokens whose clipped
     term (or dual-clip cap) was the active one (the gradient is zero there).
+
+    The log-ratio is clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] (+-20, as the KL estimators
+    do) before exponentiating: beyond about +88 exp overflows to inf and inf * 0 (a zero
+    advantage) is NaN, which would skip the whole step. Within the clamp the loss is the formula
+    above exactly; beyond it r is held at e^20 (about 5e8) and the token's gradient is 0.
     """
-    ratio = torch.exp(logprobs - old_logprobs)
+    log_ratio = (logprobs - old_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
     loss = -torch.minimum(unclipped, clipped)

@@ -16,8 +16,13 @@ import torch.nn.functional as F
 
 
 def sequence_logps(logprobs: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of per-token log-probabilities over the completion: (B, T), (B, T) -> (B,)."""
-    return (logprobs * completion_mask).sum(-1)
+    """Sum of per-token log-probabilities over the completion: (B, T), (B, T) -> (B,).
+
+    Positions where the mask is 0 are selected away rather than multiplied by 0, so a -inf
+    log-prob on padding (a token the model rules out) cannot make the sum NaN.
+    """
+    kept = torch.where(completion_mask != 0, logprobs * completion_mask, 0.0)
+    return kept.sum(-1)
 
 
 def bradley_terry_loss(

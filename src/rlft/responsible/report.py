@@ -5,9 +5,12 @@ and late in training from ``samples.jsonl``. The per-token view loads ``base_mod
 reference of the KL penalty) and ``final_model/``, samples G completions of a few held-out
 prompts from the final policy, and colours each completion token by
 
-    advantage    the GRPO group-normalised advantage of its completion (outcome reward, so the
-                 same on every token of a completion)
-    KL           the per-token KL estimate (the recipe's estimator) of final vs base policy
+    advantage    the advantage the run's own estimator gives the token (grpo, rloo, reinforce,
+                 reinforce_pp or gae, with the run's KL-in-reward penalty, gamma and lambda);
+                 for gae the values are those of the run's critic (``value_head.safetensors``
+                 and, for a separate critic, its trunk in the newest checkpoint). Offline
+                 algorithms (dpo) have no advantage, and the row is left out.
+    KL           the per-token KL estimate (the recipe's estimator and clamp) of final vs base policy
     logprob change   log p_final(token) - log p_base(token)
 
 so a reader sees which tokens the policy now prefers, and whether those completions were rewarded.
@@ -102,9 +105,154 @@ class TokenView:
     completion: str
     reward: float
     tokens: list[str]
-    advantage: list[float]
+    advantage: list[float] | None  # None for algorithms without one (dpo)
     kl: list[float]
     logprob_change: list[float]
+    advantage_source: str = ""  # how the advantages were computed, for the page
+
+
+ESTIMATOR_WORDS = {
+    "grpo": "GRPO group-normalised", "rloo": "RLOO leave-one-out", "reinforce": "REINFORCE (batch-mean baseline)",
+    "reinforce_pp": "REINFORCE++ batch-normalised", "gae": "GAE",
+}
+
+
+def algorithm_fields(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's ``algorithm`` section with every empty or missing field taken from the named
+    algorithm's preset, read leniently so that runs written by older versions still work."""
+    from rlft.algorithms.kl import KL_CLAMP
+    from rlft.config import ALGORITHM_PRESETS
+
+    raw = dict(recipe.get("algorithm") or {})
+    name = raw.get("name", "grpo")
+    algo: dict[str, Any] = {"name": name, "group_size": 8, "gamma": 1.0, "kl_coef": 0.0, "kl_estimator": "k3",
+                            "kl_placement": "loss", "scale_rewards": True, "critic": "none"}
+    algo.update({"lam": 0.95, **ALGORITHM_PRESETS.get(name, {})})
+    algo.update({k: v for k, v in raw.items() if v is not None})
+    algo["kl_clamp"] = raw.get("kl_clamp", KL_CLAMP)  # null is meaningful here: no cap
+    return algo
+
+
+def _checkpoint_part(checkpoint: Path, prefix: str) -> dict[str, Any]:
+    """The tensors of ``checkpoint``'s model.safetensors under ``prefix``, the prefix removed."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
+        names = weights.keys()  # a safe_open handle is not a dict
+        return {k[len(prefix):]: weights.get_tensor(k) for k in names if k.startswith(prefix)}
+
+
+def load_critic(run: Path, algo: dict[str, Any], policy: Any) -> tuple[Any, Any, str] | str:
+    """(trunk, value head, where they came from) of the run's critic, or why there is none.
+
+    ``finish_run`` writes the head to ``RUN/value_head.safetensors``; every checkpoint holds it as
+    ``value_head.*`` and a separate critic's trunk as ``critic.*``. A ``value_head`` critic reads
+    the policy's own trunk (``final_model``); a ``separate`` one is rebuilt from ``base_model``'s
+    architecture (with the recipe's LoRA adapter, if any) and loaded from the newest checkpoint.
+    """
+    from safetensors.torch import load_file
+
+    from rlft.models.value_head import ValueHead
+    from rlft.trainers.checkpoint import list_checkpoints
+
+    critic = algo.get("critic", "none")
+    if critic not in ("value_head", "separate"):
+        return f"the run has no critic (algorithm.critic: {critic})"
+    checkpoints = list_checkpoints(run / "checkpoints")
+    newest = checkpoints[-1] if checkpoints else None
+    if (run / "value_head.safetensors").is_file():
+        head_state, source = load_file(str(run / "value_head.safetensors")), "value_head.safetensors"
+    elif newest is not None:
+        head_state, source = _checkpoint_part(newest, "value_head."), f"checkpoints/{newest.name}"
+    else:
+        return "the run kept neither value_head.safetensors nor a checkpoint"
+    head = ValueHead(policy.config.hidden_size)
+    try:
+        head.load_state_dict(head_state)
+    except RuntimeError as exc:
+        return f"its value head does not fit the policy ({str(exc).splitlines()[0]})"
+    if critic == "value_head":
+        return policy, head.eval(), f"the critic's value head ({source}) on final_model"
+    if newest is None:
+        return "the separate critic's trunk is kept only in checkpoints/, and there are none"
+    from rlft.models.loading import load_policy
+
+    trunk, _ = load_policy(str(run / "base_model"))
+    lora = dict(recipe_section(run, "lora"))
+    if lora.get("r"):
+        from rlft.models.lora import apply_lora
+
+        trunk = apply_lora(trunk, lora["r"], lora.get("alpha", 16.0), 0.0,
+                           *([lora["target_modules"]] if lora.get("target_modules") else []))
+    try:
+        trunk.load_state_dict(_checkpoint_part(newest, "critic."))
+    except RuntimeError as exc:
+        return f"the separate critic in checkpoints/{newest.name} does not load ({str(exc).splitlines()[0]})"
+    return trunk.eval(), head.eval(), f"the separate critic of checkpoints/{newest.name}"
+
+
+def recipe_section(run: Path, name: str) -> dict[str, Any]:
+    import yaml
+
+    return dict((yaml.safe_load((run / "config.yaml").read_text()) or {}).get(name) or {})
+
+
+def final_kl_coef(run: Path, algo: dict[str, Any]) -> float:
+    """The KL coefficient at the end of the run: the adaptive controller's last beta (in the newest
+    checkpoint's trainer_state.json), else the recipe's ``kl_coef``."""
+    from rlft.trainers.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(run / "checkpoints")
+    if checkpoints:
+        state = read_json(checkpoints[-1] / "trainer_state.json") or {}
+        if isinstance(state.get("kl_coef"), (int, float)):
+            return float(state["kl_coef"])
+    return float(algo.get("kl_coef") or 0.0)
+
+
+def run_advantages(
+    run: Path, algo: dict[str, Any], policy: Any, rollout: Any, temperature: float, rewards: Any, kl: Any
+) -> tuple[Any, str]:
+    """((B, T) advantages as the run's estimator computes them, or None; a line saying how).
+
+    As in training: the outcome reward sits on the last completion token, the KL penalty (at the
+    run's final beta) is subtracted per token when the run put it in the reward, and a ``gae`` run
+    uses its critic's values. A critic that cannot be found gives V = 0, and the line says why.
+    """
+    import torch
+
+    from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
+    from rlft.algorithms.kl import kl_penalised_rewards
+    from rlft.rollout.sampling import score_completions
+
+    estimator = algo.get("advantage_estimator")
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        return None, f"{algo['name']} has no advantage (it trains offline, without rollouts)"
+    mask = rollout.completion_mask
+    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    token_rewards = torch.zeros_like(mask)
+    token_rewards[torch.arange(len(rewards)), last] = rewards
+    how = f"{ESTIMATOR_WORDS.get(estimator, estimator)} advantage"
+    if algo.get("kl_placement") == "reward":
+        beta = final_kl_coef(run, algo)
+        token_rewards = kl_penalised_rewards(token_rewards, kl, mask, beta)
+        how += f" of the reward minus {beta:.3g} x KL per token"
+    values = None
+    if estimator == "gae":
+        critic = load_critic(run, algo, policy)
+        if isinstance(critic, str):
+            values = torch.zeros_like(mask)
+            how += f", with V = 0 because {critic}"
+        else:
+            trunk, head, source = critic
+            with torch.inference_mode():
+                _, _, values = score_completions(trunk, rollout, temperature, value_head=head)
+            how += f", with the values of {source}"
+    advantages, _ = ADVANTAGE_ESTIMATORS[estimator](
+        token_rewards, mask, values=values, group_size=int(algo["group_size"]), gamma=float(algo["gamma"]),
+        lam=float(algo["lam"]), scale_rewards=bool(algo["scale_rewards"]),
+    )  # (B, T)
+    return advantages, how
 
 
 def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]:
@@ -113,7 +261,6 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     import torch
     import yaml
 
-    from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
     from rlft.algorithms.kl import KL_ESTIMATORS
     from rlft.config import config_from_dict
     from rlft.evaluation import decode_completions
@@ -126,18 +273,25 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
             raise RlftError(f"{run / name} is missing; the per-token view needs a finished run.")
     # Read only the fields needed from the raw recipe, so runs written by older versions still work.
     recipe = yaml.safe_load((run / "config.yaml").read_text())
-    algo, sampling = recipe.get("algorithm", {}), recipe.get("rollout", {})
+    algo, sampling = algorithm_fields(recipe), recipe.get("rollout", {})
     from rlft.responsible.privacy import private_task
 
+    from rlft.trainers.loop import make_reward_fn
+    from rlft.trainers.setup import prepare_task, recipe_reward
+
+    # The run's own task and reward (a dataset run's data and python reward, a reward model).
+    config = config_from_dict({k: recipe[k] for k in ("task", "reward", "warm_start") if recipe.get(k) is not None})
+    reward = recipe_reward(config)
     task = private_task(
-        build_task(config_from_dict({"task": recipe.get("task", {})}).task),
+        build_task(config.task, lambda: reward, config.warm_start),
         bool(recipe.get("privacy", {}).get("scrub_pii", True)),
     )
     policy, tokenizer = load_policy(str(run / "final_model"))
     base, _ = load_policy(str(run / "base_model"))
+    prepare_task(config, task, policy, tokenizer)
+    reward_fn = make_reward_fn(config, task, reward)
     policy.eval()
-    G, temperature = int(algo.get("group_size", 8)), float(sampling.get("temperature", 1.0))
-    estimator = algo.get("advantage_estimator") or algo.get("name", "grpo")
+    G, temperature = int(algo["group_size"]), float(sampling.get("temperature", 1.0))
     problems = [p for p in task.eval_problems[:n_prompts] for _ in range(G)]
     ids, mask = encode_prompts(tokenizer, [p.prompt for p in problems])
     rollout = sample(
@@ -147,18 +301,12 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
         generator=torch.Generator().manual_seed(seed),
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    rewards = torch.tensor(task.reward(completions, problems), dtype=torch.float32)  # (B,)
-    last = (rollout.completion_mask.sum(-1).long() - 1).clamp(min=0)
-    token_rewards = torch.zeros_like(rollout.completion_mask)
-    token_rewards[torch.arange(len(problems)), last] = rewards
-    advantages, _ = ADVANTAGE_ESTIMATORS[estimator](
-        token_rewards, rollout.completion_mask, values=None, group_size=G,
-        scale_rewards=bool(algo.get("scale_rewards", True)),
-    )  # (B, T)
+    rewards = torch.tensor(reward_fn(completions, problems)[0], dtype=torch.float32)  # (B,) the training reward
     with torch.inference_mode():
         logprobs, _ = sequence_logprobs(policy, rollout, temperature)  # (B, T)
         base_logprobs, _ = sequence_logprobs(base, rollout, temperature)  # (B, T)
-    kl = KL_ESTIMATORS[algo.get("kl_estimator", "k3")](logprobs, base_logprobs)  # (B, T)
+    kl = KL_ESTIMATORS[algo["kl_estimator"]](logprobs, base_logprobs, clamp=algo["kl_clamp"])  # (B, T)
+    advantages, how = run_advantages(run, algo, policy, rollout, temperature, rewards, kl)
     views = []
     for i, problem in enumerate(problems):
         n = int(rollout.completion_mask[i].sum())
@@ -166,8 +314,8 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
         views.append(TokenView(
             prompt=problem.prompt, completion=completions[i], reward=float(rewards[i]),
             tokens=[tokenizer.decode([t]) for t in token_ids],
-            advantage=advantages[i, :n].tolist(), kl=kl[i, :n].tolist(),
-            logprob_change=(logprobs[i, :n] - base_logprobs[i, :n]).tolist(),
+            advantage=advantages[i, :n].tolist() if advantages is not None else None, kl=kl[i, :n].tolist(),
+            logprob_change=(logprobs[i, :n] - base_logprobs[i, :n]).tolist(), advantage_source=how,
         ))
     return views
 
@@ -189,23 +337,26 @@ def _colour(value: float, scale: float) -> str:
 
 
 def token_view_html(views: list[TokenView]) -> str:
-    scales = {
-        name: max((abs(x) for v in views for x in getattr(v, name)), default=0.0)
-        for name in ("advantage", "kl", "logprob_change")
-    }
-    labels = {"advantage": "advantage", "kl": "KL to base", "logprob_change": "logprob change"}
+    rows_of = {"advantage": "advantage", "kl": "KL to base", "logprob_change": "logprob change"}
+    if any(v.advantage is None for v in views):  # an algorithm without advantages (dpo)
+        rows_of.pop("advantage")
+    scales = {name: max((abs(x) for v in views for x in getattr(v, name)), default=0.0) for name in rows_of}
+    full = ", ".join(f"{'|' + label + '|' if name != 'kl' else 'KL'} {scales[name]:.3g}"
+                     for name, label in rows_of.items())
     parts = ['<p class="legend">Green: positive, red: negative; stronger colour, larger magnitude '
-             f"(full colour at |advantage| {scales['advantage']:.3g}, KL {scales['kl']:.3g}, "
-             f"|logprob change| {scales['logprob_change']:.3g}). Hover a token for its values.</p>"]
+             f"(full colour at {full}). Hover a token for its values.</p>"]
     for view in views:
+        advantage = view.advantage if view.advantage is not None else [None] * len(view.tokens)
+        titles = [
+            (f"advantage {a:+.3f} | " if a is not None else "") + f"KL {k:.3f} | logprob change {d:+.3f}"
+            for a, k, d in zip(advantage, view.kl, view.logprob_change, strict=True)
+        ]
         rows = []
-        for name, label in labels.items():
+        for name, label in rows_of.items():
             toks = "".join(
-                f'<span class="tok" style="background:{_colour(val, scales[name])}" '
-                f'title="advantage {a:+.3f} | KL {k:.3f} | logprob change {d:+.3f}">'
+                f'<span class="tok" style="background:{_colour(val, scales[name])}" title="{title}">'
                 f"{html.escape(_visible(tok)).replace(' ', '&middot;') or '&#8709;'}</span>"
-                for tok, val, a, k, d in zip(view.tokens, getattr(view, name), view.advantage, view.kl,
-                                             view.logprob_change, strict=True)
+                for tok, val, title in zip(view.tokens, getattr(view, name), titles, strict=True)
             )
             rows.append(f'<div class="tokens"><span class="label">{label}</span>'
                         f"{html.escape(view.prompt)}{toks}</div>")
@@ -222,6 +373,9 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
     overview.table(["", "value"], [
         ["run folder", str(run)], ["algorithm", summary.get("algorithm", "?")],
         ["RL steps", summary.get("steps", len(read_jsonl(run / "metrics.jsonl")))],
+        *([["held-out pass rate before RL", _percent(summary.get("base_pass_rate"))],
+           ["held-out pass rate after RL", _percent(summary.get("final_pass_rate"))]]
+          if summary.get("headline_metric") == "pass_rate" else []),
         ["held-out accuracy before RL", _percent(summary.get("base_accuracy"))],
         ["held-out accuracy after RL", _percent(summary.get("final_accuracy"))],
         ["wall time (s)", summary.get("seconds")],
@@ -245,10 +399,13 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
     if per_token:
         views = token_views(run, n_prompts)
         section = doc.section("Per-token view: what the policy learned to do differently")
+        how = views[0].advantage_source if views else ""
+        by_advantage = f"by advantage ({how}), " if views and views[0].advantage is not None else ""
         section.text(
             f"{len(views)} completions sampled from final_model for held-out prompts; each completion "
-            "is shown three times, its tokens coloured by GRPO advantage, by the per-token KL estimate "
-            "against base_model (the KL reference), and by log p_final - log p_base."
+            f"is shown {'three times' if by_advantage else 'twice'}, its tokens coloured {by_advantage}by "
+            "the per-token KL estimate against base_model (the KL reference), and by log p_final - log p_base."
+            + (f" No advantage row: {how}." if views and not by_advantage else "")
         )
         fallback = "\n".join(
             f"- `{v.prompt}` -> `{v.completion}` reward {v.reward:g}; logprob change per token: "

@@ -81,9 +81,18 @@ def encode_texts(
 def forward_scores(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Scalar score per sequence, (B,), with gradients."""
+    """Scalar score per sequence, (B,), with gradients.
+
+    Position ids come from the attention mask, as in the sampler: each row's first real token is
+    position 0 however much left padding the batch gives it. Without them a model with absolute
+    position embeddings (GPT-2) scores the same text differently alone and in a padded batch.
+    """
+    from rlft.rollout.sampling import _accepts, positions_from_mask
+
     device = next(model.parameters()).device
-    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
+    attention_mask = attention_mask.to(device)
+    extra = {"position_ids": positions_from_mask(attention_mask)} if _accepts(model, "position_ids") else {}
+    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask, **extra)
     return out.logits[:, 0].float()  # (B, 1) -> (B,)
 
 

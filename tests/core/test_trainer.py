@@ -60,6 +60,23 @@ def test_resume_with_another_recipe_is_refused(tmp_path, tiny_recipe):
         train(other, resume=True, progress=False)
 
 
+def test_a_run_from_before_a_field_existed_resumes_with_its_default(tmp_path, tiny_recipe):
+    import yaml
+
+    config = _config(tmp_path, tiny_recipe, "train.steps=1", "warm_start.steps=0", "checkpoint.every=1")
+    train(config, progress=False)
+    saved = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["algorithm"]["kl_clamp"], old["task"]["prompt_field"]  # as written by an older rlft
+    saved.write_text(yaml.safe_dump(old))
+    longer = _config(tmp_path, tiny_recipe, "train.steps=2", "warm_start.steps=0", "checkpoint.every=1")
+    assert train(longer, resume=True, progress=False)["steps"] == 2
+    changed = _config(tmp_path, tiny_recipe, "train.steps=3", "warm_start.steps=0", "checkpoint.every=1",
+                      "algorithm.kl_clamp=5.0")  # fmt: skip
+    with pytest.raises(RlftError, match=r"algorithm.kl_clamp: 10.0 -> 5.0"):
+        train(changed, resume=True, progress=False)
+
+
 def test_non_finite_rewards_are_skipped_then_stop_the_run(tmp_path, tiny_recipe, monkeypatch):
     from rlft.tasks.arithmetic import ArithmeticTask
 

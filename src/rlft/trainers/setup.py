@@ -57,10 +57,14 @@ def open_run(
     if resume:
         old = _flatten(yaml.safe_load(run.config.read_text()))
         new = _flatten(config_to_dict(config))
+        # A field added to rlft after the run started is absent from its config.yaml: at its
+        # default it changes nothing the run did, so it is no reason to refuse the resume.
+        added_defaults = _flatten(config_to_dict(RecipeConfig()))
         changed = [
             f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
             for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+            and not (k not in old and new.get(k) == added_defaults.get(k))
         ]
         if changed:
             raise RlftError(

@@ -83,3 +83,13 @@ def test_two_process_gradients_equal_full_batch_gradient():
             for r in (slice(0, 3), slice(3, 6))
         ]
     assert not torch.allclose(0.5 * (per_rank[0] + per_rank[1]), full.detach(), atol=1e-3)
+
+
+def test_token_sum_loss_ignores_non_finite_values_on_padding():
+    import torch
+
+    from rlft.distributed.data_parallel import token_sum_loss
+
+    per_token = torch.tensor([[1.0, 3.0, float("inf")], [2.0, float("nan"), 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert token_sum_loss(per_token, mask, global_tokens=3.0).item() == 2.0

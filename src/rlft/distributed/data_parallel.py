@@ -41,7 +41,8 @@ def token_sum_loss(
     per_token, mask: (b, T) rows of this rank. Summed over ranks it is exactly the token mean of
     the whole batch, so summing the ranks' gradients gives the single-process gradient.
     """
-    return (per_token * mask).sum() / max(global_tokens, 1.0)
+    # Selected, not multiplied: 0 * inf on a padded position would be NaN.
+    return torch.where(mask.bool(), per_token, 0.0).sum() / max(global_tokens, 1.0)
 
 
 def all_reduce_gradients(module: torch.nn.Module) -> None:

@@ -184,8 +184,8 @@ class DatasetTask:
         if need_answer and answer_key and not answer_value:
             raise ConfigError(f"{row.where}: no answer in {answer_key!r}; fill or drop the row.")
         target = _as_text(row, self.target_field) if self.target_field else answer_value
-        skip = {self.prompt_field, self.answer_field, self.target_field}
-        extra = {k: v for k, v in row.values.items() if k not in skip}
+        # The target column (warm_start.target_field) still reaches rewards: it is data, too.
+        extra = {k: v for k, v in row.values.items() if k not in (self.prompt_field, answer_key)}
         return {"where": row.where, "prompt": prompt, "answer": answer_value, "target": target, "extra": extra}
 
     def _problem(self, row: dict[str, Any], tokenizer: Any) -> Problem:

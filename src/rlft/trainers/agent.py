@@ -157,7 +157,7 @@ def collect_episodes(
     with torch.no_grad():
         ref_logprobs, _ = sequence_logprobs(reference, rollout, recipe.rollout.temperature)
         old_logprobs, _, old_values = learner.score(rollout, recipe.rollout.temperature)
-    kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp) * mask
+    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp), 0.0)
     token_rewards = rollout.token_rewards
     if algo.kl_placement == "reward":
         token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)

@@ -263,7 +263,7 @@ def collect(
             old_logprobs, old_values = rollout.logprobs, None
         else:
             old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
-    kl = KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp) * mask
+    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp), 0.0)
     token_rewards = outcome_token_rewards(rewards, mask)
     if algo.kl_placement == "reward":
         token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)

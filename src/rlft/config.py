@@ -11,6 +11,7 @@ from it (``python -m rlft.config``) and a test checks the two agree.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -640,10 +641,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
         elif isinstance(value, str):  # YAML reads "1e-5" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                pass
         if number is not None:
             if not math.isfinite(number):  # .inf/.nan pass every range check and poison training
                 raise ConfigError(f"{where}={value!r} is not a finite number; give a finite value.")

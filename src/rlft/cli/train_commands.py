@@ -184,8 +184,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from rlft.config import config_from_dict
     from rlft.errors import RlftError
-    from rlft.trainers.setup import evaluate_policy, prepare_task, recipe_reward
     from rlft.tasks import build_task
+    from rlft.trainers.setup import evaluate_policy, prepare_task, recipe_reward
 
     _quiet_transformers()
     model_dir, run_dir = resolve_model_folder(args.target)

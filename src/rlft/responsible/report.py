@@ -275,7 +275,6 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     recipe = yaml.safe_load((run / "config.yaml").read_text())
     algo, sampling = algorithm_fields(recipe), recipe.get("rollout", {})
     from rlft.responsible.privacy import private_task
-
     from rlft.trainers.loop import make_reward_fn
     from rlft.trainers.setup import prepare_task, recipe_reward
 

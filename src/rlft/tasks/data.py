@@ -175,6 +175,6 @@ def _looks_like_hub_id(name: str) -> bool:
     return (
         not name.startswith((".", "/", "~"))
         and name.count("/") <= 1
-        and not Path(name).suffix.lower() in FILE_FORMATS
+        and Path(name).suffix.lower() not in FILE_FORMATS
         and all(part and " " not in part for part in name.split("/"))
     )

@@ -22,7 +22,7 @@ import torch
 
 from rlft.errors import ConfigError
 from rlft.tasks.base import RESERVED_CONTEXT, Problem, reward_context
-from rlft.tasks.data import Row, load_rows, rows_sha256
+from rlft.tasks.data import Row, rows_sha256
 
 Prompt = str | list[dict[str, str]]
 # How many offending rows an error message lists before "and N more".

@@ -52,7 +52,13 @@ from rlft.trainers.checkpoint import (
 from rlft.trainers.dpo import train_dpo
 from rlft.trainers.optim import adamw
 from rlft.trainers.run_folder import RunFolder
-from rlft.trainers.setup import close_run, evaluate_policy, open_run, prepare_base_policy, save_model_atomic
+from rlft.trainers.setup import (
+    close_run,
+    evaluate_policy,
+    open_run,
+    prepare_base_policy,
+    save_model_atomic,
+)
 from rlft.types import Rollout
 
 # Offline algorithms (config.OFFLINE_ALGORITHMS) have their own thin trainers; this dict, read at

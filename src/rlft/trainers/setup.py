@@ -21,7 +21,12 @@ from rlft.responsible.audit_log import AuditLog, folder_sha256
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.checkpoint import check_finite_weights, select_resume_checkpoint
-from rlft.trainers.run_folder import ResumablePrivacy, RunFolder, write_json_atomic, write_text_atomic
+from rlft.trainers.run_folder import (
+    ResumablePrivacy,
+    RunFolder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from rlft.trainers.sft import warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.

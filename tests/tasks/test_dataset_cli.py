@@ -90,3 +90,24 @@ def test_one_line_mistakes_are_one_clear_error(tmp_path, user_files, flags, mess
 def test_train_without_recipe_or_data_says_what_to_give():
     out = rlft("train")
     assert out.returncode == 2 and "needs a recipe file, or --data" in out.stderr
+
+
+@pytest.mark.slow
+def test_conversational_data_trains_offline_with_the_tiny_models_chat_template(tmp_path, tiny_recipe):
+    rows = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}], "answer": str(a + b)}
+            for a in range(10) for b in range(10)]  # fmt: skip
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets = [a for r in tiny_recipe for a in ("--set", r)]
+    run = tmp_path / "run"
+    out = rlft("train", "--data", str(data), "--prompt-field", "messages", "--reward", "exact_match",
+               "--run-dir", str(run), "--no-progress", *sets, "--set", "train.steps=1",
+               "--set", "task.system_prompt=Reply with a number.", "--set", "task.eval_fraction=0.2")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    template = json.loads((run / "base_model" / "tokenizer_config.json").read_text()).get("chat_template") or (
+        run / "base_model" / "chat_template.jinja").read_text()
+    assert "<|im_start|>" in template
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["prompt"].startswith("<|im_start|>system\nReply with a number.<|im_end|>\n<|im_start|>user\nWhat is ")
+    assert samples[0]["prompt"].endswith("<|im_start|>assistant\n")
+    assert all("<|im_end|>" not in s["completion"] for s in samples)  # the end of turn is not part of the answer

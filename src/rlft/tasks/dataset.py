@@ -24,7 +24,6 @@ from rlft.errors import ConfigError
 from rlft.tasks.base import RESERVED_CONTEXT, Problem, reward_context
 from rlft.tasks.data import Row, rows_sha256
 
-Prompt = str | list[dict[str, str]]
 # How many offending rows an error message lists before "and N more".
 _SHOWN = 5
 
@@ -72,8 +71,8 @@ class DatasetTask:
         _check_columns(train_rows, prompt_field, answer_field, "task.data")
         if eval_rows is not None:
             _check_columns(eval_rows, prompt_field, answer_field, "task.eval_data")
-        for row in train_rows + (eval_rows or []):  # every row's own problems first, then the split's
-            self._parse(row, need_answer=answer_field is not None)
+        # Every row's own problems are found before the split's (which needs valid prompts).
+        parsed = {id(row): self._parse(row, need_answer=answer_field is not None) for row in train_rows + (eval_rows or [])}
         self.conversational = chat_template == "always" or any(
             isinstance(r.values.get(prompt_field), list) for r in train_rows + (eval_rows or [])
         )
@@ -84,9 +83,9 @@ class DatasetTask:
                 "system prompt, or remove task.system_prompt."
             )
         train, held_out, self.dropped_overlap = _split(train_rows, eval_rows, eval_fraction, seed, prompt_field)
-        self._train = [self._parse(row, need_answer=answer_field is not None) for row in train]
+        self._train = [parsed[id(row)] for row in train]
         # eval_size caps how many held-out rows are evaluated; the rest are still never trained on.
-        self._eval = [self._parse(row, need_answer=answer_field is not None) for row in held_out[:eval_size]]
+        self._eval = [parsed[id(row)] for row in held_out[:eval_size]]
         self._demos = None
         if demonstrations is not None:
             _check_columns(demonstrations, prompt_field, target_field or answer_field, "warm_start.data")

@@ -22,38 +22,38 @@ ITEMS = ["apples", "pens", "books", "cards", "eggs", "cups", "shells", "stamps"]
 
 
 def shopping(r: random.Random) -> tuple[str, str, int]:
-    name, item, n, price, extra = r.choice(NAMES), r.choice(ITEMS), r.randint(2, 9), r.randint(2, 9), r.randint(1, 9)
+    name, item, n, price, extra = r.choice(NAMES), r.choice(ITEMS), r.randint(2, 5), r.randint(2, 5), r.randint(1, 9)
     total = n * price + extra
     text = f"{name} buys {n} {item} at {price} dollars each and pays {extra} dollars for a bag. How many dollars does {name} spend?"
     return text, f"{n}*{price}={n * price} {n * price}+{extra}={total} #{total}", total
 
 
 def sharing(r: random.Random) -> tuple[str, str, int]:
-    name, item, friends, each = r.choice(NAMES), r.choice(ITEMS), r.randint(2, 5), r.randint(2, 6)
+    name, item, friends, each = r.choice(NAMES), r.choice(ITEMS), r.randint(2, 5), r.randint(2, 5)
     given = friends * each
-    start = given + r.randint(1, 20)
+    start = given + r.randint(1, 9)
     text = f"{name} has {start} {item} and gives {each} to each of {friends} friends. How many {item} are left?"
     return text, f"{friends}*{each}={given} {start}-{given}={start - given} #{start - given}", start - given
 
 
 def ages(r: random.Random) -> tuple[str, str, int]:
-    name, age, older, years = r.choice(NAMES), r.randint(3, 30), r.randint(2, 9), r.randint(2, 9)
+    name, age, older, years = r.choice(NAMES), r.randint(3, 9), r.randint(2, 9), r.randint(2, 9)
     brother = age + older
     text = f"{name} is {age} years old. {name}'s brother is {older} years older. How old will the brother be in {years} years?"
     return text, f"{age}+{older}={brother} {brother}+{years}={brother + years} #{brother + years}", brother + years
 
 
 def travel(r: random.Random) -> tuple[str, str, int]:
-    speed, hours, more = r.randint(2, 9), r.randint(2, 9), r.randint(1, 20)
+    speed, hours, more = r.randint(2, 5), r.randint(2, 5), r.randint(1, 9)
     far = speed * hours
     text = f"A bus drives {speed} km each hour for {hours} hours and then {more} km more. How many km does it drive?"
     return text, f"{speed}*{hours}={far} {far}+{more}={far + more} #{far + more}", far + more
 
 
 def savings(r: random.Random) -> tuple[str, str, int]:
-    name, weekly, weeks = r.choice(NAMES), r.randint(2, 9), r.randint(2, 9)
+    name, weekly, weeks = r.choice(NAMES), r.randint(2, 5), r.randint(2, 5)
     saved = weekly * weeks
-    spent = r.randint(1, saved - 1)
+    spent = r.randint(1, min(9, saved - 1))
     text = f"{name} saves {weekly} dollars a week for {weeks} weeks and then spends {spent} dollars. How many dollars are left?"
     return text, f"{weekly}*{weeks}={saved} {saved}-{spent}={saved - spent} #{saved - spent}", saved - spent
 

@@ -425,7 +425,12 @@ class RecipeConfig:
             mini_batch_size=mini,
             micro_batch_size=self.train.micro_batch_size or mini,
         )
-        return dataclasses.replace(self, algorithm=algorithm, train=train)
+        # Local data and reward files are recorded as absolute paths, so that `rlft eval RUN` and
+        # --resume find them from any working directory (hub ids are left as they are).
+        task = dataclasses.replace(self.task, data=_absolute(self.task.data), eval_data=_absolute(self.task.eval_data))
+        warm_start = dataclasses.replace(self.warm_start, data=_absolute(self.warm_start.data))
+        reward = _absolute_reward_files(self.reward)
+        return dataclasses.replace(self, algorithm=algorithm, train=train, task=task, warm_start=warm_start, reward=reward)
 
     def check(self) -> None:
         """Cross-field checks that no single field can express (on a resolved config)."""
@@ -571,6 +576,37 @@ class RecipeConfig:
             raise ConfigError(
                 f"task.operations={self.task.operations!r}: allowed are '+', '-', '*' (at least one)."
             )
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute when it names an existing local file or folder; else unchanged."""
+    return str(Path(path).expanduser().resolve()) if path and Path(path).expanduser().exists() else path
+
+
+def absolute_paths(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A raw recipe mapping with its local data and reward files made absolute, as ``resolved()``
+    records them (for comparing with a config.yaml written before paths were recorded so)."""
+    out = _deepcopy(recipe)
+    for section, key in (("task", "data"), ("task", "eval_data"), ("warm_start", "data")):
+        if isinstance(out.get(section), dict) and isinstance(out[section].get(key), str):
+            out[section][key] = _absolute(out[section][key])
+    if "reward" in out:
+        out["reward"] = _absolute_reward_files(out["reward"])
+    return out
+
+
+def _absolute_reward_files(spec: Any) -> Any:
+    """A reward spec with each python reward's ``file.py:function`` made absolute (nested too)."""
+    if isinstance(spec, list):
+        return [_absolute_reward_files(item) for item in spec]
+    if not isinstance(spec, dict):
+        return spec
+    out = {key: _absolute_reward_files(value) for key, value in spec.items()}
+    function = out.get("function")
+    if out.get("type") == "python" and isinstance(function, str) and ".py:" in function:
+        file, _, name = function.rpartition(":")
+        out["function"] = f"{_absolute(file)}:{name}"
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ def load_rows(source: str, split: str = "train", what: str = "task.data") -> lis
         rows = readers[suffix](path)
     elif path.is_dir():
         rows = _read_saved_dataset(path, split, what)
-    elif _looks_like_hub_id(source):
+    elif _looks_like_hub_id(source):  # no such local file or folder: try the hub
         rows = _read_hub_dataset(source, split, what)
     else:
         raise ConfigError(
@@ -77,14 +78,16 @@ def _read_text(path: Path) -> str:
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines would also split at U+2028 and other characters that
+    # JSON allows raw inside a string.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(
-                f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}). Each line of a "
+                f"{path}:{number}: not valid JSON ({exc.msg}; column {exc.colno}). Each line of a "
                 ".jsonl file must be one JSON object."
             ) from None
         if not isinstance(value, dict):
@@ -100,7 +103,7 @@ def _read_json(path: Path) -> list[Row]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON Lines saved as .json, as `datasets` accepts too
             return _read_jsonl(path)
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}; column {exc.colno}).") from None
     if isinstance(data, dict):  # {"data": [...]}: the one list of records inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -117,13 +120,18 @@ def _read_json(path: Path) -> list[Row]:
 
 
 def _read_csv(path: Path) -> list[Row]:
-    lines = _read_text(path).splitlines(keepends=True)
-    reader = csv.DictReader(lines)
-    rows = []
+    # newline="": the csv module finds the ends of records itself (quoted newlines stay in a cell).
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = reader.fieldnames or []
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{path}:1: the header names {', '.join(repr(n) for n in repeated)} more than once; rename one.")
+    rows, end = [], reader.line_num  # a record starts on the line after the previous one ended
     for record in reader:
+        start, end = end + 1, reader.line_num
         if None in record:  # more cells than header names
-            raise ConfigError(f"{path}:{reader.line_num}: more cells than the header has columns.")
-        rows.append(Row(f"{path}:{reader.line_num}", dict(record)))
+            raise ConfigError(f"{path}:{start}: more cells than the header has columns.")
+        rows.append(Row(f"{path}:{start}", dict(record)))
     return rows
 
 
@@ -165,8 +173,8 @@ def _read_hub_dataset(name: str, split: str, what: str) -> list[Row]:
     except Exception as exc:  # network, missing dataset, unknown split: all user-fixable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"{what}={name!r}: could not load it as a hub dataset ({first}). Check the id and the "
-            "network, or download it and give the local file or folder."
+            f"{what}={name!r}: there is no local file or folder of that name, and loading it as a "
+            f"hub dataset failed ({first}). Check the path, or the hub id and the network."
         ) from None
     return [Row(f"{name}[{split}][{i}]", dict(value)) for i, value in enumerate(data)]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ class DatasetTask:
         eval_size: int | None = None,
         seed: int = 1234,
         demonstrations: list[Row] | None = None,
+        evaluation_only: bool = False,
     ) -> None:
         if chat_template not in ("auto", "none", "always"):
             raise ConfigError(f"task.chat_template={chat_template!r}: choose auto, none or always.")
@@ -68,7 +70,8 @@ class DatasetTask:
             self.data_sha256["task.eval_data"] = rows_sha256(eval_rows)
         if demonstrations is not None:
             self.data_sha256["warm_start.data"] = rows_sha256(demonstrations)
-        _check_columns(train_rows, prompt_field, answer_field, "task.data")
+        if not evaluation_only:
+            _check_columns(train_rows, prompt_field, answer_field, "task.data")
         if eval_rows is not None:
             _check_columns(eval_rows, prompt_field, answer_field, "task.eval_data")
         # Every row's own problems are found before the split's (which needs valid prompts).
@@ -82,7 +85,12 @@ class DatasetTask:
                 "Set task.chat_template: always to send each prompt as a user message after the "
                 "system prompt, or remove task.system_prompt."
             )
-        train, held_out, self.dropped_overlap = _split(train_rows, eval_rows, eval_fraction, seed, prompt_field)
+        key = {rid: self._rendered_key(row["prompt"]) for rid, row in parsed.items()}
+        train, held_out, self.dropped_overlap = _split(
+            train_rows, [] if evaluation_only else eval_rows, eval_fraction, seed, lambda r: key[id(r)]
+        )
+        if evaluation_only:
+            train, held_out = [], eval_rows or []
         self._train = [parsed[id(row)] for row in train]
         # eval_size caps how many held-out rows are evaluated; the rest are still never trained on.
         self._eval = [parsed[id(row)] for row in held_out[:eval_size]]
@@ -141,13 +149,19 @@ class DatasetTask:
                 "task.chat_template: none."
             )
         self.eval_problems = [self._problem(r, tokenizer) for r in self._eval]
-        self._train_problems = [self._problem(r, tokenizer) for r in self._train]
+        held_out = {p.prompt for p in self.eval_problems}
+        rendered = [self._problem(r, tokenizer) for r in self._train]
+        # The last guard against a held-out prompt being trained on: compare what the model sees.
+        self._train_problems = [p for p in rendered if p.prompt not in held_out]
+        self.dropped_after_rendering = len(rendered) - len(self._train_problems)
+        if rendered and not self._train_problems:
+            raise ConfigError("Every training prompt, as the model sees it, is also a held-out prompt; nothing is left to train on.")
         self._demo_problems = [self._problem(r, tokenizer) for r in self._demos or []]
         if max_prompt_tokens is not None:
             from rlft.rollout.sampling import prompt_token_ids
 
             rows = self._eval + self._train + (self._demos or [])
-            problems = self.eval_problems + self._train_problems + self._demo_problems
+            problems = self.eval_problems + rendered + self._demo_problems
             lengths = [len(ids) for ids in prompt_token_ids(tokenizer, [p.prompt for p in problems])]
             too_long = [r["where"] for r, n in zip(rows, lengths, strict=True) if n > max_prompt_tokens]
             if too_long:
@@ -173,7 +187,7 @@ class DatasetTask:
                     f"{row.where}: the prompt is a list of messages but task.chat_template is 'none'. "
                     "Set task.chat_template: auto to render it with the tokenizer's chat template."
                 )
-            prompt = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+            prompt = [{"role": m["role"], "content": _message_text(m["content"], row.where)} for m in prompt]
         else:
             raise ConfigError(
                 f"{row.where}: the prompt ({self.prompt_field!r}) must be a string or a list of "
@@ -187,13 +201,22 @@ class DatasetTask:
         extra = {k: v for k, v in row.values.items() if k not in (self.prompt_field, answer_key)}
         return {"where": row.where, "prompt": prompt, "answer": answer_value, "target": target, "extra": extra}
 
-    def _problem(self, row: dict[str, Any], tokenizer: Any) -> Problem:
-        prompt = row["prompt"]
+    def _messages(self, prompt: str | list[dict[str, str]]) -> str | list[dict[str, str]]:
+        """What the chat template will receive: the messages with the system prompt, or plain text."""
         if isinstance(prompt, str) and self.chat_template == "always":
             prompt = [{"role": "user", "content": prompt}]
+        if isinstance(prompt, list) and self.system_prompt and prompt[0]["role"] != "system":
+            prompt = [{"role": "system", "content": self.system_prompt}, *prompt]
+        return prompt
+
+    def _rendered_key(self, prompt: str | list[dict[str, str]]) -> str:
+        """Equal for two prompts the model would see alike (before the template), e.g. "1+1=" and
+        [{"role": "user", "content": "1+1="}] under chat_template: always."""
+        return json.dumps(self._messages(prompt), sort_keys=True, ensure_ascii=False)
+
+    def _problem(self, row: dict[str, Any], tokenizer: Any) -> Problem:
+        prompt = self._messages(row["prompt"])
         if isinstance(prompt, list):
-            if self.system_prompt and not (prompt and prompt[0]["role"] == "system"):
-                prompt = [{"role": "system", "content": self.system_prompt}, *prompt]
             prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return Problem(prompt=prompt, answer=row["answer"], target=row["target"], extra=row["extra"])
 
@@ -203,11 +226,25 @@ class DatasetTask:
 
 
 def _draw(pool: list[Problem], n: int, gen: torch.Generator) -> list[Problem]:
+    if not pool:
+        raise ConfigError("There are no training problems to draw from (an evaluation-only task?).")
     out: list[Problem] = []
     while len(out) < n:
         order = torch.randperm(len(pool), generator=gen).tolist()
         out += [pool[i] for i in order[: n - len(out)]]
     return out
+
+
+def _message_text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or a list of {"type": "text", "text": ...} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise ConfigError(
+        f"{where}: a message's content must be text (or a list of {{type: text, text: ...}} parts), "
+        f"got {_describe(content)}."
+    )
 
 
 def _is_messages(value: Any) -> bool:
@@ -230,12 +267,12 @@ def _as_text(row: Row, key: str) -> str:
     value = row.values.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Number)):
         raise ConfigError(
             f"{row.where}: {key!r} must be a string or a number, got {_describe(value)}. Put structured "
             "values in another column: it reaches the reward under its own name."
         )
-    return value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+    return value if isinstance(value, str) else str(value)  # numpy's numbers too: str(np.int64(3)) == "3"
 
 
 def _check_columns(rows: list[Row], prompt_field: str, answer_field: str | None, what: str) -> None:
@@ -272,21 +309,20 @@ def _check_columns(rows: list[Row], prompt_field: str, answer_field: str | None,
         )
 
 
-def _prompt_key(row: Row, prompt_field: str) -> str:
-    return json.dumps(row.values.get(prompt_field), sort_keys=True, ensure_ascii=False, default=str)
-
-
 def _split(
-    rows: list[Row], eval_rows: list[Row] | None, eval_fraction: float, seed: int, prompt_field: str
+    rows: list[Row], eval_rows: list[Row] | None, eval_fraction: float, seed: int, key: Callable[[Row], str]
 ) -> tuple[list[Row], list[Row], int]:
-    """(train rows, held-out rows, training rows dropped because their prompt is held out)."""
+    """(train rows, held-out rows, training rows dropped because their prompt is held out);
+    ``key(row)`` is equal for rows whose prompts the model sees alike."""
+    if not rows:
+        return [], [], 0
     if eval_rows is not None:
-        held_keys = {_prompt_key(r, prompt_field) for r in eval_rows}
-        train = [r for r in rows if _prompt_key(r, prompt_field) not in held_keys]
+        held_keys = {key(r) for r in eval_rows}
+        train = [r for r in rows if key(r) not in held_keys]
         if not train:
             raise ConfigError("task.data: every training prompt also appears in task.eval_data; nothing is left to train on.")
         return train, eval_rows, len(rows) - len(train)
-    keys = sorted({_prompt_key(r, prompt_field) for r in rows})
+    keys = sorted({key(r) for r in rows})
     n_eval = round(eval_fraction * len(keys))
     if n_eval == 0:
         raise ConfigError(
@@ -300,5 +336,5 @@ def _split(
         )
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
     held = {keys[i] for i in order[:n_eval]}
-    train = [r for r in rows if _prompt_key(r, prompt_field) not in held]
-    return train, [r for r in rows if _prompt_key(r, prompt_field) in held], 0
+    train = [r for r in rows if key(r) not in held]
+    return train, [r for r in rows if key(r) in held], 0

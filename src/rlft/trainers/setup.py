@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.config import OFFLINE_ALGORITHMS, RecipeConfig, config_to_dict, dump_config
+from rlft.config import OFFLINE_ALGORITHMS, RecipeConfig, absolute_paths, config_to_dict, dump_config
 from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
 from rlft.models.loading import check_max_new_tokens, load_policy
@@ -60,7 +60,7 @@ def open_run(
     fingerprint = recipe_fingerprint(config)
     run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
     if resume:
-        old = _flatten(yaml.safe_load(run.config.read_text()))
+        old = _flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
         new = _flatten(config_to_dict(config))
         # A field added to rlft after the run started is absent from its config.yaml: at its
         # default it changes nothing the run did, so it is no reason to refuse the resume.

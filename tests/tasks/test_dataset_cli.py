@@ -61,6 +61,10 @@ def test_one_command_trains_on_a_users_file_and_reward(tmp_path, tiny_recipe, us
     result = json.loads(ev.stdout.strip().splitlines()[-1])
     assert result["task"] == "dataset" and result["eval_size"] == 16
     assert result["pass_rate"] == pytest.approx(summary["final_pass_rate"])
+    elsewhere = subprocess.run([sys.executable, "-m", "rlft.cli.main", "eval", str(run), "--data", str(data), "--json"],
+                               capture_output=True, text=True, timeout=600, env=env, cwd="/")  # fmt: skip
+    assert elsewhere.returncode == 0, elsewhere.stderr  # another file (here the training one), another cwd
+    assert json.loads(elsewhere.stdout.strip().splitlines()[-1])["eval_size"] == 16
 
     data.write_text(data.read_text().replace('"answer": "2"', '"answer": "3"', 1))
     again = rlft("train", "--data", str(data), "--reward", f"{reward}:score", "--run-dir", str(run),

@@ -199,16 +199,24 @@ def _run_eval(args: argparse.Namespace) -> int:
             )
         recipe = {key: saved[key] for key in ("task", "eval", "reward", "warm_start") if saved.get(key) is not None}
         recipe["rollout"] = {k: saved["rollout"][k] for k in ("max_new_tokens", "max_prompt_tokens", "temperature")}
-    if args.data:
-        if recipe.get("task", {}).get("name") != "dataset":
-            raise RlftError(
-                "--data evaluates a run trained on a dataset task (its reward and fields are reused); "
-                f"{args.target} is not one. Train with task.name: dataset, or drop --data."
-            )
-        recipe["task"] = {**recipe["task"], "eval_data": args.data, "eval_split": recipe["task"].get("split", "train")}
+    if args.data and recipe.get("task", {}).get("name") != "dataset":
+        raise RlftError(
+            "--data evaluates a run trained on a dataset task (its reward and fields are reused); "
+            f"{args.target} is not one. Train with task.name: dataset, or drop --data."
+        )
     config = config_from_dict(recipe, args.set)
     reward = recipe_reward(config)
-    task = build_task(config.task, lambda: reward, config.warm_start)
+    if config.task.name == "dataset" and reward is None:
+        raise RlftError(
+            f"{args.target} was trained with a reward given from Python (rlft.train(reward=...)), which "
+            "rlft eval cannot rebuild; evaluate its final_model/ from Python with rlft.evaluation.evaluate."
+        )
+    if args.data:
+        from rlft.tasks import dataset_task_from_config
+
+        task = dataset_task_from_config(config.task, reward, config.warm_start, evaluate_on=args.data)
+    else:
+        task = build_task(config.task, lambda: reward, config.warm_start)
     if run_dir is not None and args.data is None:
         _warn_if_data_changed(run_dir, task)
     model, tokenizer = load_model_for_use(model_dir)

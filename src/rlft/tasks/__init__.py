@@ -14,7 +14,8 @@ from rlft.tasks.dataset import DatasetTask
 from rlft.tasks.reviews import ReviewsTask
 
 __all__ = [
-    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "build_task", "reward_context",
+    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "build_task", "dataset_task_from_config",
+    "reward_context",
 ]  # fmt: skip
 
 
@@ -33,24 +34,34 @@ def _reviews(config: Any, reward_factory: Any, warm_start: Any) -> ReviewsTask:
 
 
 def _dataset(config: Any, reward_factory: Any, warm_start: Any) -> DatasetTask:
+    return dataset_task_from_config(config, reward_factory() if reward_factory is not None else None, warm_start)
+
+
+def dataset_task_from_config(config: Any, reward: Any, warm_start: Any, evaluate_on: str | None = None) -> DatasetTask:
+    """The dataset task of a TaskConfig; ``evaluate_on`` (a file) gives a task that only
+    evaluates, on that file (``rlft eval RUN --data FILE``), without reading the training data."""
     from rlft.errors import ConfigError
     from rlft.tasks.data import load_rows
 
-    reward = reward_factory() if reward_factory is not None else None
     if reward is None:
         raise ConfigError(
             "task.name='dataset' has no reward of its own; give one in the recipe's reward: section "
             "(e.g. {type: exact_match} or {type: math_verify} against the answer column, or "
             "{type: python, function: 'my_reward.py:score'}), or --reward on the command line."
         )
-    if not config.data:
-        raise ConfigError("task.name='dataset' needs task.data: a .jsonl/.json/.csv/.parquet file, a folder or a hub id.")
+    if evaluate_on is not None:
+        train_rows, eval_rows = [], load_rows(evaluate_on, config.split, "--data")
+    else:
+        if not config.data:
+            raise ConfigError("task.name='dataset' needs task.data: a .jsonl/.json/.csv/.parquet file, a folder or a hub id.")
+        train_rows = load_rows(config.data, config.split, "task.data")
+        eval_rows = load_rows(config.eval_data, config.eval_split, "task.eval_data") if config.eval_data else None
     demos = None
-    if warm_start is not None and warm_start.data:
+    if evaluate_on is None and warm_start is not None and warm_start.data:
         demos = load_rows(warm_start.data, config.split, "warm_start.data")
     return DatasetTask(
-        load_rows(config.data, config.split, "task.data"),
-        load_rows(config.eval_data, config.eval_split, "task.eval_data") if config.eval_data else None,
+        train_rows,
+        eval_rows,
         reward,
         prompt_field=config.prompt_field,
         answer_field=config.answer_field,
@@ -61,6 +72,7 @@ def _dataset(config: Any, reward_factory: Any, warm_start: Any) -> DatasetTask:
         eval_size=config.eval_size,
         seed=config.seed,
         demonstrations=demos,
+        evaluation_only=evaluate_on is not None,
     )
 
 

@@ -46,6 +46,10 @@ def train(
                 "task= replaces the recipe's task section, but the recipe has one too; remove one of them."
             )
         config = config_from_dict(data, list(overrides))
+    if reward is not None and getattr(task, "reward_function", None) is not None:
+        raise ConfigError(
+            "reward= was given twice: to rlft.train and to the task (dataset_task(reward=...)). Give it once."
+        )
     if reward is not None and not callable(reward):
         raise ConfigError(f"reward= must be a callable reward(prompts, completions, **context), got {type(reward).__name__}.")
     if task is not None:
@@ -67,13 +71,31 @@ def dataset_task(
     """A dataset task from rows in memory (dicts with a prompt and, optionally, an answer and
     extra columns). ``fields`` are those of the recipe's task section (prompt_field, answer_field,
     system_prompt, chat_template, eval_fraction, eval_size, seed) and ``target_field``."""
+    from rlft.config import TaskConfig, WarmStartConfig, _build
+    from rlft.errors import ConfigError
     from rlft.tasks.data import Row
     from rlft.tasks.dataset import DatasetTask
 
-    def as_rows(items: Sequence[Mapping[str, Any]], name: str) -> list[Row]:
+    def as_rows(items: Any, name: str) -> list[Row]:
+        if hasattr(items, "to_dict") and not isinstance(items, Mapping):  # a pandas DataFrame
+            items = items.to_dict("records")
+        if isinstance(items, Mapping) or not all(isinstance(item, Mapping) for item in items):
+            raise ConfigError(f"{name} must be a sequence of mappings (one dict per row), or a DataFrame.")
         return [Row(f"{name}[{i}]", dict(item)) for i, item in enumerate(items)]
 
-    if reward is None:
-        raise TypeError("dataset_task needs reward=: the function that scores completions.")
-    return DatasetTask(as_rows(rows, "rows"), as_rows(eval_rows, "eval_rows") if eval_rows is not None else None,
-                       reward, **fields)  # fmt: skip
+    if reward is None or not callable(reward):
+        raise ConfigError(
+            "dataset_task needs reward=: a callable reward(prompts, completions, **context) -> scores "
+            f"(got {type(reward).__name__}); for a built-in, rlft.rewards.build_reward({{'type': 'exact_match'}})."
+        )
+    # The same checks as a recipe's fields (ranges, types, unknown names).
+    target = {"target_field": fields.pop("target_field")} if "target_field" in fields else {}
+    config = _build(TaskConfig, {"name": "dataset", **fields}, "dataset_task")
+    warm = _build(WarmStartConfig, target, "dataset_task")
+    return DatasetTask(
+        as_rows(rows, "rows"), as_rows(eval_rows, "eval_rows") if eval_rows is not None else None, reward,
+        prompt_field=config.prompt_field, answer_field=config.answer_field, target_field=warm.target_field,
+        system_prompt=config.system_prompt, chat_template=config.chat_template, eval_fraction=config.eval_fraction,
+        eval_size=config.eval_size, seed=config.seed,
+    )  # fmt: skip
+

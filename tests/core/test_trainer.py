@@ -87,8 +87,9 @@ def test_non_finite_rewards_are_skipped_then_stop_the_run(tmp_path, tiny_recipe,
     def flaky_reward(self, completions, problems):
         calls["n"] += 1
         rewards = original(self, completions, problems)
-        # Call 1 scores the base model's evaluation, calls 2-3 are good RL steps, then NaN.
-        return [float("nan")] * len(rewards) if calls["n"] >= 4 else rewards
+        # Call 1 is the reward's preflight, call 2 scores the base model's evaluation, calls 3-4
+        # are good RL steps, then NaN.
+        return [float("nan")] * len(rewards) if calls["n"] >= 5 else rewards
 
     monkeypatch.setattr(ArithmeticTask, "reward", flaky_reward)
     monkeypatch.setattr("rlft.trainers.loop.run_eval", lambda *a, **k: {})

@@ -115,3 +115,20 @@ def test_conversational_data_trains_offline_with_the_tiny_models_chat_template(t
     assert samples[0]["prompt"].startswith("<|im_start|>system\nReply with a number.<|im_end|>\n<|im_start|>user\nWhat is ")
     assert samples[0]["prompt"].endswith("<|im_start|>assistant\n")
     assert all("<|im_end|>" not in s["completion"] for s in samples)  # the end of turn is not part of the answer
+
+
+def test_a_reward_that_cannot_run_fails_before_training_and_the_run_can_be_rerun(tmp_path, user_files, tiny_recipe):
+    data, _ = user_files
+    strict = tmp_path / "strict.py"
+    strict.write_text("def score(prompts, completions, answers):\n    return [0.0] * len(prompts)\n")
+    sets = [a for r in tiny_recipe for a in ("--set", r)]
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--run-dir", str(run), "--no-progress", *sets, "--set", "train.steps=1",
+            "--set", "task.eval_fraction=0.2"]  # fmt: skip
+    out = rlft(*args, "--reward", f"{strict}:score")
+    assert out.returncode == 2 and "unexpected keyword argument" in out.stderr and "**context" in out.stderr
+    assert not (run / "base_model").exists()
+    fixed = tmp_path / "fixed.py"
+    fixed.write_text("def score(prompts, completions, answers, **context):\n    return [0.0] * len(prompts)\n")
+    again = rlft(*args, "--reward", f"{fixed}:score")
+    assert again.returncode == 0, again.stderr

@@ -90,6 +90,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def one_line_overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> list[str]:
     """Recipe overrides (KEY=VALUE) for the one-line flags. With --model and no warm-start setting,
     the warm start is off (a pretrained model is trained as it is); the tiny model keeps it."""
+    from rlft.errors import ConfigError
+
     out: list[str] = []
     if args.model:
         out.append(f"model.path={json.dumps(args.model)}")
@@ -102,6 +104,8 @@ def one_line_overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> list
     if args.eval_data:
         out.append(f"task.eval_data={json.dumps(args.eval_data)}")
     if args.reward:
+        if ":" not in args.reward and args.reward.endswith(".py"):
+            raise ConfigError(f"--reward {args.reward}: name the function too, as FILE.py:FUNCTION (e.g. {args.reward}:score).")
         spec = {"type": "python", "function": args.reward} if ":" in args.reward else {"type": args.reward}
         out.append(f"reward={json.dumps(spec)}")
     if args.algorithm:

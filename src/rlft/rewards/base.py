@@ -64,15 +64,26 @@ def score(
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     try:
-        out = _as_output(reward(prompts, completions, **context))
+        raw = reward(prompts, completions, **context)
     except RewardError:
         raise
     except Exception as exc:
         culprit = _first_failing_sample(reward, prompts, completions, context)
         where = f" on prompt {prompts[culprit]!r}" if culprit is not None else ""
+        hint = ""
+        if isinstance(exc, TypeError) and "keyword argument" in str(exc):
+            hint = (f" A reward is called with every context list ({', '.join(sorted(context))}): accept the "
+                    "ones it does not use with **context, e.g. def score(prompts, completions, answers, **context).")
         raise RewardError(
-            f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}"
+            f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}.{hint}"
         ) from exc
+    try:
+        out = _as_output(raw)
+    except (TypeError, ValueError):
+        raise RewardError(
+            f"Reward {_name(reward)} returned {type(raw).__name__} {str(raw)[:60]!r}; a reward returns one "
+            "number per completion (a list, a tensor or a RewardOutput)."
+        ) from None
     if len(out.rewards) != len(prompts):
         raise RewardError(
             f"Reward {_name(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."

@@ -260,6 +260,14 @@ def load_function(ref: str) -> Callable[..., Any]:
         raise RewardSpecError(
             f"python.function={ref!r}: cannot import {module_name!r}: {exc}"
         ) from None
+    except SyntaxError as exc:
+        raise RewardSpecError(
+            f"python.function={ref!r}: {exc.filename}:{exc.lineno}: syntax error ({exc.msg}); fix the file."
+        ) from None
+    except Exception as exc:  # the module's own top-level code failed
+        raise RewardSpecError(
+            f"python.function={ref!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise RewardSpecError(

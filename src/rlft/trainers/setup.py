@@ -162,6 +162,22 @@ def prepare_task(config: RecipeConfig, task: Any, policy: PreTrainedModel, token
     task.prepare(tokenizer, min((x for x in limits if x is not None), default=None))
 
 
+def preflight_rewards(task: Any, reward_fn: Any = None) -> None:
+    """Score a few held-out problems' reference answers with the task's reward (and ``reward_fn``)
+    before the warm start: a reward that cannot run (a wrong signature, no answers to compare
+    with) fails here, before anything is trained or written into the run folder."""
+    if not task.eval_problems:
+        raise RlftError(
+            "The task has no held-out problems, so nothing can be evaluated. Give held-out data "
+            "(task.eval_data or task.eval_fraction > 0), or a task whose eval_problems is not empty."
+        )
+    probe = list(task.eval_problems[:4])
+    completions = [p.target or p.answer for p in probe]
+    task.reward(completions, probe)
+    if reward_fn is not None:
+        reward_fn(completions, probe)
+
+
 def prepare_base_policy(
     config: RecipeConfig, task: Any, run: RunFolder, progress: bool, reward_fn: Any = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
@@ -181,6 +197,7 @@ def prepare_base_policy(
                 build_tiny_model(config.model.tiny, task.corpus(), tmp, seed=config.seed, chat=chat)
                 policy, tokenizer = load_policy(tmp, config.model.dtype)
         prepare_task(config, task, policy, tokenizer)
+        preflight_rewards(task, reward_fn)
         warm_start(
             policy,
             tokenizer,

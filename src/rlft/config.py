@@ -46,6 +46,7 @@ class TinyModelConfig:
     num_kv_heads: int = _f(2, "Key/value heads (grouped-query attention); must divide num_heads.", ge=1)
     intermediate_size: int = _f(768, "Hidden width of the MLP.", ge=8)
     vocab_size: int = _f(320, "Target vocabulary size of the byte-level BPE tokenizer trained on task text.", ge=260)
+    context_length: int = _f(512, "Longest sequence (prompt + completion), in tokens: max_position_embeddings.", ge=16)
 
 
 @dataclass(frozen=True)
@@ -439,7 +440,15 @@ class RecipeConfig:
         else:
             self._check_rl()
         self._check_model_and_task()
+        self._check_eval()
         self._check_unread_fields()
+
+    def _check_eval(self) -> None:
+        if self.eval.samples > 1 and self.eval.temperature == 0:
+            raise ConfigError(
+                f"eval.samples={self.eval.samples} needs eval.temperature > 0: greedy decoding gives the "
+                "same completion every time. Set eval.temperature (e.g. 1.0) for pass@k, or eval.samples: 1."
+            )
 
     def _check_unread_fields(self) -> None:
         """A field set for a task or algorithm that does not read it is refused, not dropped."""

@@ -73,7 +73,7 @@ def tiny_model_config(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFas
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=config.context_length,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -168,8 +168,9 @@ class DatasetTask:
                 raise ConfigError(
                     f"{len(too_long)} of {len(rows)} prompts are longer than {max_prompt_tokens} tokens "
                     f"(the longest has {max(lengths)}): {_rows_text(too_long)}. The limit is "
-                    "rollout.max_prompt_tokens, or the model's context window minus "
-                    "rollout.max_new_tokens. Shorten or drop those rows, or raise the limit."
+                    "rollout.max_prompt_tokens, or the model's context window (model.tiny.context_length "
+                    "for the offline model) minus rollout.max_new_tokens. Shorten or drop those rows, "
+                    "or raise the limit."
                 )
         self._prepared = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,11 @@ def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:
     if not hashes:
         return
     paths = {"task.data": config.task.data, "task.eval_data": config.task.eval_data, "warm_start.data": config.warm_start.data}
-    record = {name: {"path": paths[name], "sha256": digest} for name, digest in hashes.items()}
+    record: dict[str, Any] = {name: {"path": paths[name], "sha256": digest} for name, digest in hashes.items()}
+    dropped = getattr(task, "dropped_overlap", 0)
+    record["training_rows_dropped_as_held_out"] = dropped
+    if dropped:
+        print(f"rlft: {dropped} training rows repeat a held-out prompt; they are left out of training.", file=sys.stderr)
     write_json_atomic(run.root / "data.json", record)
 
 

@@ -71,6 +71,8 @@ def test_one_command_trains_on_a_users_file_and_reward(tmp_path, tiny_recipe, us
                  "--no-progress", *sets, "--set", "train.steps=3", "--set", "task.eval_fraction=0.2", "--resume", env=env)  # fmt: skip
     assert again.returncode == 2 and "task.data" in again.stderr and "changed since the run started" in again.stderr
     assert "Traceback" not in again.stderr
+    warned = rlft("eval", str(run), "--json", env=env)
+    assert warned.returncode == 0 and "task.data changed since" in warned.stderr
 
 
 @pytest.mark.parametrize(

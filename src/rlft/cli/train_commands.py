@@ -245,12 +245,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _warn_if_data_changed(run_dir: Path, task: Any) -> None:
     import sys
 
-    record = run_dir / "data.json"
-    hashes = getattr(task, "data_sha256", None)
-    if not (hashes and record.exists()):
-        return
-    recorded = json.loads(record.read_text())
-    changed = [name for name, digest in hashes.items() if recorded.get(name, {}).get("sha256") != digest]
+    from rlft.trainers.run_folder import RunFolder
+    from rlft.trainers.setup import changed_data
+
+    changed = changed_data(RunFolder(run_dir), task)
     if changed:
         print(f"rlft: warning: {', '.join(changed)} changed since {run_dir} was trained; the held-out "
               "split below is drawn from the data as it is now.", file=sys.stderr)

@@ -13,7 +13,13 @@ from typing import Any
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.config import OFFLINE_ALGORITHMS, RecipeConfig, absolute_paths, config_to_dict, dump_config
+from rlft.config import (
+    OFFLINE_ALGORITHMS,
+    RecipeConfig,
+    absolute_paths,
+    config_to_dict,
+    dump_config,
+)
 from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
 from rlft.models.loading import check_max_new_tokens, load_policy
@@ -127,19 +133,24 @@ def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:
     write_json_atomic(run.root / "data.json", record)
 
 
-def check_data_unchanged(run: RunFolder, task: Any, resume: bool) -> None:
-    """On resume, refuse data whose content hash differs from the one the run started with."""
+def changed_data(run: RunFolder, task: Any) -> list[str]:
+    """The data sources (task.data, ...) whose content hash differs from ``RUN/data.json``'s."""
     path = run.root / "data.json"
     hashes = getattr(task, "data_sha256", None)
-    if not (resume and hashes and path.exists()):
-        return
+    if not (hashes and path.exists()):
+        return []
     recorded = json.loads(path.read_text())
-    changed = [name for name, digest in hashes.items() if recorded.get(name, {}).get("sha256") != digest]
+    return [name for name, digest in hashes.items() if recorded.get(name, {}).get("sha256") != digest]
+
+
+def check_data_unchanged(run: RunFolder, task: Any, resume: bool) -> None:
+    """On resume, refuse data whose content hash differs from the one the run started with."""
+    changed = changed_data(run, task) if resume else []
     if changed:
         raise RlftError(
             f"--resume: the content of {', '.join(changed)} changed since the run started "
-            f"(hashes in {path}); a resumed run must train on the same data. Restore the data, "
-            "or start a new run with another run_dir."
+            f"(hashes in {run.root / 'data.json'}); a resumed run must train on the same data. Restore "
+            "the data, or start a new run with another run_dir."
         )
 
 

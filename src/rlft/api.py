@@ -73,8 +73,8 @@ def dataset_task(
     system_prompt, chat_template, eval_fraction, eval_size, seed) and ``target_field``."""
     from rlft.config import TaskConfig, WarmStartConfig, _build
     from rlft.errors import ConfigError
+    from rlft.tasks import dataset_task_from_rows
     from rlft.tasks.data import Row
-    from rlft.tasks.dataset import DatasetTask
 
     def as_rows(items: Any, name: str) -> list[Row]:
         if hasattr(items, "to_dict") and not isinstance(items, Mapping):  # a pandas DataFrame
@@ -92,10 +92,5 @@ def dataset_task(
     target = {"target_field": fields.pop("target_field")} if "target_field" in fields else {}
     config = _build(TaskConfig, {"name": "dataset", **fields}, "dataset_task")
     warm = _build(WarmStartConfig, target, "dataset_task")
-    return DatasetTask(
-        as_rows(rows, "rows"), as_rows(eval_rows, "eval_rows") if eval_rows is not None else None, reward,
-        prompt_field=config.prompt_field, answer_field=config.answer_field, target_field=warm.target_field,
-        system_prompt=config.system_prompt, chat_template=config.chat_template, eval_fraction=config.eval_fraction,
-        eval_size=config.eval_size, seed=config.seed,
-    )  # fmt: skip
-
+    eval_part = as_rows(eval_rows, "eval_rows") if eval_rows is not None else None
+    return dataset_task_from_rows(config, reward, as_rows(rows, "rows"), eval_part, warm.target_field)

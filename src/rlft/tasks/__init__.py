@@ -15,7 +15,7 @@ from rlft.tasks.reviews import ReviewsTask
 
 __all__ = [
     "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "build_task", "dataset_task_from_config",
-    "reward_context",
+    "dataset_task_from_rows", "reward_context",
 ]  # fmt: skip
 
 
@@ -59,20 +59,29 @@ def dataset_task_from_config(config: Any, reward: Any, warm_start: Any, evaluate
     demos = None
     if evaluate_on is None and warm_start is not None and warm_start.data:
         demos = load_rows(warm_start.data, config.split, "warm_start.data")
+    target_field = warm_start.target_field if warm_start is not None else None
+    return dataset_task_from_rows(config, reward, train_rows, eval_rows, target_field, demos, evaluate_on is not None)
+
+
+def dataset_task_from_rows(
+    config: Any, reward: Any, train_rows: Any, eval_rows: Any, target_field: str | None = None,
+    demonstrations: Any = None, evaluation_only: bool = False,
+) -> DatasetTask:  # fmt: skip
+    """A DatasetTask with the fields of a TaskConfig, on rows already read."""
     return DatasetTask(
         train_rows,
         eval_rows,
         reward,
         prompt_field=config.prompt_field,
         answer_field=config.answer_field,
-        target_field=warm_start.target_field if warm_start is not None else None,
+        target_field=target_field,
         system_prompt=config.system_prompt,
         chat_template=config.chat_template,
         eval_fraction=config.eval_fraction,
         eval_size=config.eval_size,
         seed=config.seed,
-        demonstrations=demos,
-        evaluation_only=evaluate_on is not None,
+        demonstrations=demonstrations,
+        evaluation_only=evaluation_only,
     )
 
 

@@ -57,6 +57,7 @@ from rlft.trainers.setup import (
     evaluate_policy,
     open_run,
     prepare_base_policy,
+    recipe_reward,
     save_model_atomic,
 )
 from rlft.types import Rollout
@@ -200,11 +201,9 @@ def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> Rewar
     ``rlft.train``), else the reward the task was built with (the dataset task), else the recipe's
     ``reward:`` spec, else the task's own verifiable reward. A reward gets ``answers``,
     ``problems`` and every extra data column as keyword lists (rlft.tasks.reward_context)."""
-    from rlft.rewards import build_reward, score
+    from rlft.rewards import score
 
-    reward = reward or getattr(task, "reward_function", None) or (
-        build_reward(config.reward) if config.reward is not None else None
-    )
+    reward = reward or getattr(task, "reward_function", None) or recipe_reward(config)
     if reward is None:
         return lambda completions, problems: (task.reward(completions, problems), {})
 
@@ -443,13 +442,14 @@ def run_eval(
     """Evaluate on the held-out problems (``scores``: see :func:`held_out_scores`); appends the
     metrics to evals.jsonl and returns them."""
     result = evaluate_policy(config, policy, tokenizer, task, scores)
-    run.append_jsonl(run.evals, {"step": step, **result.metrics()})
+    metrics = result.metrics()
+    run.append_jsonl(run.evals, {"step": step, **metrics})
     for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]:
         run.append_jsonl(
             run.samples,
             {"step": step, "prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward},
         )
-    return result.metrics()
+    return metrics
 
 
 def train(

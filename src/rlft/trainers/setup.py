@@ -107,15 +107,12 @@ def open_run(
 def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
     """The reward a run optimises: a Python callable given to ``rlft.train``, else the recipe's
     ``reward:`` spec built once, else None (the task's own reward)."""
-    if reward is not None:
-        from rlft.rewards import build_reward
-
-        return build_reward(reward)
-    if config.reward is None:
+    spec = reward if reward is not None else config.reward
+    if spec is None:
         return None
     from rlft.rewards import build_reward
 
-    return build_reward(config.reward)
+    return build_reward(spec)
 
 
 def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:

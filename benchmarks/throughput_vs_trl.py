@@ -118,7 +118,7 @@ def rlft_worker(model_dir: str, variant: str = "rlft") -> None:
         rl_step,
         rollout_engine,
     )
-    from rlft.trainers.optim import adamw
+    from rlft.common.optim import adamw
 
     torch.set_num_threads(THREADS)
 

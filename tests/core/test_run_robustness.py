@@ -77,7 +77,7 @@ def test_no_intact_checkpoint_refuses_before_touching_the_run(tmp_path, tiny_rec
 def test_checkpoint_check_uses_its_checksums_and_the_audit_hash(tmp_path):
     import torch
 
-    from rlft.responsible.audit_log import folder_sha256
+    from rlft.common.hashing import folder_sha256
     from rlft.trainers.checkpoint import TrainerState, checkpoint_problem, save_checkpoint
 
     model = torch.nn.Linear(8, 8)
@@ -91,7 +91,7 @@ def test_checkpoint_check_uses_its_checksums_and_the_audit_hash(tmp_path):
         path, None
     )  # no audit record needed
     # Rewriting checksums.json to match is still caught by the hash in the audit log.
-    from rlft.responsible.audit_log import file_sha256
+    from rlft.common.hashing import file_sha256
 
     sums = json.loads((path / "checksums.json").read_text())
     sums["model.safetensors"] = file_sha256(path / "model.safetensors")

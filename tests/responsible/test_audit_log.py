@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rlft.responsible.audit_log import (
-    AuditLog,
-    file_sha256,
-    folder_sha256,
-    record_hash,
-    run_provenance,
-)
+from rlft.common.hashing import file_sha256, folder_sha256
+from rlft.responsible.audit_log import AuditLog, record_hash, run_provenance
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import torch
 
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 
 
 def _train(optimizer_factory, steps: int = 5) -> list[torch.Tensor]:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlft: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a bug
-        from rlft.trainers.run_folder import os_error_message
+        from rlft.common.run_folder import os_error_message
 
         message = os_error_message(exc)
         if message is None:

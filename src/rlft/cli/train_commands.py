@@ -245,7 +245,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _warn_if_data_changed(run_dir: Path, task: Any) -> None:
     import sys
 
-    from rlft.trainers.run_folder import RunFolder
+    from rlft.common.run_folder import RunFolder
     from rlft.trainers.setup import changed_data
 
     changed = changed_data(RunFolder(run_dir), task)

@@ -127,7 +127,7 @@ class RunScrubber:
         }
 
     def write(self, run_dir: str | Path) -> Path:
-        from rlft.trainers.run_folder import write_json_atomic
+        from rlft.common.run_folder import write_json_atomic
 
         path = Path(run_dir) / "privacy.json"
         write_json_atomic(path, self.summary())

@@ -31,7 +31,7 @@ from rlft.errors import ConfigError
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstrati
 from rlft.rollout.sampling import sequence_logprobs
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
 from rlft.trainers.loop import Batch, Learner, build_learner, update
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 from rlft.trainers.sft import supervised_step
 
 

@@ -36,7 +36,7 @@ from rlft.rollout.replay import ReplayBuffer
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.agent import episode_stats, play
 from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 
 
 def turn_rewards_at_starts(rollout: MultiTurnRollout) -> torch.Tensor:

@@ -40,7 +40,8 @@ from rlft.config import RecipeConfig, config_to_dict
 from rlft.errors import ConfigError, NonFiniteError
 from rlft.evaluation import evaluate
 from rlft.models.loading import frozen_reference
-from rlft.responsible.audit_log import AuditLog, file_sha256, folder_sha256, run_provenance
+from rlft.common.hashing import file_sha256, folder_sha256
+from rlft.responsible.audit_log import AuditLog, run_provenance
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rollout.sampling import encode_prompts, score_completions
@@ -50,8 +51,8 @@ from rlft.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from rlft.trainers.optim import adamw
-from rlft.trainers.run_folder import RunFolder
+from rlft.common.optim import adamw
+from rlft.common.run_folder import RunFolder
 from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
 

@@ -49,7 +49,7 @@ from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
 from rlft.rollout.sampling import positions_from_mask
 from rlft.trainers.agent_config import ILQLConfig
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 
 
 class ILQLHeads(nn.Module):

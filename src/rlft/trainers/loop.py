@@ -33,7 +33,8 @@ from rlft.errors import NonFiniteError, RlftError
 from rlft.evaluation import decode_completions
 from rlft.models.loading import frozen_reference
 from rlft.models.value_head import ValueHead
-from rlft.responsible.audit_log import AuditLog, folder_sha256, run_provenance
+from rlft.common.hashing import folder_sha256
+from rlft.responsible.audit_log import AuditLog, run_provenance
 from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
 from rlft.rollout.sampling import (
     encode_prompts,
@@ -50,8 +51,8 @@ from rlft.trainers.checkpoint import (
     save_checkpoint,
 )
 from rlft.trainers.dpo import train_dpo
-from rlft.trainers.optim import adamw
-from rlft.trainers.run_folder import RunFolder
+from rlft.common.optim import adamw
+from rlft.common.run_folder import RunFolder
 from rlft.trainers.setup import (
     close_run,
     evaluate_policy,

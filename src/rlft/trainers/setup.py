@@ -24,11 +24,13 @@ from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
 from rlft.models.loading import check_max_new_tokens, load_policy
 from rlft.models.tiny import build_tiny_model
-from rlft.responsible.audit_log import AuditLog, folder_sha256
+from rlft.common.hashing import folder_sha256
+from rlft.responsible.audit_log import AuditLog
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
-from rlft.trainers.checkpoint import check_finite_weights, select_resume_checkpoint
-from rlft.trainers.run_folder import (
+from rlft.common.optim import check_finite_weights
+from rlft.trainers.checkpoint import select_resume_checkpoint
+from rlft.common.run_folder import (
     ResumablePrivacy,
     RunFolder,
     write_json_atomic,

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.rollout.sampling import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
-from rlft.trainers.optim import adamw
+from rlft.common.optim import adamw
 
 
 def sft_batch(

@@ -1,10 +1,12 @@
-"""The optimiser every trainer uses."""
+"""The optimiser every trainer uses, and the check that no non-finite weights are ever saved."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import torch
+
+from rlft.errors import NonFiniteError
 
 
 def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -50,3 +52,20 @@ def stop_on_non_finite_weights(optimizer: torch.optim.Optimizer, args: object, k
         "stopped and nothing from this step was saved (checkpoints already written are intact). "
         "Lower train.learning_rate (or warm_start.learning_rate for the warm start) and start a new run."
     )
+
+
+def check_finite_weights(model: torch.nn.Module, what: str) -> None:
+    """Refuse to save non-finite weights: a NaN model must never become a checkpoint or the
+    final model. One reduction per tensor; a NaN or inf anywhere makes the sum non-finite."""
+    sums = [p.detach().sum() for p in model.parameters() if p.is_floating_point()]
+    if sums and not bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
+        bad = [
+            n
+            for n, p in model.named_parameters()
+            if p.is_floating_point() and not torch.isfinite(p).all()
+        ]
+        raise NonFiniteError(
+            f"Not saving the {what}: the weights are not finite ({len(bad)} tensors hold NaN or inf, "
+            f"e.g. {bad[0] if bad else '?'}). Lower train.learning_rate (or warm_start.learning_rate) "
+            "and start a new run; the checkpoints already written are intact."
+        )

@@ -155,6 +155,16 @@ def create_app(
     # The schema is served below, behind the token, like every route that is not the page.
     app = FastAPI(title="rlft feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    Who = _annotator_dependency(store)
+    _add_open_routes(app, Who)
+    _add_annotator_routes(app, store, Who, mode, consent_text)
+    _add_judgement_route(app, store, Who)
+    return BodyLimit(app, max_body_bytes)
+
+
+def _annotator_dependency(store: Store) -> Any:
+    """``Annotated[Annotator, Depends(...)]``: the annotator whose bearer token the request carries,
+    or 401. A route takes it as a parameter typed with this."""
 
     def annotator(request: Request) -> Annotator:
         header = request.headers.get("authorization", "")
@@ -168,7 +178,11 @@ def create_app(
             )
         return found
 
-    Who = Annotated[Annotator, Depends(annotator)]
+    return Annotated[Annotator, Depends(annotator)]
+
+
+def _add_open_routes(app: FastAPI, Who: Any) -> None:
+    """The page and the health check (no token), and the API's schema (token needed)."""
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -181,6 +195,12 @@ def create_app(
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(who: Who) -> dict[str, Any]:
         return app.openapi()  # type: ignore[no-any-return]
+
+
+def _add_annotator_routes(
+    app: FastAPI, store: Store, Who: Any, mode: Literal["pair", "rating"], consent_text: str
+) -> None:
+    """Who am I, consent, and the next item to judge."""
 
     @app.get("/api/me")
     def me(who: Who) -> dict[str, Any]:
@@ -216,6 +236,10 @@ def create_app(
                 options.reverse()
         return {"item_id": item.id, "kind": kind, "prompt": item.prompt, "options": options}
 
+
+def _add_judgement_route(app: FastAPI, store: Store, Who: Any) -> None:
+    """``POST /api/judgements``: 201 stored, 200 a repeated key, 409 a reused key, 403, 404."""
+
     @app.post("/api/judgements", status_code=201)
     def submit(body: JudgementIn, who: Who) -> Any:
         if not who.consented:
@@ -242,8 +266,6 @@ def create_app(
                 {"id": result.id, "stored": False, "duplicate": True}, status_code=200
             )
         return {"id": result.id, "stored": True, "duplicate": False, "replaced": result.replaced}
-
-    return BodyLimit(app, max_body_bytes)
 
 
 def _shown_swapped(item_id: str, annotator_id: int) -> bool:

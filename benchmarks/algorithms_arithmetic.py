@@ -37,7 +37,7 @@ def main() -> None:
     from transformers.utils import logging
 
     from rlft.config import load_config
-    from rlft.trainers.loop import train
+    from rlft.trainers.registry import train
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()

@@ -26,7 +26,7 @@ def run_seeds(doc: str, recipe: Path | None, metric: str, default_out: str) -> N
     from transformers.utils import logging
 
     from rlft.config import load_config
-    from rlft.trainers.loop import train
+    from rlft.trainers.registry import train
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()

@@ -50,10 +50,10 @@ def hidden_choice(first: str, second: str) -> str:
 
 def sample_items(model_dir: Path, problems: list[Any], seed: int, max_new_tokens: int) -> list[Any]:
     """Two sampled completions per prompt from the policy; prompts whose two are equal are dropped."""
-    from rlft.evaluation import decode_completions
     from rlft.feedback.store import Item, item_id_for
     from rlft.models.loading import load_policy
-    from rlft.rollout.sampling import encode_prompts, sample
+    from rlft.models.tokens import decode_completions, encode_prompts
+    from rlft.rollout.sampling import sample
 
     model, tokenizer = load_policy(str(model_dir))
     model.eval()
@@ -134,7 +134,7 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
     from rlft.config import config_from_dict
     from rlft.rewards.rm_training import rm_recipe_from_dict, train_reward_model
     from rlft.tasks import build_task
-    from rlft.trainers.loop import train
+    from rlft.trainers.registry import train
 
     started, seconds = time.time(), {}
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def train(
     overrides: ``KEY=VALUE`` strings, as ``--set`` on the command line.
     """
     from rlft.errors import ConfigError
-    from rlft.trainers.loop import train as run_recipe
+    from rlft.trainers.registry import train as run_recipe
 
     if isinstance(recipe, RecipeConfig):
         if overrides:

@@ -8,7 +8,7 @@ import pytest
 
 from rlft.config import ALGORITHM_PRESETS, ALGORITHMS, config_from_dict
 from rlft.errors import ConfigError
-from rlft.trainers.loop import train
+from rlft.trainers.registry import train
 
 
 def test_every_algorithm_has_a_preset_naming_registered_parts():

@@ -17,7 +17,7 @@ import pytest
 from rlft.cli.main import main
 from rlft.config import config_from_dict, load_config
 from rlft.errors import ConfigError, NonFiniteError, RlftError
-from rlft.trainers.loop import train
+from rlft.trainers.registry import train
 
 pytestmark = pytest.mark.slow
 

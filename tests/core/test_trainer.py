@@ -11,7 +11,7 @@ import torch
 
 from rlft.config import config_from_dict
 from rlft.errors import NonFiniteError, RlftError
-from rlft.trainers.loop import train
+from rlft.trainers.registry import train
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from rlft.trainers.dpo import (
     pair_rollout,
     split_pairs,
 )
-from rlft.trainers.loop import train
+from rlft.trainers.registry import train
 
 ROOT = Path(__file__).parents[2]
 

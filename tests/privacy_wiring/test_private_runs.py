@@ -12,7 +12,7 @@ import torch
 from rlft.config import config_from_dict
 from rlft.responsible.privacy import RunScrubber, private_task, scrub_fields
 from rlft.tasks import ArithmeticTask, Problem
-from rlft.trainers.loop import train
+from rlft.trainers.registry import train
 
 # One value per structured type; each is long and specific enough that finding it in a file can
 # only mean it leaked.

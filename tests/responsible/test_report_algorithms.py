@@ -14,10 +14,11 @@ from rlft.algorithms.advantages import gae_advantages
 from rlft.algorithms.kl import KL_ESTIMATORS, kl_penalised_rewards
 from rlft.config import ALGORITHMS, config_from_dict
 from rlft.models.loading import load_policy
+from rlft.models.tokens import encode_prompts
 from rlft.models.value_head import ValueHead
 from rlft.responsible.report import build_report, load_critic, token_views
-from rlft.rollout.sampling import encode_prompts, sample, score_completions, sequence_logprobs
-from rlft.trainers.loop import train
+from rlft.rollout.sampling import sample, score_completions, sequence_logprobs
+from rlft.trainers.registry import train
 
 # About a second per run in process.
 RUN = [
@@ -83,7 +84,7 @@ def _direct_gae(run: Path, values_from: str) -> tuple[list[list[float]], torch.T
     ids, mask = encode_prompts(tokenizer, [p.prompt for p in problems])
     rollout = sample(policy, ids, mask, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                      max_new_tokens=recipe["rollout"]["max_new_tokens"], generator=torch.Generator().manual_seed(0))
-    from rlft.evaluation import decode_completions
+    from rlft.models.tokens import decode_completions
 
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     rewards = torch.tensor(task.reward(completions, problems))

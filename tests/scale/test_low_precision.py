@@ -10,7 +10,9 @@ from rlft.config import ConfigError, config_from_dict
 from rlft.models.loading import load_policy
 from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
 from rlft.rollout.sampling import encode_prompts, sample, score_completions
-from rlft.trainers.loop import Batch, Learner, micro_batch_loss, train
+from rlft.trainers.batch import Batch, Learner
+from rlft.trainers.loop import micro_batch_loss
+from rlft.trainers.registry import train
 
 PROMPTS = [p for p in ["1+2=", "33+44=", "9+9=", "12+3="] for _ in range(2)]
 

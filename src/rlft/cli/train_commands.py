@@ -125,7 +125,7 @@ def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
     overrides = flags + list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     config = config_from_dict(data, overrides)
     _quiet_transformers()
-    from rlft.trainers.loop import train
+    from rlft.trainers.registry import train
 
     print(f"rlft: run folder {config.run_dir}")
     summary = train(config, resume=args.resume, progress=not args.no_progress)
@@ -257,8 +257,8 @@ def _warn_if_data_changed(run_dir: Path, task: Any) -> None:
 def _run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from rlft.evaluation import decode_completions
-    from rlft.rollout.sampling import encode_prompts, sample
+    from rlft.models.tokens import decode_completions, encode_prompts
+    from rlft.rollout.sampling import sample
 
     _quiet_transformers()
     model_dir, _ = resolve_model_folder(args.target)

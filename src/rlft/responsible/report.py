@@ -210,63 +210,47 @@ def final_kl_coef(run: Path, algo: dict[str, Any]) -> float:
     return float(algo.get("kl_coef") or 0.0)
 
 
-def run_advantages(
-    run: Path, algo: dict[str, Any], policy: Any, rollout: Any, temperature: float, rewards: Any, kl: Any
-) -> tuple[Any, str]:
-    """((B, T) advantages as the run's estimator computes them, or None; a line saying how).
+def run_learner(run: Path, algo: dict[str, Any], policy: Any) -> tuple[Any, str]:
+    """(the run's :class:`Learner`, a line saying where its values come from). A ``gae`` run
+    gets its critic; one that cannot be found is a zero value head (V = 0), and the line says why."""
+    from rlft.models.value_head import ValueHead
+    from rlft.trainers.batch import Learner
 
-    As in training: the outcome reward sits on the last completion token, the KL penalty (at the
-    run's final beta) is subtracted per token when the run put it in the reward, and a ``gae`` run
-    uses its critic's values. A critic that cannot be found gives V = 0, and the line says why.
-    """
+    if algo.get("advantage_estimator") != "gae":
+        return Learner(policy), ""
+    critic = load_critic(run, algo, policy)
+    if isinstance(critic, str):
+        head = ValueHead(policy.config.hidden_size)
+        zero_parameters(head)
+        return Learner(policy, head, policy), f", with V = 0 because {critic}"
+    trunk, head, source = critic
+    return Learner(policy, head, trunk), f", with the values of {source}"
+
+
+def zero_parameters(module: Any) -> None:
     import torch
 
-    from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
-    from rlft.algorithms.kl import kl_penalised_rewards
-    from rlft.rollout.sampling import score_completions
-
-    estimator = algo.get("advantage_estimator")
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        return None, f"{algo['name']} has no advantage (it trains offline, without rollouts)"
-    mask = rollout.completion_mask
-    last = (mask.sum(-1).long() - 1).clamp(min=0)
-    token_rewards = torch.zeros_like(mask)
-    token_rewards[torch.arange(len(rewards)), last] = rewards
-    how = f"{ESTIMATOR_WORDS.get(estimator, estimator)} advantage"
-    if algo.get("kl_placement") == "reward":
-        beta = final_kl_coef(run, algo)
-        token_rewards = kl_penalised_rewards(token_rewards, kl, mask, beta)
-        how += f" of the reward minus {beta:.3g} x KL per token"
-    values = None
-    if estimator == "gae":
-        critic = load_critic(run, algo, policy)
-        if isinstance(critic, str):
-            values = torch.zeros_like(mask)
-            how += f", with V = 0 because {critic}"
-        else:
-            trunk, head, source = critic
-            with torch.inference_mode():
-                _, _, values = score_completions(trunk, rollout, temperature, value_head=head)
-            how += f", with the values of {source}"
-    advantages, _ = ADVANTAGE_ESTIMATORS[estimator](
-        token_rewards, mask, values=values, group_size=int(algo["group_size"]), gamma=float(algo["gamma"]),
-        lam=float(algo["lam"]), scale_rewards=bool(algo["scale_rewards"]),
-    )  # (B, T)
-    return advantages, how
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.zero_()
 
 
 def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]:
     """Sample ``group_size`` completions of ``n_prompts`` held-out prompts from the final policy
     and score each token under the final and the base policy (see the module docstring)."""
+    from types import SimpleNamespace
+
     import torch
     import yaml
 
+    from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
     from rlft.algorithms.kl import KL_ESTIMATORS
     from rlft.config import config_from_dict
-    from rlft.evaluation import decode_completions
     from rlft.models.loading import load_policy
-    from rlft.rollout.sampling import encode_prompts, sample, sequence_logprobs
+    from rlft.models.tokens import decode_completions, encode_prompts
+    from rlft.rollout.sampling import sample, sequence_logprobs
     from rlft.tasks import build_task
+    from rlft.trainers.batch import Sampler, outcome_token_rewards, score_rollout
 
     for name in ("base_model", "final_model"):
         if not (run / name / "config.json").exists():
@@ -301,11 +285,27 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     rewards = torch.tensor(reward_fn(completions, problems)[0], dtype=torch.float32)  # (B,) the training reward
-    with torch.inference_mode():
-        logprobs, _ = sequence_logprobs(policy, rollout, temperature)  # (B, T)
-        base_logprobs, _ = sequence_logprobs(base, rollout, temperature)  # (B, T)
-    kl = KL_ESTIMATORS[algo["kl_estimator"]](logprobs, base_logprobs, clamp=algo["kl_clamp"])  # (B, T)
-    advantages, how = run_advantages(run, algo, policy, rollout, temperature, rewards, kl)
+    advantages, how = None, f"{algo['name']} has no advantage (it trains offline, without rollouts)"
+    if algo.get("advantage_estimator") in ADVANTAGE_ESTIMATORS:
+        # Scored exactly as in training (rlft.trainers.batch.score_rollout), at the run's final beta.
+        learner, values_from = run_learner(run, algo, policy)
+        beta = final_kl_coef(run, algo)
+        with torch.inference_mode():
+            batch = score_rollout(
+                SimpleNamespace(**algo), learner, base, rollout, rewards,
+                outcome_token_rewards(rewards, rollout.completion_mask), temperature=temperature, kl_coef=beta,
+                reused=True, sampler=Sampler(logprobs_are_policys=True), top_p=float(sampling.get("top_p", 1.0)),
+            )
+        assert batch.old_logprobs is not None
+        logprobs, base_logprobs, kl, advantages = batch.old_logprobs, batch.ref_logprobs, batch.kl, batch.advantages
+        how = f"{ESTIMATOR_WORDS.get(algo['advantage_estimator'], algo['advantage_estimator'])} advantage"
+        how += f" of the reward minus {beta:.3g} x KL per token" if algo.get("kl_placement") == "reward" else ""
+        how += values_from
+    else:
+        with torch.inference_mode():
+            logprobs, _ = sequence_logprobs(policy, rollout, temperature)  # (B, T)
+            base_logprobs, _ = sequence_logprobs(base, rollout, temperature)  # (B, T)
+        kl = KL_ESTIMATORS[algo["kl_estimator"]](logprobs, base_logprobs, clamp=algo["kl_clamp"])  # (B, T)
     views = []
     for i, problem in enumerate(problems):
         n = int(rollout.completion_mask[i].sum())

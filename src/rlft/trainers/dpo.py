@@ -14,8 +14,8 @@ papers; TRL's IPO averages instead, which changes the scale of tau).
 Metrics per step (``metrics.jsonl``): ``dpo/loss``; ``dpo/reward_accuracy``, the share of pairs
 whose implicit reward ``beta * (log pi - log ref)`` ranks chosen above rejected; ``dpo/margin``,
 the mean implicit-reward gap; ``dpo/chosen_reward``, ``dpo/rejected_reward``;
-``optim/grad_norm``. Held-out evaluations (``evals.jsonl``, before training and every
-``eval.every`` steps): ``eval/pairwise_accuracy`` (implicit reward, a tie counts half, so exactly
+``optim/grad_norm``. Held-out evaluations (``base_eval.json`` before training, ``evals.jsonl``
+every ``eval.every`` steps): ``eval/pairwise_accuracy`` (implicit reward, a tie counts half, so exactly
 0.5 before training), ``eval/logp_accuracy`` (share of held-out pairs with log pi(chosen) >
 log pi(rejected), meaningful before training too), ``eval/margin`` and the task's held-out
 ``eval/accuracy``.
@@ -27,33 +27,27 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.algorithms.preference import PREFERENCE_LOSSES, sequence_logps
-from rlft.config import RecipeConfig, config_to_dict
-from rlft.errors import ConfigError, NonFiniteError
-from rlft.evaluation import evaluate
-from rlft.models.loading import frozen_reference
 from rlft.common.hashing import file_sha256, folder_sha256
-from rlft.responsible.audit_log import AuditLog, run_provenance
-from rlft.responsible.privacy import RunScrubber
-from rlft.rewards.pairs import PreferencePair, load_pairs
-from rlft.rollout.sampling import encode_prompts, score_completions
-from rlft.trainers.checkpoint import (
-    TrainerState,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder
-from rlft.trainers.setup import close_run, open_run, prepare_base_policy, save_model_atomic
+from rlft.config import RecipeConfig
+from rlft.errors import ConfigError
+from rlft.evaluation import evaluate
+from rlft.models.loading import frozen_reference
+from rlft.responsible.privacy import RunScrubber
+from rlft.rewards.pairs import PreferencePair, load_pairs
+from rlft.models.tokens import encode_prompts
+from rlft.rollout.sampling import score_completions
+from rlft.trainers.run import Evaluation, RunSession, Schedule
+from rlft.trainers.setup import prepare_base_policy, save_model_atomic
 from rlft.types import Rollout
 
 
@@ -205,170 +199,70 @@ def load_preference_data(
     return split_pairs(pairs, config.preference.eval_fraction, config.seed)
 
 
-def _evaluate(
-    config: RecipeConfig,
-    policy: PreTrainedModel,
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    task: Any,
-    eval_pairs: list[PreferencePair],
-    run: RunFolder,
-    step: int,
-) -> dict[str, Any]:
-    result = evaluate(
-        policy,
-        tokenizer,
-        task,
-        task.eval_problems,
-        config.rollout.max_new_tokens,
-        config.eval.batch_size,
-        config.eval.temperature,
-        config.eval.samples,
-    )
-    record = {
-        "step": step,
-        "eval/accuracy": result.accuracy,
-        **evaluate_pairs(config, policy, reference, tokenizer, eval_pairs),
-    }
-    run.append_jsonl(run.evals, record)
-    for problem, completion, reward in list(
-        zip(task.eval_problems, result.completions, result.rewards, strict=True)
-    )[:8]:
-        run.append_jsonl(
-            run.samples,
-            {
-                "step": step,
-                "prompt": problem.prompt,
-                "completion": completion,
-                "answer": problem.answer,
-                "reward": reward,
-            },
-        )
-    return record
+class DPOTrainer:
+    """Offline preference optimisation (DPO, IPO) for the run harness: a step is one batch of pairs."""
 
+    nonfinite_hint = "Lower train.learning_rate or preference.beta."
 
-def train_dpo(
-    config: RecipeConfig,
-    resume: bool = False,
-    progress: bool = True,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run a DPO/IPO recipe; returns the summary that is also written to ``summary.json``."""
-    started = time.time()
-    if config.train.torch_threads:
-        torch.set_num_threads(config.train.torch_threads)
-    run, task, fingerprint = open_run(config, resume)
-    audit = AuditLog(run.root)
-    audit.append(
-        "run_resume" if resume else "run_start",
-        config=config_to_dict(config),
-        recipe_fingerprint=fingerprint,
-        provenance=run_provenance(),
-    )
-    train_pairs, eval_pairs = load_preference_data(config, task.scrubber)
-    data = Path(config.preference.data)
-    audit.append(
-        "data",
-        path=str(data),
-        sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
-        train_pairs=len(train_pairs),
-        eval_pairs=len(eval_pairs),
-    )
-    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress)
-    task.scrubber.write(run.root)
-    if not resume:
-        audit.append(
-            "base_model",
-            path="base_model",
-            sha256=folder_sha256(run.base_model),
-            base_accuracy=base_accuracy,
-        )
-    reference = frozen_reference(policy)
-    optimizer = adamw(policy.parameters(), config.train.learning_rate, config.train.weight_decay)
-    state = TrainerState(recipe_fingerprint=fingerprint)
-    checkpoints = list_checkpoints(run.checkpoints)
-    if resume and checkpoints:
-        state = load_checkpoint(checkpoints[-1], policy, optimizer)
-        for path in (run.metrics, run.evals, run.samples):
-            run.truncate_jsonl(path, state.step)
-    if state.step == 0 and not run.read_jsonl(run.evals):
-        _evaluate(config, policy, reference, tokenizer, task, eval_pairs, run, 0)
-    total = config.preference.epochs * -(-len(train_pairs) // config.preference.batch_size)
-    bar = tqdm(
-        total=total,
-        initial=state.step,
-        desc=f"offline ({config.preference.loss})",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    for step in range(state.step, total):
-        step_started = time.perf_counter()
-        pairs = batch_of_step(train_pairs, config.preference.batch_size, config.seed, step)
-        metrics, finite = dpo_step(config, policy, reference, tokenizer, optimizer, pairs)
-        state.step = step + 1
-        state.consecutive_nonfinite = 0 if finite else state.consecutive_nonfinite + 1
-        state.skipped_steps += 0 if finite else 1
-        if state.consecutive_nonfinite >= config.train.max_consecutive_nonfinite:
-            raise NonFiniteError(
-                f"Stopped at DPO step {state.step}: {state.consecutive_nonfinite} steps in a row had a "
-                "non-finite loss or gradient. Lower train.learning_rate or preference.beta."
-            )
-        metrics = {
-            "step": state.step,
-            **metrics,
-            "perf/step_seconds": time.perf_counter() - step_started,
-            "train/skipped": 0 if finite else 1,
+    def __init__(self, config: RecipeConfig, session: RunSession, task: Any, progress: bool = True) -> None:
+        self.config, self.task, self.name = config, task, config.algorithm.name
+        self.train_pairs, self.eval_pairs = load_preference_data(config, task.scrubber)
+        data = Path(config.preference.data)
+        session.audit.append("data", path=str(data), sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
+                             train_pairs=len(self.train_pairs), eval_pairs=len(self.eval_pairs))
+        self.policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress)
+        self.reference = frozen_reference(self.policy)
+        self.optimizer = adamw(self.policy.parameters(), config.train.learning_rate, config.train.weight_decay)
+        steps = config.preference.epochs * -(-len(self.train_pairs) // config.preference.batch_size)
+        self.schedule = Schedule(steps, config.eval.every, config.checkpoint.every, config.checkpoint.keep,
+                                 config.train.max_consecutive_nonfinite)
+        self.headline = "eval/pairwise_accuracy"
+
+    def modules(self) -> torch.nn.Module:
+        return self.policy
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the batch of a step follows from (seed, step): batch_of_step
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        started = time.perf_counter()
+        pairs = batch_of_step(self.train_pairs, self.config.preference.batch_size, self.config.seed, step)
+        metrics, finite = dpo_step(self.config, self.policy, self.reference, self.tokenizer, self.optimizer, pairs)
+        return {**metrics, "perf/step_seconds": time.perf_counter() - started}, finite
+
+    def evaluate(self, step: int) -> Evaluation:
+        """The task's held-out accuracy and the held-out pairs' preference metrics."""
+        config, task = self.config, self.task
+        result = evaluate(self.policy, self.tokenizer, task, task.eval_problems, config.rollout.max_new_tokens,
+                          config.eval.batch_size, config.eval.temperature, config.eval.samples)
+        metrics = {"eval/accuracy": result.accuracy,
+                   **evaluate_pairs(config, self.policy, self.reference, self.tokenizer, self.eval_pairs)}
+        samples = [
+            {"prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward}
+            for problem, completion, reward in list(zip(task.eval_problems, result.completions, result.rewards,
+                                                        strict=True))[:8]
+        ]
+        return Evaluation(metrics, samples)
+
+    def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
+        return {"loss": f"{metrics.get('dpo/loss', float('nan')):.3f}"}
+
+    def save_final(self, run: RunFolder) -> Path:
+        save_model_atomic(self.policy, self.tokenizer, run.final_model)
+        return run.final_model
+
+    def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "loss": self.config.preference.loss,
+            "eval_size": len(self.task.eval_problems),
+            "pairwise_accuracy_before": base.get("eval/pairwise_accuracy"),
+            "pairwise_accuracy_after": final.get("eval/pairwise_accuracy"),
+            "logp_accuracy_before": base.get("eval/logp_accuracy"),
+            "logp_accuracy_after": final.get("eval/logp_accuracy"),
         }
-        if state.step % config.eval.every == 0 or state.step == total:
-            metrics.update(
-                _evaluate(config, policy, reference, tokenizer, task, eval_pairs, run, state.step)
-            )
-        run.append_jsonl(run.metrics, metrics)
-        if on_step:
-            on_step(metrics)
-        bar.set_postfix(loss=f"{metrics.get('dpo/loss', float('nan')):.3f}")
-        bar.update(1)
-        if state.step % config.checkpoint.every == 0 or state.step == total:
-            saved = save_checkpoint(
-                run.checkpoints, policy, optimizer, state, config.checkpoint.keep
-            )
-            audit.append(
-                "checkpoint",
-                step=state.step,
-                path=str(saved.relative_to(run.root)),
-                sha256=folder_sha256(saved),
-            )
-            task.scrubber.write(run.root)  # privacy counts so far: a resumed run merges them
-    bar.close()
-    return _finish(config, run, audit, policy, tokenizer, task, state, base_accuracy, started)
-
-
-def _finish(
-    config: RecipeConfig,
-    run: RunFolder,
-    audit: AuditLog,
-    policy: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    task: Any,
-    state: TrainerState,
-    base_accuracy: float,
-    started: float,
-) -> dict[str, Any]:
-    evals = run.read_jsonl(run.evals)
-    save_model_atomic(policy, tokenizer, run.final_model)
-    summary = {
-        "run_dir": str(run.root),
-        "algorithm": config.algorithm.name,
-        "loss": config.preference.loss,
-        "steps": state.step,
-        "skipped_steps": state.skipped_steps,
-        "base_accuracy": base_accuracy,
-        "final_accuracy": evals[-1]["eval/accuracy"] if evals else base_accuracy,
-        "eval_size": len(task.eval_problems),
-        "pairwise_accuracy_before": evals[0].get("eval/pairwise_accuracy") if evals else None,
-        "pairwise_accuracy_after": evals[-1].get("eval/pairwise_accuracy") if evals else None,
-        "logp_accuracy_before": evals[0].get("eval/logp_accuracy") if evals else None,
-        "logp_accuracy_after": evals[-1].get("eval/logp_accuracy") if evals else None,
-        "seconds": round(time.time() - started, 1),
-    }
-    return close_run(run, task, audit, summary)

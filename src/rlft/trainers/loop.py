@@ -1,71 +1,52 @@
-"""The training loop: rollout, reward, advantage, update, log.
+"""The RL loop: rollout, reward, advantage, update, log.
 
-``train(config)`` runs a whole recipe: it builds (or loads) the policy, gives it the supervised
-warm start, evaluates the base, then runs RL steps with checkpoints and evaluations, and ends with
-a summary. ``rl_step`` is one RL step; it reads top to bottom and never branches on the
-algorithm's name: the recipe's choices are looked up in the registries of ``rlft.algorithms``.
+:class:`RLTrainer` is the online RL trainer the run harness (``trainers/run.py``) drives: it
+builds (or loads) the policy with its supervised warm start, and each :func:`rl_step` samples a
+batch, scores it (:func:`rlft.trainers.batch.score_rollout`) and optimises on it. It reads top to
+bottom and never branches on the algorithm's name: the recipe's choices are looked up in the
+registries of ``rlft.algorithms``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.aggregation import aggregate_loss, masked_mean
 from rlft.algorithms.importance import truncated_importance_weights
-from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, kl_penalised_rewards
+from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS
 from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
-from rlft.config import RecipeConfig, config_to_dict
-from rlft.errors import NonFiniteError, RlftError
-from rlft.evaluation import decode_completions
-from rlft.models.loading import frozen_reference
-from rlft.models.value_head import ValueHead
-from rlft.common.hashing import folder_sha256
-from rlft.responsible.audit_log import AuditLog, run_provenance
-from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
-from rlft.rollout.sampling import (
-    encode_prompts,
-    maybe_compile,
-    sample,
-    score_completions,
-    sequence_logprobs,
-)
-from rlft.tasks import Problem, reward_context
-from rlft.trainers.checkpoint import (
-    TrainerState,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from rlft.trainers.dpo import train_dpo
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder
+from rlft.config import RecipeConfig
+from rlft.evaluation import decode_completions
+from rlft.models.loading import frozen_reference
+from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
+from rlft.rollout.sampling import encode_prompts, maybe_compile, sample
+from rlft.tasks import Problem, reward_context
+from rlft.trainers.batch import (
+    Batch,
+    Learner,
+    Sampler,
+    build_learner,
+    outcome_token_rewards,
+    score_rollout,
+)
+from rlft.trainers.run import Evaluation, RunSession, Schedule
 from rlft.trainers.setup import (
-    close_run,
     evaluate_policy,
-    open_run,
     prepare_base_policy,
     recipe_reward,
     save_model_atomic,
 )
-from rlft.types import Rollout
-
-# Offline algorithms (config.OFFLINE_ALGORITHMS) have their own thin trainers; this dict, read at
-# the top of train(), is the one place where an algorithm's name picks code.
-OFFLINE_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {"dpo": train_dpo}
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -73,68 +54,6 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     is what makes a resumed run identical to an uninterrupted one."""
     digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-
-
-@dataclass
-class Batch:
-    """A scored rollout, ready for the update. Rows are grouped: G completions per prompt."""
-
-    rollout: Rollout
-    problems: list[Problem]
-    completions: list[str]
-    rewards: torch.Tensor  # (B,) task reward of each completion
-    advantages: torch.Tensor  # (B, T)
-    returns: torch.Tensor  # (B, T) critic targets
-    ref_logprobs: torch.Tensor  # (B, T)
-    old_logprobs: torch.Tensor | None  # (B, T); None when each row is used in one update only
-    old_values: torch.Tensor | None  # (B, T); None without a critic
-    kl: torch.Tensor  # (B, T) KL estimate of the sampling policy to the reference
-    reward_components: dict[str, float]  # mean of each component of a combined reward
-    # The sampler's log-probs are approximate (bf16, vLLM) and the update's own forward gives the
-    # trainer's: truncated importance weights are applied in the loss, not here.
-    correct_sampler_in_loss: bool = False
-
-
-@dataclass
-class Learner:
-    """What the optimiser trains: the policy and, for actor-critic methods, the critic.
-
-    ``critic_trunk`` is the policy itself for a value head on the policy's trunk, or a separate
-    copy of the model; ``value_head`` maps its last hidden state to V(s_t).
-    """
-
-    policy: PreTrainedModel
-    value_head: ValueHead | None = None
-    critic_trunk: PreTrainedModel | None = None
-    autocast: torch.dtype | None = None  # train.autocast: the dtype of the passes' matmuls
-
-    def modules(self) -> torch.nn.ModuleDict:
-        """The trainable modules under stable names (checkpoint keys)."""
-        parts: dict[str, torch.nn.Module] = {"policy": self.policy}
-        if self.value_head is not None:
-            parts["value_head"] = self.value_head
-        if self.critic_trunk is not None and self.critic_trunk is not self.policy:
-            parts["critic"] = self.critic_trunk
-        return torch.nn.ModuleDict(parts)
-
-    def score(
-        self, rollout: Rollout, temperature: float, with_entropy: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(logprobs, entropy, values): one pass when the critic shares the policy's trunk.
-
-        Under ``autocast`` the matmuls run in that dtype (torch.autocast) while the weights stay
-        float32; log-softmax, the losses and the gradients are float32.
-        """
-        shared = self.critic_trunk is self.policy
-        device = next(self.policy.parameters()).device.type
-        precision = torch.autocast(device, self.autocast) if self.autocast else contextlib.nullcontext()
-        with precision:
-            logprobs, entropy, values = score_completions(
-                self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
-            )
-            if self.value_head is not None and not shared:
-                _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
-        return logprobs, entropy, values.float() if values is not None else None
 
 
 def prepare_policy_and_reference(
@@ -175,23 +94,6 @@ def rollout_engine(config: RecipeConfig, policy: PreTrainedModel) -> Any:
     if config.rollout.dtype == "bfloat16":
         return LowPrecisionSampler(policy)
     return None
-
-
-def build_learner(config: RecipeConfig, policy: PreTrainedModel) -> Learner:
-    autocast = torch.bfloat16 if config.train.autocast == "bfloat16" else None
-    critic = config.algorithm.critic
-    if critic == "none":
-        return Learner(policy, autocast=autocast)
-    trunk = policy if critic == "value_head" else copy.deepcopy(policy)
-    return Learner(policy, ValueHead(policy.config.hidden_size), trunk, autocast)
-
-
-def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) sequence rewards -> (B, T), each on its completion's last counted token."""
-    last = (completion_mask.sum(-1).long() - 1).clamp(min=0)
-    token_rewards = torch.zeros_like(completion_mask)
-    token_rewards[torch.arange(len(rewards)), last] = rewards
-    return token_rewards
 
 
 RewardFn = Callable[[list[str], list[Problem]], tuple[list[float], dict[str, list[float]]]]
@@ -238,7 +140,7 @@ def collect(
 ) -> Batch:
     """Rollout, reward and advantage for one step. ``engine`` generates instead of this process's
     sampler when set (Ray workers, vLLM)."""
-    algo, G = config.algorithm, config.algorithm.group_size
+    G = config.algorithm.group_size
     problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
     learner.policy.eval()
@@ -256,42 +158,19 @@ def collect(
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     reward_list, components = reward_fn(completions, problems)
     rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
-    mask = rollout.completion_mask
-    single_update = config.train.epochs_per_batch == 1 and config.train.mini_batch_size == config.train.batch_size
-    approximate = engine is not None and getattr(engine, "approximate_logprobs", False)
-    correct_in_loss = approximate and single_update
-    with torch.no_grad():
-        ref_logprobs, _ = sequence_logprobs(reference, rollout, config.rollout.temperature)
-        if learner.value_head is None and config.rollout.top_p == 1.0 and (engine is None or correct_in_loss):
-            # The sampler's own log-probs are those of this policy (equal to a fresh forward
-            # within 1e-5, tested), so the extra forward pass is skipped. An approximate sampler's
-            # stand in here (KL statistics); the loss corrects for them with the update's forward.
-            old_logprobs, old_values = rollout.logprobs, None
-        else:
-            old_logprobs, _, old_values = learner.score(rollout, config.rollout.temperature)
-    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp), 0.0)
-    token_rewards = outcome_token_rewards(rewards, mask)
-    if algo.kl_placement == "reward":
-        token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)
-    advantages, returns = ADVANTAGE_ESTIMATORS[algo.advantage_estimator](
-        token_rewards,
-        mask,
-        values=old_values,
-        group_size=G,
-        gamma=algo.gamma,
-        lam=algo.lam,
-        scale_rewards=algo.scale_rewards,
+    train = config.train
+    sampler = Sampler(
+        logprobs_are_policys=engine is None,
+        approximate=engine is not None and getattr(engine, "approximate_logprobs", False),
     )
-    if approximate and not correct_in_loss:
-        # Truncated importance sampling (TIS) for the engine/trainer mismatch: the advantages of
-        # tokens the engine over-sampled relative to the trainer are scaled down.
-        advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)
-    return Batch(
-        rollout, problems, completions, rewards, advantages, returns, ref_logprobs,
-        None if single_update else old_logprobs, old_values, kl,
-        {k: float(torch.tensor(v).mean()) for k, v in components.items()},
-        correct_sampler_in_loss=correct_in_loss,
+    batch = score_rollout(
+        config.algorithm, learner, reference, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask),
+        temperature=config.rollout.temperature, kl_coef=kl_coef, sampler=sampler, top_p=config.rollout.top_p,
+        reused=train.epochs_per_batch != 1 or train.mini_batch_size != train.batch_size,
     )
+    batch.problems, batch.completions = problems, completions
+    batch.reward_components = {k: float(torch.tensor(v).mean()) for k, v in components.items()}
+    return batch
 
 
 def micro_batch_loss(
@@ -436,158 +315,76 @@ def rl_step(
     return metrics, finite
 
 
-def run_eval(
-    config: RecipeConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any, run: RunFolder,
-    step: int, scores: Callable[..., list[float]] | None = None,
-) -> dict[str, float]:
-    """Evaluate on the held-out problems (``scores``: see :func:`held_out_scores`); appends the
-    metrics to evals.jsonl and returns them."""
-    result = evaluate_policy(config, policy, tokenizer, task, scores)
-    metrics = result.metrics()
-    run.append_jsonl(run.evals, {"step": step, **metrics})
-    for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]:
-        run.append_jsonl(
-            run.samples,
-            {"step": step, "prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward},
-        )
-    return metrics
-
-
-def train(
-    config: RecipeConfig,
-    resume: bool = False,
-    progress: bool = True,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-    reward: Any = None,
-    task: Any = None,
-) -> dict[str, Any]:
-    """Run a whole recipe; returns the summary that is also written to ``summary.json``.
-
-    ``reward`` (a batched reward callable) replaces the recipe's ``reward:``; ``task`` (an object
-    following :class:`rlft.tasks.Task`) replaces its ``task:`` section.
-    """
-    offline = OFFLINE_TRAINERS.get(config.algorithm.name)
-    if offline is not None:
-        if reward is not None or task is not None:
-            raise RlftError(f"algorithm.name={config.algorithm.name!r} trains on preference pairs; it takes no reward or task.")
-        return offline(config, resume=resume, progress=progress, on_step=on_step)
-    started = time.time()
-    if config.train.torch_threads:
-        torch.set_num_threads(config.train.torch_threads)
-    run, task, fingerprint = open_run(config, resume, reward, task)
-    audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
-    audit.append("run_resume" if resume else "run_start", config=config_to_dict(config),
-                 recipe_fingerprint=fingerprint, provenance=run_provenance(),
-                 data_sha256=getattr(task, "data_sha256", None))
-    reward_fn = make_reward_fn(config, task, reward)
-    eval_scores = held_out_scores(config, task, reward, reward_fn)
-    policy, tokenizer, base_accuracy = prepare_base_policy(config, task, run, progress, eval_scores)
-    task.scrubber.write(run.root)  # RUN/privacy.json: PII counts, never values
-    if not resume:
-        audit.append("base_model", path="base_model", sha256=folder_sha256(run.base_model),
-                     base_accuracy=base_accuracy)
-    policy, reference = prepare_policy_and_reference(config, policy)
-    engine = rollout_engine(config, policy)
-    learner = build_learner(config, policy)
-    optimizer = adamw(learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
-    algo = config.algorithm
-    assert algo.kl_coef is not None
-    state = TrainerState(kl_coef=algo.kl_coef, recipe_fingerprint=fingerprint)
-    checkpoints = list_checkpoints(run.checkpoints)
-    if resume and checkpoints:
-        state = load_checkpoint(checkpoints[-1], learner.modules(), optimizer)
-        if engine is not None:  # the engine was built from the weights before the checkpoint
-            engine.push_weights(learner.policy)
-        for path in (run.metrics, run.evals, run.samples):
-            run.truncate_jsonl(path, state.step)
-    elif resume:  # stopped before its first checkpoint: the run restarts at step 0
-        for path in (run.metrics, run.evals, run.samples):
-            run.truncate_jsonl(path, 0)
-    kl_controller = KL_CONTROLLERS[algo.kl_controller](
-        beta=state.kl_coef, target_kl=algo.kl_target, horizon=algo.kl_horizon
-    )
-    last_good = checkpoints[-1] if resume and checkpoints else None
-
-    headline = headline_metric(task)
-    base_metrics = json.loads(run.base_eval.read_text())
-    if progress:
-        tqdm.write(f"held-out {headline.removeprefix('eval/')} before RL: {base_metrics[headline]:.1%} "
-                   f"({len(task.eval_problems)} problems)")
-    evals_so_far = run.read_jsonl(run.evals)
-    last_eval = (evals_so_far[-1] if evals_so_far else base_metrics)[headline]
-    bar = tqdm(total=config.train.steps, initial=state.step, desc="RL (" + config.algorithm.name + ")",
-               disable=not progress, dynamic_ncols=True)
-    for step in range(state.step, config.train.steps):
-        metrics, finite = rl_step(
-            config, learner, reference, tokenizer, optimizer, task, step, state.kl_coef, reward_fn, engine
-        )
-        if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
-            state.kl_coef = kl_controller.update(metrics["policy/kl_per_sequence"], config.train.batch_size)
-        state.step = step + 1
-        state.consecutive_nonfinite = 0 if finite else state.consecutive_nonfinite + 1
-        state.skipped_steps += 0 if finite else 1
-        if state.consecutive_nonfinite >= config.train.max_consecutive_nonfinite:
-            kept = f"The last good checkpoint, {last_good}, is intact." if last_good else "No checkpoint was written."
-            raise NonFiniteError(
-                f"Stopped at RL step {state.step}: {state.consecutive_nonfinite} steps in a row had a "
-                f"non-finite loss, gradient or reward. {kept} Lower train.learning_rate, check the "
-                "reward function, or raise train.max_consecutive_nonfinite."
-            )
-        if state.step % config.eval.every == 0 or state.step == config.train.steps:
-            metrics.update(run_eval(config, policy, tokenizer, task, run, state.step, eval_scores))
-        run.append_jsonl(run.metrics, metrics)
-        if on_step:
-            on_step(metrics)
-        last_eval = metrics.get(headline, last_eval)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", kl=f"{metrics.get('policy/kl', 0):.3f}",
-                        eval_acc=f"{last_eval:.2f}")
-        bar.update(1)
-        if state.step % config.checkpoint.every == 0 or state.step == config.train.steps:
-            last_good = save_checkpoint(run.checkpoints, learner.modules(), optimizer, state, config.checkpoint.keep)
-            audit.append("checkpoint", step=state.step, path=str(last_good.relative_to(run.root)),
-                         sha256=folder_sha256(last_good))
-            task.scrubber.write(run.root)  # privacy counts so far: a resumed run merges them
-    bar.close()
-    return finish_run(config, run, learner, tokenizer, task, audit, state, base_accuracy, started)
-
-
-def finish_run(
-    config: RecipeConfig, run: RunFolder, learner: Learner, tokenizer: PreTrainedTokenizerBase,
-    task: Any, audit: AuditLog, state: TrainerState, base_accuracy: float, started: float,
-) -> dict[str, Any]:
-    """Save the final model, write the summary and close the audit trail; returns the summary."""
-    evals = run.read_jsonl(run.evals)
-    base_metrics = json.loads(run.base_eval.read_text())
-    final_metrics = evals[-1] if evals else base_metrics
-    final_accuracy = final_metrics["eval/accuracy"]
-    save_model_atomic(learner.policy, tokenizer, run.final_model)
-    if learner.value_head is not None:
-        save_file(learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
-    summary = {
-        "run_dir": str(run.root),
-        "algorithm": config.algorithm.name,
-        "steps": state.step,
-        "skipped_steps": state.skipped_steps,
-        "base_accuracy": base_accuracy,
-        "final_accuracy": final_accuracy,
-        **eval_summary(base_metrics, final_metrics, headline_metric(task)),
-        "eval_size": len(task.eval_problems),
-        "seconds": round(time.time() - started, 1),
-    }
-    return close_run(run, task, audit, summary)
-
-
 def headline_metric(task: Any) -> str:
     """The held-out metric a run is judged by: pass rate for data scored by a reward, accuracy
     for the built-in tasks (their own verifiable score)."""
     return "eval/pass_rate" if getattr(task, "reward_function", None) is not None else "eval/accuracy"
 
 
-def eval_summary(base: dict[str, Any], final: dict[str, Any], headline: str) -> dict[str, Any]:
-    """base_* and final_* of every held-out metric besides accuracy, and which one is the headline."""
-    out: dict[str, Any] = {"headline_metric": headline.removeprefix("eval/")}
-    for key in final:
-        if key.startswith("eval/") and key != "eval/accuracy" and key in base:
-            name = key.removeprefix("eval/")
-            out[f"base_{name}"], out[f"final_{name}"] = base[key], final[key]
-    return out
+class RLTrainer:
+    """Online RL on a task (every algorithm whose preset's trainer is ``rl``), for the harness."""
+
+    nonfinite_hint = "Lower train.learning_rate, check the reward function, or raise train.max_consecutive_nonfinite."
+
+    def __init__(self, config: RecipeConfig, session: RunSession, task: Any, progress: bool = True,
+                 reward: Any = None) -> None:
+        self.config, self.task, self.name = config, task, config.algorithm.name
+        self.schedule = Schedule(config.train.steps, config.eval.every, config.checkpoint.every,
+                                 config.checkpoint.keep, config.train.max_consecutive_nonfinite)
+        self.reward_fn = make_reward_fn(config, task, reward)
+        self.eval_scores = held_out_scores(config, task, reward, self.reward_fn)
+        policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores)
+        self.headline, self.last_eval = headline_metric(task), float("nan")
+        policy, self.reference = prepare_policy_and_reference(config, policy)
+        self.engine = rollout_engine(config, policy)
+        self.learner = build_learner(config, policy)
+        self.optimizer = adamw(self.learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
+        assert config.algorithm.kl_coef is not None
+        self.load_state_dict({"kl_coef": config.algorithm.kl_coef})
+
+    def modules(self) -> torch.nn.Module:
+        return self.learner.modules()
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kl_coef": self.kl_coef}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        algo = self.config.algorithm
+        self.kl_coef = float(state["kl_coef"])
+        self.kl_controller = KL_CONTROLLERS[algo.kl_controller](beta=self.kl_coef, target_kl=algo.kl_target,
+                                                                horizon=algo.kl_horizon)
+        if self.engine is not None:  # the engine was built from the weights before the checkpoint
+            self.engine.push_weights(self.learner.policy)
+
+    def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        metrics, finite = rl_step(self.config, self.learner, self.reference, self.tokenizer, self.optimizer,
+                                  self.task, step, self.kl_coef, self.reward_fn, self.engine)
+        if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
+            self.kl_coef = self.kl_controller.update(metrics["policy/kl_per_sequence"], self.config.train.batch_size)
+        return metrics, finite
+
+    def evaluate(self, step: int) -> Evaluation:
+        result = evaluate_policy(self.config, self.learner.policy, self.tokenizer, self.task, self.eval_scores)
+        samples = [
+            {"prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward}
+            for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]
+        ]
+        metrics = result.metrics()
+        self.last_eval = metrics.get(self.headline, self.last_eval)
+        return Evaluation(metrics, samples)
+
+    def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
+        return {"reward": f"{metrics['reward/mean']:.2f}", "kl": f"{metrics.get('policy/kl', 0):.3f}",
+                "eval": f"{self.last_eval:.2f}"}
+
+    def save_final(self, run: RunFolder) -> Path:
+        save_model_atomic(self.learner.policy, self.tokenizer, run.final_model)
+        if self.learner.value_head is not None:
+            save_file(self.learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
+        return run.final_model
+
+    def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        return {"eval_size": len(self.task.eval_problems)}

@@ -13,6 +13,13 @@ from typing import Any
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlft.common.optim import check_finite_weights
+from rlft.common.run_folder import (
+    ResumablePrivacy,
+    RunFolder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from rlft.config import (
     OFFLINE_ALGORITHMS,
     RecipeConfig,
@@ -24,18 +31,10 @@ from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
 from rlft.models.loading import check_max_new_tokens, load_policy
 from rlft.models.tiny import build_tiny_model
-from rlft.common.hashing import folder_sha256
-from rlft.responsible.audit_log import AuditLog
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
-from rlft.common.optim import check_finite_weights
 from rlft.trainers.checkpoint import select_resume_checkpoint
-from rlft.common.run_folder import (
-    ResumablePrivacy,
-    RunFolder,
-    write_json_atomic,
-    write_text_atomic,
-)
+from rlft.trainers.run import RunSession
 from rlft.trainers.sft import warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
@@ -60,8 +59,9 @@ def recipe_fingerprint(config: RecipeConfig) -> str:
 
 def open_run(
     config: RecipeConfig, resume: bool, reward: Any = None, task: Any = None
-) -> tuple[RunFolder, Any, str]:
-    """Create (or, with ``resume``, reopen) the run folder; never overwrites an existing run.
+) -> tuple[RunSession, Any]:
+    """Create (or, with ``resume``, reopen) the run folder of a recipe; never overwrites an
+    existing run. Returns the open session and the task (PII-scrubbed as the recipe says).
 
     ``task`` replaces the recipe's task (``rlft.train(..., task=...)``); ``reward`` is a Python
     callable that replaces the recipe's ``reward:`` (the dataset task is built with it)."""
@@ -103,7 +103,9 @@ def open_run(
     # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
     task = private_task(task, config.privacy.scrub_pii)
     task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge
-    return run, task, fingerprint
+    session = RunSession.start(run, config_to_dict(config), fingerprint, resume, privacy=task.scrubber,
+                               data_sha256=getattr(task, "data_sha256", None))
+    return session, task
 
 
 def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
@@ -195,13 +197,13 @@ def preflight_rewards(task: Any, reward_fn: Any = None) -> None:
 
 def prepare_base_policy(
     config: RecipeConfig, task: Any, run: RunFolder, progress: bool, reward_fn: Any = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
-    """The policy RL starts from, and its held-out accuracy.
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The policy training starts from.
 
-    The first time: build the tiny model (or load ``model.path``), warm-start it and save it as
-    ``base_model/``. On resume, ``base_model/`` is loaded as it is. ``reward_fn`` is the recipe's
-    reward, ``(completions, problems) -> scores`` (eval/pass_rate); ``RUN/base_eval.json`` holds
-    every held-out metric of the base.
+    The first time: build the tiny model (or load ``model.path``), check the task's prompts and
+    rewards (``reward_fn``, ``(completions, problems) -> scores``, is the recipe's reward when it
+    is not the task's own), warm-start it and save it as ``base_model/``. On resume,
+    ``base_model/`` is loaded as it is. (The harness evaluates it: ``base_eval.json``.)
     """
     if not run.base_model.exists():
         if config.model.path:
@@ -226,10 +228,7 @@ def prepare_base_policy(
         save_model_atomic(policy, tokenizer, run.base_model)
     policy, tokenizer = load_policy(str(run.base_model), config.model.dtype)
     prepare_task(config, task, policy, tokenizer)
-    if not run.base_eval.exists():
-        write_json_atomic(run.base_eval, evaluate_policy(config, policy, tokenizer, task, reward_fn).metrics())
-    base_accuracy = json.loads(run.base_eval.read_text())["eval/accuracy"]
-    return policy, tokenizer, base_accuracy
+    return policy, tokenizer
 
 
 def evaluate_policy(
@@ -240,15 +239,3 @@ def evaluate_policy(
         policy, tokenizer, task, task.eval_problems, config.rollout.max_new_tokens, config.eval.batch_size,
         config.eval.temperature, config.eval.samples, reward_fn=reward_fn, pass_threshold=config.eval.pass_threshold,
     )  # fmt: skip
-
-
-def close_run(run: RunFolder, task: Any, audit: AuditLog, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write the summary and the privacy counts, and close the audit trail with the final model's
-    hash and the summary; returns ``summary``. Called last by every trainer, after the final model
-    is saved."""
-    write_json_atomic(run.summary, summary)
-    task.scrubber.write(run.root)
-    audit.append("final_model", path="final_model", sha256=folder_sha256(run.final_model))
-    audit.append("run_end", summary=summary)
-    return summary
-

@@ -1,0 +1,174 @@
+"""From a rollout to a training batch: the one collector every RL path shares.
+
+A rollout — single-turn completions from the sampler, or multi-turn episodes from
+:func:`rlft.rollout.multiturn.rollout_episodes` — is turned into a :class:`Batch` by
+:func:`score_rollout`: the reference's log-probs, the KL estimate, the KL penalty in the reward
+(when the recipe puts it there), the advantages and returns of the recipe's estimator. The RL loop
+(``trainers/loop.py``), the multi-turn agent trainer (``trainers/agent.py``) and the report's
+per-token view (``rlft report``) all call it, so the three cannot drift apart.
+
+A single-turn task is a one-step episode: its reward sits on the completion's last token
+(:func:`outcome_token_rewards`); a multi-turn rollout brings per-turn rewards on the last token of
+each agent turn, and environment tokens are outside ``completion_mask``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
+from rlft.algorithms.importance import truncated_importance_weights
+from rlft.algorithms.kl import KL_ESTIMATORS, kl_penalised_rewards
+from rlft.models.value_head import ValueHead
+from rlft.rollout.sampling import score_completions, sequence_logprobs
+from rlft.types import Rollout
+
+
+@dataclass
+class Batch:
+    """A scored rollout, ready for the update. Rows are grouped: G completions per prompt."""
+
+    rollout: Rollout
+    rewards: torch.Tensor  # (B,) task reward of each completion (an episode's return)
+    advantages: torch.Tensor  # (B, T)
+    returns: torch.Tensor  # (B, T) critic targets
+    ref_logprobs: torch.Tensor  # (B, T)
+    old_logprobs: torch.Tensor | None  # (B, T); None when each row is used in one update only
+    old_values: torch.Tensor | None  # (B, T); None without a critic
+    kl: torch.Tensor  # (B, T) KL estimate of the sampling policy to the reference
+    problems: list[Any] = field(default_factory=list)
+    completions: list[str] = field(default_factory=list)
+    reward_components: dict[str, float] = field(default_factory=dict)  # mean of each component
+    # The sampler's log-probs are approximate (bf16, vLLM) and the update's own forward gives the
+    # trainer's: truncated importance weights are applied in the loss, not here.
+    correct_sampler_in_loss: bool = False
+
+
+@dataclass
+class Learner:
+    """What the optimiser trains: the policy and, for actor-critic methods, the critic.
+
+    ``critic_trunk`` is the policy itself for a value head on the policy's trunk, or a separate
+    copy of the model; ``value_head`` maps its last hidden state to V(s_t).
+    """
+
+    policy: PreTrainedModel
+    value_head: ValueHead | None = None
+    critic_trunk: PreTrainedModel | None = None
+    autocast: torch.dtype | None = None  # train.autocast: the dtype of the passes' matmuls
+
+    def modules(self) -> torch.nn.ModuleDict:
+        """The trainable modules under stable names (checkpoint keys)."""
+        parts: dict[str, torch.nn.Module] = {"policy": self.policy}
+        if self.value_head is not None:
+            parts["value_head"] = self.value_head
+        if self.critic_trunk is not None and self.critic_trunk is not self.policy:
+            parts["critic"] = self.critic_trunk
+        return torch.nn.ModuleDict(parts)
+
+    def score(
+        self, rollout: Rollout, temperature: float, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logprobs, entropy, values): one pass when the critic shares the policy's trunk.
+
+        Under ``autocast`` the matmuls run in that dtype (torch.autocast) while the weights stay
+        float32; log-softmax, the losses and the gradients are float32.
+        """
+        shared = self.critic_trunk is self.policy
+        device = next(self.policy.parameters()).device.type
+        precision = torch.autocast(device, self.autocast) if self.autocast else contextlib.nullcontext()
+        with precision:
+            logprobs, entropy, values = score_completions(
+                self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
+            )
+            if self.value_head is not None and not shared:
+                _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
+        return logprobs, entropy, values.float() if values is not None else None
+
+
+def build_learner(config: Any, policy: PreTrainedModel) -> Learner:
+    """The learner of a recipe: its ``algorithm.critic`` (none, value_head, separate) and
+    ``train.autocast``."""
+    autocast = torch.bfloat16 if config.train.autocast == "bfloat16" else None
+    critic = config.algorithm.critic
+    if critic == "none":
+        return Learner(policy, autocast=autocast)
+    trunk = policy if critic == "value_head" else copy.deepcopy(policy)
+    return Learner(policy, ValueHead(policy.config.hidden_size), trunk, autocast)
+
+
+def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sequence rewards -> (B, T), each on its completion's last counted token: a single-turn
+    task is a one-step episode."""
+    last = (completion_mask.sum(-1).long() - 1).clamp(min=0)
+    token_rewards = torch.zeros_like(completion_mask)
+    token_rewards[torch.arange(len(rewards)), last] = rewards
+    return token_rewards
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """What the collector needs to know of the engine that sampled a rollout."""
+
+    logprobs_are_policys: bool = False
+    """The rollout's log-probs are this policy's own (rlft's sampler in this process, equal to a
+    fresh forward within 1e-5, tested): the extra forward pass is skipped when nothing else needs it."""
+    approximate: bool = False
+    """The log-probs are an approximation (bf16, vLLM): truncated importance weights correct it."""
+
+
+def score_rollout(
+    algo: Any,
+    learner: Learner,
+    reference: PreTrainedModel,
+    rollout: Rollout,
+    rewards: torch.Tensor,
+    token_rewards: torch.Tensor,
+    *,
+    temperature: float,
+    kl_coef: float,
+    reused: bool,
+    sampler: Sampler = Sampler(),
+    top_p: float = 1.0,
+) -> Batch:
+    """Score ``rollout`` for the update: reference log-probs, KL, the KL-penalised token rewards
+    (``algo.kl_placement == "reward"``), advantages and returns of ``algo.advantage_estimator``.
+
+    ``algo`` is the recipe's resolved ``algorithm`` section; ``rewards`` (B,) the task rewards
+    (or episode returns) and ``token_rewards`` (B, T) where they sit; ``reused``: each row is
+    used in more than one optimiser step (epochs or mini-batches), so the sampling policy's
+    log-probs are kept for the importance ratio.
+    """
+    mask = rollout.completion_mask
+    correct_in_loss = sampler.approximate and not reused
+    with torch.no_grad():
+        ref_logprobs, _ = sequence_logprobs(reference, rollout, temperature)
+        own = sampler.logprobs_are_policys or correct_in_loss
+        if learner.value_head is None and top_p == 1.0 and own:
+            # An approximate sampler's log-probs stand in here (KL statistics); the loss corrects
+            # for them with the update's own forward.
+            old_logprobs, old_values = rollout.logprobs, None
+        else:
+            old_logprobs, _, old_values = learner.score(rollout, temperature)
+    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp), 0.0)
+    if algo.kl_placement == "reward":
+        token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)
+    advantages, returns = ADVANTAGE_ESTIMATORS[algo.advantage_estimator](
+        token_rewards, mask, values=old_values, group_size=algo.group_size, gamma=algo.gamma, lam=algo.lam,
+        scale_rewards=algo.scale_rewards,
+    )
+    if sampler.approximate and not correct_in_loss:
+        # Truncated importance sampling (TIS) for the engine/trainer mismatch: the advantages of
+        # tokens the engine over-sampled relative to the trainer are scaled down.
+        advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)
+    return Batch(
+        rollout=rollout, rewards=rewards, advantages=advantages, returns=returns, ref_logprobs=ref_logprobs,
+        old_logprobs=old_logprobs if reused else None, old_values=old_values, kl=kl,
+        correct_sampler_in_loss=correct_in_loss,
+    )

@@ -1,0 +1,51 @@
+"""Which trainer runs a recipe: the ``TRAINERS`` registry, and :func:`train`, the entry point of
+``rlft train``, ``rlft demo`` and :func:`rlft.train`.
+
+An algorithm's preset (``rlft.algorithms.presets``) names its trainer; the trainer is built in an
+open run folder and handed to the run harness (``trainers/run.py``), which decides what happens in
+a run. Nothing here, or anywhere else, branches on an algorithm's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.config import RecipeConfig
+from rlft.errors import RlftError
+from rlft.trainers.dpo import DPOTrainer
+from rlft.trainers.loop import RLTrainer
+from rlft.trainers.run import OnStep, run_trainer
+from rlft.trainers.setup import open_run
+
+# Trainers of the main recipe (``rlft train``), by the name an algorithm's preset gives. Each is
+# built as ``Trainer(config, session, task, progress, **python_overrides)``.
+TRAINERS: dict[str, Any] = {"rl": RLTrainer, "dpo": DPOTrainer}
+# Trainers that optimise the recipe's reward on its task, so ``rlft.train`` may replace either.
+TAKES_REWARD_AND_TASK = {"rl"}
+
+
+def train(
+    config: RecipeConfig,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: OnStep | None = None,
+    reward: Any = None,
+    task: Any = None,
+) -> dict[str, Any]:
+    """Run a whole recipe; returns the summary that is also written to ``summary.json``.
+
+    ``reward`` (a batched reward callable) replaces the recipe's ``reward:``; ``task`` (an object
+    following :class:`rlft.tasks.Task`) replaces its ``task:`` section.
+    """
+    kind = ALGORITHM_PRESETS[config.algorithm.name]["trainer"]
+    overrides = {"reward": reward} if reward is not None else {}
+    if kind not in TAKES_REWARD_AND_TASK and (reward is not None or task is not None):
+        raise RlftError(f"algorithm.name={config.algorithm.name!r} trains on preference pairs; it takes no reward or task.")
+    if config.train.torch_threads:
+        torch.set_num_threads(config.train.torch_threads)
+    session, task = open_run(config, resume, reward, task)
+    trainer = TRAINERS[kind](config, session, task, progress, **overrides)
+    return run_trainer(session, trainer, progress, on_step)

@@ -1,0 +1,261 @@
+"""The run harness: what happens in a run, written once.
+
+Every trainer — the RL loop, DPO, the multi-turn agent trainers, the reward model — is a
+:class:`Trainer`: it builds its models in its constructor and supplies ``step()`` and
+``evaluate()``. :func:`run_trainer` owns everything else, in this order:
+
+1. evaluate the starting model once (``base_eval.json``) and record it in the audit log;
+2. on ``--resume``, load the newest intact checkpoint (weights, optimisers, RNG, the trainer's own
+   state) and cut the logs back to it, so the resumed run is bit-identical to an uninterrupted one;
+3. run the steps: a non-finite step leaves the weights untouched and is counted; too many in a row
+   stop the run with the last good checkpoint named; evaluations every ``eval_every`` steps go to
+   ``evals.jsonl`` and ``samples.jsonl``; every step's metrics to ``metrics.jsonl``;
+4. checkpoint atomically every ``checkpoint_every`` steps, with the checkpoint's hash in the audit
+   log and the privacy counts so far;
+5. save the final model, write ``summary.json`` and close the audit trail.
+
+Opening the run folder (a new run, or a resumed one whose recipe and data must not have changed)
+is :class:`RunSession`'s job; each kind of recipe opens its own (``trainers/setup.py`` for RL and
+DPO recipes, the agent and reward-model recipes in their trainers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from rlft.common.hashing import folder_sha256
+from rlft.common.run_folder import RunFolder, write_json_atomic
+from rlft.errors import NonFiniteError
+from rlft.responsible.audit_log import AuditLog, run_provenance
+from rlft.trainers.checkpoint import (
+    TrainerState,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+OnStep = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a trainer runs and how often the harness evaluates and checkpoints."""
+
+    steps: int
+    eval_every: int
+    checkpoint_every: int
+    checkpoint_keep: int
+    max_consecutive_nonfinite: int
+
+    def due(self, step: int, every: int) -> bool:
+        """Every ``every`` steps, and always after the last one."""
+        return step % every == 0 or step == self.steps
+
+
+@dataclass
+class Evaluation:
+    """A held-out evaluation: its metrics (``eval/...``) and a few sample completions."""
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer(Protocol):
+    """What the harness drives. A trainer builds its models and optimisers when constructed."""
+
+    name: str
+    """The algorithm's name (``summary.json``'s ``algorithm``)."""
+    schedule: Schedule
+    headline: str
+    """The held-out metric the run is judged by (``eval/accuracy``, ``eval/pass_rate``, ...)."""
+    nonfinite_hint: str
+    """What to change when steps keep failing (named in the error that stops the run)."""
+
+    def modules(self) -> torch.nn.Module:
+        """Everything trainable, under stable names: what a checkpoint's weights hold."""
+        ...
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        """Step ``step`` (0-based): (metrics, finite). A non-finite step changes no weight."""
+        ...
+
+    def evaluate(self, step: int) -> Evaluation: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's own state besides weights and optimisers (a KL coefficient, a generator)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
+        """What the progress bar shows after a step."""
+        ...
+
+    def save_final(self, run: RunFolder) -> Path:
+        """Save the trained model (atomically); returns its folder."""
+        ...
+
+    def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's own summary fields, given the base and the final held-out metrics."""
+        ...
+
+
+@dataclass
+class RunSession:
+    """An open run folder, its audit log and its privacy counter (anything with ``write(root)``)."""
+
+    run: RunFolder
+    audit: AuditLog
+    resume: bool
+    fingerprint: str
+    privacy: Any = None
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(cls, run: RunFolder, config: dict[str, Any], fingerprint: str, resume: bool,
+              privacy: Any = None, **fields: Any) -> RunSession:
+        """Open the audit log of a run folder that is ready to be written, with its start record."""
+        audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
+        audit.append("run_resume" if resume else "run_start", config=config, recipe_fingerprint=fingerprint,
+                     provenance=run_provenance(), **fields)
+        return cls(run, audit, resume, fingerprint, privacy)
+
+    def write_privacy(self) -> None:
+        if self.privacy is not None:
+            self.privacy.write(self.run.root)
+
+
+def run_trainer(
+    session: RunSession, trainer: Trainer, progress: bool = True, on_step: OnStep | None = None
+) -> dict[str, Any]:
+    """Run ``trainer`` in ``session`` to the end; returns the summary (also ``summary.json``)."""
+    run, schedule = session.run, trainer.schedule
+    base = base_evaluation(session, trainer)
+    state, last_good = restore(session, trainer)
+    if progress:
+        tqdm.write(f"held-out {trainer.headline.removeprefix('eval/')} before training: "
+                   f"{base.get(trainer.headline, float('nan')):.3f}")
+    bar = tqdm(total=schedule.steps, initial=state.step, desc=trainer.name, disable=not progress, dynamic_ncols=True)
+    for step in range(state.step, schedule.steps):
+        metrics, finite = trainer.step(step)
+        state.step = step + 1
+        count_nonfinite(state, finite, trainer, last_good)
+        metrics = {"step": state.step, **metrics, "train/skipped": 0 if finite else 1}
+        if schedule.due(state.step, schedule.eval_every):
+            metrics.update(evaluate(run, trainer, state.step))
+        run.append_jsonl(run.metrics, metrics)
+        if on_step:
+            on_step(metrics)
+        bar.set_postfix(trainer.progress(metrics))
+        bar.update(1)
+        if schedule.due(state.step, schedule.checkpoint_every):
+            last_good = checkpoint(session, trainer, state)
+    bar.close()
+    return finish(session, trainer, state, base)
+
+
+def base_evaluation(session: RunSession, trainer: Trainer) -> dict[str, Any]:
+    """The starting model's held-out metrics: evaluated once (``base_eval.json``) and recorded in
+    the audit log with the base model's hash when the run starts."""
+    run = session.run
+    if not run.base_eval.exists():
+        write_json_atomic(run.base_eval, evaluate(run, trainer, 0, log=False))
+    base = json.loads(run.base_eval.read_text())
+    session.write_privacy()
+    if not session.resume:
+        sha = folder_sha256(run.base_model) if run.base_model.exists() else None
+        session.audit.append("base_model", path="base_model", sha256=sha,
+                             base_accuracy=base.get("eval/accuracy"), base_metrics=base)
+    return base
+
+
+def restore(session: RunSession, trainer: Trainer) -> tuple[TrainerState, Path | None]:
+    """(state, last good checkpoint): the newest checkpoint on resume, else step 0. The logs are
+    cut back to the restored step, so no step is logged twice."""
+    run, state = session.run, TrainerState(recipe_fingerprint=session.fingerprint)
+    checkpoints = list_checkpoints(run.checkpoints) if session.resume else []
+    if checkpoints:  # select_resume_checkpoint has already moved damaged ones aside
+        state, own = load_checkpoint(checkpoints[-1], trainer.modules(), trainer.optimizers())
+        trainer.load_state_dict(own)
+    if session.resume:  # a run stopped before its first checkpoint restarts at step 0
+        for path in (run.metrics, run.evals, run.samples):
+            run.truncate_jsonl(path, state.step)
+    return state, checkpoints[-1] if checkpoints else None
+
+
+def count_nonfinite(state: TrainerState, finite: bool, trainer: Trainer, last_good: Path | None) -> None:
+    """Count a skipped step; stop the run when ``max_consecutive_nonfinite`` come in a row."""
+    state.consecutive_nonfinite = 0 if finite else state.consecutive_nonfinite + 1
+    state.skipped_steps += 0 if finite else 1
+    if state.consecutive_nonfinite >= trainer.schedule.max_consecutive_nonfinite:
+        kept = f"The last good checkpoint, {last_good}, is intact." if last_good else "No checkpoint was written."
+        raise NonFiniteError(
+            f"Stopped at {trainer.name} step {state.step}: {state.consecutive_nonfinite} steps in a row had "
+            f"a non-finite loss, gradient or reward. {kept} {trainer.nonfinite_hint}"
+        )
+
+
+def evaluate(run: RunFolder, trainer: Trainer, step: int, log: bool = True) -> dict[str, float]:
+    """Evaluate on the held-out data; with ``log``, append to evals.jsonl and samples.jsonl."""
+    result = trainer.evaluate(step)
+    if log:
+        run.append_jsonl(run.evals, {"step": step, **result.metrics})
+        for sample in result.samples:
+            run.append_jsonl(run.samples, {"step": step, **sample})
+    return result.metrics
+
+
+def checkpoint(session: RunSession, trainer: Trainer, state: TrainerState) -> Path:
+    """An atomic checkpoint, its hash in the audit log, and the privacy counts so far (a resumed
+    run merges them)."""
+    run = session.run
+    saved = save_checkpoint(run.checkpoints, trainer.modules(), trainer.optimizers(), state,
+                            trainer.schedule.checkpoint_keep, trainer.state_dict())
+    session.audit.append("checkpoint", step=state.step, path=str(saved.relative_to(run.root)),
+                         sha256=folder_sha256(saved))
+    session.write_privacy()
+    return saved
+
+
+def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dict[str, Any]) -> dict[str, Any]:
+    """Save the final model, write the summary and close the audit trail; returns the summary."""
+    run = session.run
+    evals = run.read_jsonl(run.evals)
+    final = evals[-1] if evals else base
+    model_dir = trainer.save_final(run)
+    summary = {
+        "run_dir": str(run.root),
+        "algorithm": trainer.name,
+        "steps": state.step,
+        "skipped_steps": state.skipped_steps,
+        **held_out_summary(base, final, trainer.headline),
+        **trainer.summary(base, final),
+        "seconds": round(time.time() - session.started, 1),
+    }
+    write_json_atomic(run.summary, summary)
+    session.write_privacy()
+    session.audit.append("final_model", path=model_dir.relative_to(run.root).as_posix(),
+                         sha256=folder_sha256(model_dir))
+    session.audit.append("run_end", summary=summary)
+    return summary
+
+
+def held_out_summary(base: dict[str, Any], final: dict[str, Any], headline: str) -> dict[str, Any]:
+    """base_X and final_X of every held-out metric ``eval/X`` (accuracy as base_accuracy /
+    final_accuracy), and which one is the headline."""
+    out: dict[str, Any] = {"headline_metric": headline.removeprefix("eval/")}
+    for key in final:
+        if key.startswith("eval/") and key in base:
+            name = key.removeprefix("eval/")
+            out[f"base_{name}"], out[f"final_{name}"] = base[key], final[key]
+    return out

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.rollout.sampling import encode_prompts, sample
+from rlft.models.tokens import decode_completions, encode_prompts
+from rlft.rollout.sampling import sample
 from rlft.tasks import Problem
 
 
@@ -50,15 +51,6 @@ def pass_rates(rewards: Sequence[float], samples: int, threshold: float) -> tupl
         return pass_at_1, None
     groups = [passed[i : i + samples] for i in range(0, len(passed), samples)]
     return pass_at_1, sum(any(g) for g in groups) / max(len(groups), 1)
-
-
-def decode_completions(tokenizer: PreTrainedTokenizerBase, completion_ids, completion_mask) -> list[str]:  # noqa: ANN001
-    """Completion text of each row, up to (not including) EOS."""
-    texts = []
-    for ids, mask in zip(completion_ids.tolist(), completion_mask.tolist(), strict=True):
-        kept = [t for t, m in zip(ids, mask, strict=True) if m and t != tokenizer.eos_token_id]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=True))
-    return texts
 
 
 def evaluate(

@@ -68,7 +68,7 @@ def test_entropy_gradient_matches_autograd_of_the_naive_formula() -> None:
 
 def _rollout(tiny_model_dir):
     from rlft.models.loading import load_policy
-    from rlft.rollout.sampling import encode_prompts
+    from rlft.models.tokens import encode_prompts
     from rlft.types import Rollout
 
     model, tokenizer = load_policy(str(tiny_model_dir))

@@ -1,13 +1,8 @@
 import torch
 
 from rlft.models.loading import load_policy
-from rlft.rollout.sampling import (
-    encode_prompts,
-    positions_from_mask,
-    sample,
-    sequence_logprobs,
-    top_p_filter,
-)
+from rlft.models.tokens import encode_prompts, positions_from_mask
+from rlft.rollout.sampling import sample, sequence_logprobs, top_p_filter
 
 
 def _sample(model, tok, prompts, seed, **kw):

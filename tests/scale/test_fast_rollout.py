@@ -5,7 +5,8 @@ import torch
 
 from rlft.algorithms.logprobs import entropy_from_logits
 from rlft.models.loading import load_policy
-from rlft.rollout.sampling import chunked_logprobs, encode_prompts, sample, score_completions
+from rlft.models.tokens import encode_prompts
+from rlft.rollout.sampling import chunked_logprobs, sample, score_completions
 
 PROMPTS = ["1+2=", "33+44=", "9+9=", "12+3=", "40+41=", "7+0="]
 

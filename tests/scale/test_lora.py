@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from rlft.cli.main import main  # noqa: E402
 from rlft.models.loading import load_policy  # noqa: E402
 from rlft.models.lora import apply_lora, lora_reference, save_adapter, trainable_parameter_names  # noqa: E402
-from rlft.rollout.sampling import encode_prompts, sample, score_completions  # noqa: E402
+from rlft.models.tokens import encode_prompts  # noqa: E402
+from rlft.rollout.sampling import sample, score_completions  # noqa: E402
 
 
 def _greedy(model, tok, prompts):

@@ -8,8 +8,9 @@ import torch
 
 from rlft.config import ConfigError, config_from_dict
 from rlft.models.loading import load_policy
+from rlft.models.tokens import encode_prompts
 from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
-from rlft.rollout.sampling import encode_prompts, sample, score_completions
+from rlft.rollout.sampling import sample, score_completions
 from rlft.trainers.batch import Batch, Learner
 from rlft.trainers.loop import micro_batch_loss
 from rlft.trainers.registry import train

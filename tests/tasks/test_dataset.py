@@ -210,7 +210,7 @@ def bos_tokenizer():
 
 
 def test_a_prompt_is_tokenized_with_one_bos_and_a_target_with_none():
-    from rlft.rollout.sampling import encode_prompts
+    from rlft.models.tokens import encode_prompts
     from rlft.tasks import Problem
     from rlft.trainers.sft import sft_batch
 

@@ -125,7 +125,7 @@ def check_max_new_tokens(
         return  # no declared context window (e.g. a state-space model): nothing to check against
     longest = 1
     if prompts:
-        from rlft.rollout.sampling import encode_prompts  # lazily: rollout sits above models
+        from rlft.models.tokens import encode_prompts
 
         longest = max(longest, int(encode_prompts(tokenizer, prompts)[0].shape[1]))
     room = window - longest

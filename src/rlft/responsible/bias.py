@@ -80,7 +80,8 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], co
     """Mean per-token log-probability of each continuation after its prompt, (N,)."""
     import torch
 
-    from rlft.rollout.sampling import encode_prompts, sequence_logprobs
+    from rlft.models.tokens import encode_prompts
+    from rlft.rollout.sampling import sequence_logprobs
     from rlft.types import Rollout
 
     out = []
@@ -103,8 +104,8 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], co
 def sample_completions(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, seed: int) -> list[str]:
     import torch
 
-    from rlft.evaluation import decode_completions
-    from rlft.rollout.sampling import encode_prompts, sample
+    from rlft.models.tokens import decode_completions, encode_prompts
+    from rlft.rollout.sampling import sample
 
     ids, mask = encode_prompts(tokenizer, prompts)
     rollout = sample(model, ids, mask, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

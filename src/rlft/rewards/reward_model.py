@@ -87,11 +87,11 @@ def forward_scores(
     position 0 however much left padding the batch gives it. Without them a model with absolute
     position embeddings (GPT-2) scores the same text differently alone and in a padded batch.
     """
-    from rlft.rollout.sampling import _accepts, positions_from_mask
+    from rlft.models.tokens import forward_accepts, positions_from_mask
 
     device = next(model.parameters()).device
     attention_mask = attention_mask.to(device)
-    extra = {"position_ids": positions_from_mask(attention_mask)} if _accepts(model, "position_ids") else {}
+    extra = {"position_ids": positions_from_mask(attention_mask)} if forward_accepts(model, "position_ids") else {}
     out = model(input_ids=input_ids.to(device), attention_mask=attention_mask, **extra)
     return out.logits[:, 0].float()  # (B, 1) -> (B,)
 

@@ -1,25 +1,19 @@
 """Batched sampling with a KV cache, and log-probabilities of sampled sequences.
 
-Prompts are left-padded once; position ids are derived from the attention mask, so padding never
-shifts a prompt's positions. Sampling is deterministic for a given ``torch.Generator``.
+Prompts are left-padded once (:func:`rlft.models.tokens.encode_prompts`); position ids are derived
+from the attention mask, so padding never shifts a prompt's positions. Sampling is deterministic for a given ``torch.Generator``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from rlft.algorithms.logprobs import entropy_from_logits, selective_log_softmax
+from rlft.models.tokens import forward_accepts, positions_from_mask
 from rlft.types import Rollout
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on each row's first real token. (B, L) -> (B, L)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -37,44 +31,13 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
-    """The token ids of each prompt, with the tokenizer's special tokens (a BOS) added only where
-    the text does not already start with its BOS: a chat template writes the BOS itself, and a
-    second one is a sequence the model never saw in training."""
-    bos = tokenizer.bos_token
-    templated = [bool(bos) and text.startswith(bos) for text in prompts]
-    ids: list[list[int]] = [[] for _ in prompts]
-    for already in (False, True):
-        rows = [i for i, t in enumerate(templated) if t == already]
-        if rows:
-            enc = tokenizer([prompts[i] for i in rows], add_special_tokens=not already).input_ids
-            for i, row_ids in zip(rows, enc, strict=True):
-                ids[i] = list(row_ids)
-    return ids
-
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask, (B, P) each (see :func:`prompt_token_ids`)."""
-    ids = prompt_token_ids(tokenizer, list(prompts))
-    width = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, row in enumerate(ids):
-        if row:
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-    return input_ids, mask
-
-
 def _cached_call(model: PreTrainedModel, cache: Any, **inputs: Any) -> tuple[Any, Any]:
     """``model(**inputs)`` reading and extending the KV cache ``cache`` (None: a new one);
     returns (the model's output, the updated cache).
 
     transformers 5.2x renamed ``past_key_values`` to ``cache``; both spellings are supported.
     """
-    name = "cache" if _accepts(model, "cache") else "past_key_values"
+    name = "cache" if forward_accepts(model, "cache") else "past_key_values"
     out = model(**inputs, use_cache=True, **({name: cache} if cache is not None else {}))
     return out, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
@@ -258,6 +221,47 @@ def sample(
     )
 
 
+def _prefill(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    fast_decode: bool,
+) -> tuple[torch.Tensor, Any, _StaticKVDecoder | None, torch.Tensor]:
+    """The prompt's forward pass: (next-token logits (B, V), KV cache, the static-cache decoder
+    when ``fast_decode`` and the model supports it (else None), next position of each row (B,))."""
+    positions = positions_from_mask(prompt_mask)
+    logits, cache = _cache_forward(
+        model, None, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions
+    )
+    # A peft LoRA model decodes through its wrapped transformers model (adapter layers included).
+    inner = model.get_base_model() if hasattr(model, "peft_config") else model
+    decoder = (
+        _StaticKVDecoder(inner, cache, max_new_tokens)
+        if fast_decode and _StaticKVDecoder.supports(inner, cache)
+        else None
+    )
+    return logits, cache, decoder, positions[:, -1] + 1
+
+
+def _decode_step(
+    model: PreTrainedModel,
+    decoder: _StaticKVDecoder | None,
+    cache: Any,
+    token: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position: torch.Tensor,
+) -> tuple[torch.Tensor, Any]:
+    """(next-token logits (b, V), cache) after feeding ``token`` (b,) at ``position`` (b,);
+    ``attention_mask`` (b, L) covers the prompt and every token fed so far, this one included."""
+    if decoder is not None:
+        return decoder.step(token, attention_mask, position), cache
+    return _cache_forward(
+        model, cache, input_ids=token[:, None], attention_mask=attention_mask,
+        position_ids=position[:, None],
+    )
+
+
 def _sample_loop(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -284,18 +288,9 @@ def _sample_loop(
         batch, prompt_len + max_new_tokens, dtype=prompt_mask.dtype, device=device
     )
     attention_mask[:, :prompt_len] = prompt_mask
-    positions = positions_from_mask(prompt_mask)
-    next_logits, cache = _cache_forward(
-        model, None, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions
-    )  # (B, V)
-    next_position = positions[:, -1] + 1  # (b,)
-    # A peft LoRA model decodes through its wrapped transformers model (adapter layers included).
-    inner = model.get_base_model() if hasattr(model, "peft_config") else model
-    decoder = (
-        _StaticKVDecoder(inner, cache, max_new_tokens)
-        if fast_decode and _StaticKVDecoder.supports(inner, cache)
-        else None
-    )
+    next_logits, cache, decoder, next_position = _prefill(
+        model, prompt_ids, prompt_mask, max_new_tokens, fast_decode
+    )  # (B, V), cache, decoder, (B,)
     rows = torch.arange(batch, device=device)  # original row of each row still in the batch
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (b,)
     vocab = next_logits.shape[-1]
@@ -327,18 +322,9 @@ def _sample_loop(
             attention_mask, next_position = attention_mask[keep], next_position[keep]
         # A finished row still in the batch is fed pad; its outputs are never written.
         token = torch.where(finished, pad_token_id, token)
-        if decoder is not None:
-            next_logits = decoder.step(
-                token, attention_mask[:, : prompt_len + step + 1], next_position
-            )
-        else:
-            next_logits, cache = _cache_forward(
-                model,
-                cache,
-                input_ids=token[:, None],
-                attention_mask=attention_mask[:, : prompt_len + step + 1],
-                position_ids=next_position[:, None],
-            )
+        next_logits, cache = _decode_step(
+            model, decoder, cache, token, attention_mask[:, : prompt_len + step + 1], next_position
+        )
         next_position = next_position + 1
     return out_ids[:, :steps], out_logps[:, :steps], out_mask[:, :steps]
 
@@ -374,7 +360,7 @@ def _can_share_prompt(model: PreTrainedModel) -> bool:
     inner = model.get_base_model() if hasattr(model, "peft_config") else model
     flag = "is_activation_checkpointing" if hasattr(inner, "is_activation_checkpointing") else "is_gradient_checkpointing"
     checkpointing = getattr(inner, flag, False) and inner.training
-    return not checkpointing and (_accepts(model, "past_key_values") or _accepts(model, "cache"))
+    return not checkpointing and (forward_accepts(model, "past_key_values") or forward_accepts(model, "cache"))
 
 
 def _completion_outputs(
@@ -399,7 +385,7 @@ def _completion_outputs(
         sharing_pays = len(first) <= len(inverse) // 2 and bool(rollout.prompt_mask[first, :-1].any(-1).all())
     if not sharing_pays:
         extra: dict[str, Any] = {}
-        if _accepts(model, "logits_to_keep"):
+        if forward_accepts(model, "logits_to_keep"):
             # The logit at position i predicts token i + 1: keep the last T + 1, drop the very last.
             extra["logits_to_keep"] = completion_len + 1
         out = model(
@@ -414,7 +400,7 @@ def _completion_outputs(
     _, cache = _cached_call(
         model, None, input_ids=rollout.prompt_ids[first, :-1], attention_mask=rollout.prompt_mask[first, :-1],
         position_ids=positions[first, : prompt_len - 1],
-        **({"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}),
+        **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
     )
     cache.batch_select_indices(inverse)  # row b reads its prompt's keys and values
     out, _ = _cached_call(
@@ -489,17 +475,6 @@ def chunked_logprobs(
         if entropy is not None:
             entropy[:, start : start + step] = entropy_from_logits(part)
     return logprobs, entropy
-
-
-def _accepts(model: torch.nn.Module, name: str) -> bool:
-    """Whether the forward of ``model`` (or of the model a wrapper such as peft's wraps) takes
-    the keyword ``name``."""
-    unwrap = getattr(model, "get_base_model", None)
-    target = unwrap() if callable(unwrap) else model
-    try:
-        return name in inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def maybe_compile(model: PreTrainedModel, enabled: bool) -> PreTrainedModel:

@@ -158,7 +158,7 @@ class DatasetTask:
             raise ConfigError("Every training prompt, as the model sees it, is also a held-out prompt; nothing is left to train on.")
         self._demo_problems = [self._problem(r, tokenizer) for r in self._demos or []]
         if max_prompt_tokens is not None:
-            from rlft.rollout.sampling import prompt_token_ids
+            from rlft.models.tokens import prompt_token_ids
 
             rows = self._eval + self._train + (self._demos or [])
             problems = self.eval_problems + rendered + self._demo_problems

@@ -47,7 +47,7 @@ from rlft.algorithms.q_learning import (
 )
 from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
-from rlft.rollout.sampling import positions_from_mask
+from rlft.models.tokens import positions_from_mask
 from rlft.trainers.agent_config import ILQLConfig
 from rlft.common.optim import adamw
 

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.rollout.sampling import positions_from_mask, prompt_token_ids
+from rlft.models.tokens import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
 from rlft.common.optim import adamw
 

@@ -37,7 +37,7 @@ def main() -> None:
         train_policy_gradient,
         warm_started_agent,
     )
-    from rlft.trainers.agent_config import load_agent_config
+    from rlft.config.agent import load_agent_config
     from rlft.trainers.archer import train_archer
     from rlft.trainers.ilql import ILQLPolicy, train_ilql
 

@@ -132,7 +132,8 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
              rm_overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Every stage, in order; returns the report (also written to OUT/rlhf.json)."""
     from rlft.config import config_from_dict
-    from rlft.rewards.rm_training import rm_recipe_from_dict, train_reward_model
+    from rlft.config.reward_model import rm_recipe_from_dict
+    from rlft.rewards.rm_training import train_reward_model
     from rlft.tasks import build_task
     from rlft.trainers.registry import train
 

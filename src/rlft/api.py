@@ -71,8 +71,9 @@ def dataset_task(
     """A dataset task from rows in memory (dicts with a prompt and, optionally, an answer and
     extra columns). ``fields`` are those of the recipe's task section (prompt_field, answer_field,
     system_prompt, chat_template, eval_fraction, eval_size, seed) and ``target_field``."""
-    from rlft.config import TaskConfig, WarmStartConfig, _build
+    from rlft.config import TaskConfig, WarmStartConfig
     from rlft.errors import ConfigError
+    from rlft.schema import build
     from rlft.tasks import dataset_task_from_rows
     from rlft.tasks.data import Row
 
@@ -90,7 +91,7 @@ def dataset_task(
         )
     # The same checks as a recipe's fields (ranges, types, unknown names).
     target = {"target_field": fields.pop("target_field")} if "target_field" in fields else {}
-    config = _build(TaskConfig, {"name": "dataset", **fields}, "dataset_task")
-    warm = _build(WarmStartConfig, target, "dataset_task")
+    config = build(TaskConfig, {"name": "dataset", **fields}, "dataset_task")
+    warm = build(WarmStartConfig, target, "dataset_task")
     eval_part = as_rows(eval_rows, "eval_rows") if eval_rows is not None else None
     return dataset_task_from_rows(config, reward, as_rows(rows, "rows"), eval_part, warm.target_field)

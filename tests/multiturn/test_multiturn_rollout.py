@@ -103,7 +103,7 @@ def _changed(before, model) -> float:  # noqa: ANN001
 
 
 def _agent_config(**extra):  # noqa: ANN003, ANN202
-    from rlft.trainers.agent_config import agent_config_from_dict
+    from rlft.config.agent import agent_config_from_dict
 
     data = {"episodes": 16, "episodes_per_iteration": 8, "group_size": 4, "eval_samples": 1,
             "episode": {"max_turn_tokens": 6, "max_total_tokens": 48}}

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
+from rlft.config.reward_model import rm_recipe_from_dict
 from rlft.errors import ConfigError
 from rlft.rewards import build_reward, score
 from rlft.rewards.pairs import PairsError, load_pairs
-from rlft.rewards.rm_training import rm_recipe_from_dict, train_reward_model
+from rlft.rewards.rm_training import train_reward_model
 
 WORDS = [
     "the",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
 
-from rlft.config import TaskConfig, WarmStartConfig, config_from_dict, get_args
+from rlft.config import TaskConfig, WarmStartConfig, config_from_dict
 from rlft.errors import ConfigError
 from rlft.rewards import build_reward
 from rlft.tasks import TASKS, DatasetTask, build_task, reward_context

@@ -37,7 +37,7 @@ def _run_agent(args: argparse.Namespace) -> int:
         train_policy_gradient,
         warm_started_agent,
     )
-    from rlft.trainers.agent_config import agent_config_to_dict, load_agent_config
+    from rlft.config.agent import agent_config_to_dict, load_agent_config
 
     config = load_agent_config(args.recipe, args.set)
     if config.torch_threads:

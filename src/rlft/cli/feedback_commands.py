@@ -207,7 +207,8 @@ def _register_rm(sub: argparse._SubParsersAction) -> None:
 
 def _run_rm_train(args: argparse.Namespace) -> int:
     from rlft.cli.train_commands import _quiet_transformers
-    from rlft.rewards.rm_training import load_rm_recipe, train_reward_model
+    from rlft.config.reward_model import load_rm_recipe
+    from rlft.rewards.rm_training import train_reward_model
 
     recipe = load_rm_recipe(args.recipe, args.set)
     _quiet_transformers()

@@ -1,8 +1,9 @@
 """``rlft audit bias``: counterfactual bias audit of a policy, before and after RL.
 
 For each attribute (gender, ethnicity, religion, age, nationality; see
-``templates/bias_templates.yaml``) every template is filled with the terms of each group, so the
-prompts of one template differ only in the demographic term. Per template and group we measure
+``rlft/rewards/templates/bias_templates.yaml``, loaded by ``rlft.rewards.bias_templates``) every
+template is filled with the terms of each group, so the prompts of one template differ only in
+the demographic term. Per template and group we measure
 
     logprob    mean per-token log-probability of each fixed continuation (" kind", " lazy", ...)
     sentiment  VADER compound score (-1..1) of sampled completions
@@ -18,55 +19,13 @@ zero by chance (no multiple-comparison correction): read them as a screen, not a
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rlft.errors import RlftError
-
-TEMPLATES_FILE = Path(__file__).with_name("templates") / "bias_templates.yaml"
-
-
-@dataclass(frozen=True)
-class Attribute:
-    """Groups of interchangeable terms, templates with a ``{term}`` slot, and continuations."""
-
-    name: str
-    groups: dict[str, list[str]]
-    templates: list[str]
-    continuations: list[str]
-
-
-def load_templates(extra: str | Path | None = None) -> dict[str, Attribute]:
-    """The shipped attributes, with those of ``extra`` (same YAML shape) added or replacing."""
-    raw = yaml.safe_load(TEMPLATES_FILE.read_text())
-    if extra is not None:
-        path = Path(extra)
-        if not path.is_file():
-            raise RlftError(f"Templates file {path} does not exist.")
-        try:
-            user = yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise RlftError(f"{path} is not valid YAML/JSON: {exc}") from None
-        if not isinstance(user, dict):
-            raise RlftError(f"{path}: expected a mapping of attribute -> {{groups, templates, continuations}}.")
-        raw.update(user)
-    attributes = {}
-    for name, spec in raw.items():
-        where = f"attribute {name!r}" + (f" in {extra}" if extra else "")
-        if not isinstance(spec, dict) or not isinstance(spec.get("groups"), dict) or len(spec["groups"]) < 2:
-            raise RlftError(f"{where}: needs 'groups' with at least two groups of terms.")
-        templates = spec.get("templates") or []
-        if not templates or any("{term}" not in t for t in templates):
-            raise RlftError(f"{where}: needs 'templates', each with a {{term}} slot.")
-        attributes[name] = Attribute(name, {g: list(t) for g, t in spec["groups"].items()}, list(templates),
-                                     list(spec.get("continuations") or []))
-    return attributes
+from rlft.rewards.bias_templates import TEMPLATES_FILE, Attribute, load_templates  # noqa: F401 (re-exported)
 
 
 def fill(template: str, term: str) -> str:

@@ -121,7 +121,7 @@ def algorithm_fields(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe's ``algorithm`` section with every empty or missing field taken from the named
     algorithm's preset, read leniently so that runs written by older versions still work."""
     from rlft.algorithms.kl import KL_CLAMP
-    from rlft.config import ALGORITHM_PRESETS
+    from rlft.algorithms.presets import ALGORITHM_FIELDS as ALGORITHM_PRESETS
 
     raw = dict(recipe.get("algorithm") or {})
     name = raw.get("name", "grpo")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from rlft.config import _f
 from rlft.rewards.base import RewardError, RewardOutput, RewardSpecError, context_list, score
 from rlft.rewards.normalization import NormalizeMode, RunningMoments, normalize
+from rlft.schema import setting
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
@@ -51,8 +51,8 @@ class ExactMatch:
     """
 
     name: ClassVar[str] = "exact_match"
-    strip: bool = _f(True, "Ignore whitespace around the completion and the answer.")
-    ignore_case: bool = _f(False, "Compare case-insensitively.")
+    strip: bool = setting(True, "Ignore whitespace around the completion and the answer.")
+    ignore_case: bool = setting(False, "Compare case-insensitively.")
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], **context: Any
@@ -84,8 +84,8 @@ class NumericAnswer:
     """
 
     name: ClassVar[str] = "numeric"
-    which: Literal["first", "last"] = _f("last", "Which number of the completion is its answer.")
-    tolerance: float = _f(1e-6, "Largest absolute difference that still counts as correct.", ge=0)
+    which: Literal["first", "last"] = setting("last", "Which number of the completion is its answer.")
+    tolerance: float = setting(1e-6, "Largest absolute difference that still counts as correct.", ge=0)
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], **context: Any
@@ -107,11 +107,11 @@ class RegexFormat:
 
     name: ClassVar[str] = "regex"
     pattern: str = _required("A Python regular expression, e.g. '^<answer>\\\\d+</answer>$'.")
-    mode: Literal["search", "match", "fullmatch"] = _f(
+    mode: Literal["search", "match", "fullmatch"] = setting(
         "search", "search: anywhere; match: at the start; fullmatch: the whole completion."
     )
-    reward: float = _f(1.0, "Score of a completion that matches.")
-    penalty: float = _f(0.0, "Score of a completion that does not match.")
+    reward: float = setting(1.0, "Score of a completion that matches.")
+    penalty: float = setting(0.0, "Score of a completion that does not match.")
 
     def __post_init__(self) -> None:
         try:
@@ -134,8 +134,8 @@ class LengthPenalty:
 
     name: ClassVar[str] = "length_penalty"
     max_length: int = _required("Length allowed without penalty.", ge=0)
-    coef: float = _f(0.01, "Penalty per unit of length beyond max_length.", ge=0)
-    unit: Literal["chars", "words"] = _f(
+    coef: float = setting(0.01, "Penalty per unit of length beyond max_length.", ge=0)
+    unit: Literal["chars", "words"] = setting(
         "chars", "What length counts: characters or whitespace-separated words."
     )
 
@@ -155,7 +155,7 @@ class Sentiment:
     """
 
     name: ClassVar[str] = "sentiment"
-    target: Literal["positive", "negative"] = _f("positive", "Which sentiment scores high.")
+    target: Literal["positive", "negative"] = setting("positive", "Which sentiment scores high.")
 
     def __post_init__(self) -> None:
         try:
@@ -184,8 +184,8 @@ class MathVerify:
     """
 
     name: ClassVar[str] = "math_verify"
-    float_rounding: int = _f(6, "Decimal places that count when comparing numbers.", ge=0)
-    timeout_seconds: int = _f(
+    float_rounding: int = setting(6, "Decimal places that count when comparing numbers.", ge=0)
+    timeout_seconds: int = setting(
         5, "Give up on one comparison after this long (scored 0.0); only in the main thread.", ge=1
     )
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlft.rewards.base import RewardOutput, RewardSpecError, context_rows, score
+from rlft.rewards.bias_templates import load_templates
 
 
 def counterfactual_gaps(scores_per_group: Sequence[Sequence[float]]) -> list[float]:
@@ -118,7 +119,6 @@ class FairnessPenalty:
 def build_fairness(params: dict[str, Any], where: str) -> FairnessPenalty:
     """The ``type: fairness`` builder: ``reward`` (a spec), ``attribute``, ``weight``, ``templates``."""
     from rlft.errors import RlftError
-    from rlft.responsible.bias import load_templates
     from rlft.rewards.registry import build_reward
 
     allowed = {"reward", "attribute", "weight", "templates"}

@@ -18,7 +18,6 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlft.config import _build
 from rlft.errors import ConfigError
 from rlft.rewards.base import RewardFunction, RewardSpecError
 from rlft.rewards.builtins import (
@@ -35,6 +34,7 @@ from rlft.rewards.builtins import (
 from rlft.rewards.fairness import build_fairness
 from rlft.rewards.normalization import NORMALIZE_MODES
 from rlft.rewards.reward_model import RewardModelReward
+from rlft.schema import build
 
 # name -> reward class (a dataclass of its parameters) or a builder taking (params, where).
 REWARDS: dict[str, Any] = {
@@ -95,7 +95,7 @@ def _build_dataclass(cls: Any, params: dict[str, Any], where: str) -> Any:
             f"{where} (type {cls.name!r}) needs '{f.name}': {f.metadata.get('help', '')}"
         )
     try:
-        return _build(cls, params, where)
+        return build(cls, params, where)
     except RewardSpecError:
         raise
     except ConfigError as exc:

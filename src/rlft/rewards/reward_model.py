@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from rlft.config import _f
 from rlft.errors import RlftError
 from rlft.rewards.base import RewardSpecError
 from rlft.rewards.normalization import NormalizeMode, RunningMoments, clip, normalize
+from rlft.schema import setting
 
 
 def resolve_reward_model_folder(path: str | Path) -> Path:
@@ -133,19 +133,19 @@ class RewardModelReward:
             "help": "Folder written by `rlft rm train` (or its model/), or any sequence-classification model with one label."
         }
     )
-    batch_size: int = _f(32, "Sequences scored per forward pass.", ge=1)
-    max_length: int = _f(
+    batch_size: int = setting(32, "Sequences scored per forward pass.", ge=1)
+    max_length: int = setting(
         512,
         "Longest prompt + completion in tokens; longer ones lose the start of the prompt.",
         ge=8,
     )
-    normalize: Literal["none", "batch", "running"] = _f(
+    normalize: Literal["none", "batch", "running"] = setting(
         "none", "Normalise scores: none, batch z-score, or running z-score."
     )
-    clip: float | None = _f(
+    clip: float | None = setting(
         None, "Clip the (normalised) score to [-clip, clip]; null for no clipping.", gt=0
     )
-    device: str = _f(
+    device: str = setting(
         "auto", "Where the reward model runs: auto (cuda if available), cpu, cuda, cuda:1 ..."
     )
 

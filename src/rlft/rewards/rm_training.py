@@ -18,87 +18,19 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
 
 from rlft.algorithms.preference import bradley_terry_loss
-from rlft.config import TinyModelConfig, _build, _f, _set_dotted, parse_overrides, read_recipe_yaml
+from rlft.common.optim import adamw
+from rlft.config.reward_model import RewardModelRecipe
 from rlft.errors import ConfigError
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
-from rlft.common.optim import adamw
-
-
-@dataclass(frozen=True)
-class RewardModelRecipe:
-    """What ``rlft rm train`` reads."""
-
-    train_data: str = _f(
-        "", "Preference pairs {prompt, chosen, rejected}: .jsonl, .parquet or a dataset folder."
-    )
-    eval_data: str | None = _f(None, "Held-out pairs. Empty: hold out eval_fraction of train_data.")
-    eval_fraction: float = _f(
-        0.1, "Share of train_data held out when eval_data is empty.", ge=0, lt=1
-    )
-    model_path: str | None = _f(
-        None,
-        "Causal LM (folder or hub id) whose body starts the reward model, with a new scalar head. "
-        "Empty: build the tiny model offline, its tokenizer trained on the pairs' text.",
-    )
-    tiny: TinyModelConfig = _f(
-        TinyModelConfig(), "Shape of the offline model (used when model_path is empty)."
-    )
-    learning_rate: float = _f(
-        1e-5,
-        "AdamW learning rate (InstructGPT used 9e-6; a tiny model from scratch wants ~1e-3).",
-        gt=0,
-    )
-    weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
-    epochs: int = _f(
-        1,
-        "Passes over the training pairs (more than 1 tends to overfit, Ouyang et al. 2022).",
-        ge=1,
-    )
-    batch_size: int = _f(8, "Pairs per optimiser step.", ge=1)
-    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this.", gt=0)
-    margin: bool = _f(False, "Use each pair's 'margin' field in the loss (Llama 2, eq. 2).")
-    max_length: int = _f(
-        512, "Longest prompt + completion in tokens (the prompt's start is cut first).", ge=8
-    )
-    seed: int = _f(0, "Seed of initialisation, the held-out split and shuffling.")
-    scrub_pii: bool = _f(
-        True,
-        "Replace PII in every pair (prompt, chosen, rejected) by typed placeholders before the "
-        "tokenizer or the model sees it; counts go to OUTPUT_DIR/privacy.json.",
-    )
-    torch_threads: int = _f(0, "CPU threads for torch; 0 keeps torch's default.", ge=0)
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: cuda when available.")
-    output_dir: str = _f(
-        "runs/reward_model", "Folder to write model/, metrics.jsonl and summary.json into."
-    )
-
-
-def rm_recipe_from_dict(
-    data: dict[str, Any], overrides: list[str] | None = None
-) -> RewardModelRecipe:
-    data = json.loads(json.dumps(data))  # a deep copy of plain data
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(data, key, value)
-    recipe = _build(RewardModelRecipe, data)
-    if not recipe.train_data:
-        raise ConfigError(
-            "train_data is empty; give the preference pairs file (e.g. from `rlft feedback export`)."
-        )
-    return recipe
-
-
-def load_rm_recipe(path: str | Path, overrides: list[str] | None = None) -> RewardModelRecipe:
-    return rm_recipe_from_dict(read_recipe_yaml(path), overrides)
 
 
 def evaluate_reward_model(

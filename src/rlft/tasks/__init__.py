@@ -1,21 +1,25 @@
 """Tasks: prompts, answers and the reward that scores completions.
 
-``TASKS`` is the registry: a recipe's ``task.name`` picks a builder here and nowhere else.
+``TASKS`` is the registry: a recipe's ``task.name`` picks an entry here and nowhere else. An entry
+says how to build the task, which fields of the recipe's ``task:`` section it reads (setting
+another is refused when the recipe loads), and the checks of its own fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from rlft.errors import ConfigError
 from rlft.tasks.arithmetic import ArithmeticTask
 from rlft.tasks.base import Problem, Task, reward_context
 from rlft.tasks.dataset import DatasetTask
-from rlft.tasks.reviews import ReviewsTask
+from rlft.tasks.reviews import N_PROMPTS, ReviewsTask
 
 __all__ = [
-    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "build_task", "dataset_task_from_config",
-    "dataset_task_from_rows", "reward_context",
+    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "TaskEntry", "build_task",
+    "dataset_task_from_config", "dataset_task_from_rows", "reward_context",
 ]  # fmt: skip
 
 
@@ -40,7 +44,6 @@ def _dataset(config: Any, reward_factory: Any, warm_start: Any) -> DatasetTask:
 def dataset_task_from_config(config: Any, reward: Any, warm_start: Any, evaluate_on: str | None = None) -> DatasetTask:
     """The dataset task of a TaskConfig; ``evaluate_on`` (a file) gives a task that only
     evaluates, on that file (``rlft eval RUN --data FILE``), without reading the training data."""
-    from rlft.errors import ConfigError
     from rlft.tasks.data import load_rows
 
     if reward is None:
@@ -85,16 +88,60 @@ def dataset_task_from_rows(
     )
 
 
-# task.name -> builder(task config, a function building the recipe's reward (called only by tasks
-# that score with it, so a reward model is not loaded twice), warm-start config)
-TASKS: dict[str, Callable[[Any, Any, Any], Any]] = {
-    "arithmetic": _arithmetic,
-    "reviews": _reviews,
-    "dataset": _dataset,
+def _check_arithmetic(config: Any) -> None:
+    if config.answer_format == "steps" and set(config.operations) != {"+"}:
+        raise ConfigError(
+            f"task.answer_format='steps' writes column-addition steps, so task.operations must be "
+            f"['+'], not {config.operations!r}; use answer_format: answer for other operations."
+        )
+    bad_ops = [op for op in config.operations if op not in ("+", "-", "*")]
+    if bad_ops or not config.operations:
+        raise ConfigError(f"task.operations={config.operations!r}: allowed are '+', '-', '*' (at least one).")
+
+
+def _check_reviews(config: Any) -> None:
+    if config.eval_size > N_PROMPTS // 2:
+        raise ConfigError(
+            f"task.eval_size={config.eval_size}: the reviews task has {N_PROMPTS} prompts; "
+            f"hold out at most {N_PROMPTS // 2}."
+        )
+
+
+def _no_checks(config: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """What a ``task.name`` means."""
+
+    # (task config, a function building the recipe's reward (called only by tasks that score with
+    # it, so a reward model is not loaded twice), warm-start config) -> the task
+    build: Callable[[Any, Any, Any], Any]
+    # The fields of the task section it reads (``name`` aside); setting another is refused.
+    fields: frozenset[str]
+    # Checks across its fields (a TaskConfig in, ConfigError out), run when a recipe loads.
+    check: Callable[[Any], None] = _no_checks
+    # The fields of the warm_start section it reads besides steps, batch_size and learning_rate
+    # (the other tasks make their own warm-start targets).
+    warm_start_fields: frozenset[str] = frozenset()
+
+
+TASKS: dict[str, TaskEntry] = {
+    "arithmetic": TaskEntry(
+        _arithmetic, frozenset({"digits", "operations", "answer_format", "eval_size", "seed"}), _check_arithmetic
+    ),
+    "reviews": TaskEntry(_reviews, frozenset({"eval_size", "seed"}), _check_reviews),
+    "dataset": TaskEntry(
+        _dataset,
+        frozenset({"data", "split", "eval_data", "eval_split", "eval_fraction", "prompt_field", "answer_field",
+                   "system_prompt", "chat_template", "eval_size", "seed"}),
+        warm_start_fields=frozenset({"target_field", "data"}),
+    ),
 }
 
 
 def build_task(config: Any, reward_factory: Callable[[], Any] | None = None, warm_start: Any = None) -> Any:
     """The task named in a recipe's ``task:`` section (a TaskConfig). ``reward_factory()`` builds
     the recipe's reward (the dataset task scores with it); ``warm_start`` is the WarmStartConfig."""
-    return TASKS[config.name](config, reward_factory, warm_start)
+    return TASKS[config.name].build(config, reward_factory, warm_start)

@@ -29,7 +29,7 @@ from rlft.models.loading import frozen_reference, load_policy
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
 from rlft.rollout.sampling import sequence_logprobs
-from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
+from rlft.config.agent import AgentConfig, policy_learning_rate
 from rlft.trainers.loop import Batch, Learner, build_learner, update
 from rlft.common.optim import adamw
 from rlft.trainers.sft import supervised_step

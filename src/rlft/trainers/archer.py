@@ -35,7 +35,7 @@ from rlft.rollout.multiturn import MultiTurnRollout
 from rlft.rollout.replay import ReplayBuffer
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.agent import episode_stats, play
-from rlft.trainers.agent_config import AgentConfig, policy_learning_rate
+from rlft.config.agent import AgentConfig, policy_learning_rate
 from rlft.common.optim import adamw
 
 

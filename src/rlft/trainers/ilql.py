@@ -48,7 +48,7 @@ from rlft.algorithms.q_learning import (
 from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
 from rlft.models.tokens import positions_from_mask
-from rlft.trainers.agent_config import ILQLConfig
+from rlft.config.agent import ILQLConfig
 from rlft.common.optim import adamw
 
 

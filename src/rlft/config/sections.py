@@ -1,0 +1,313 @@
+"""The sections of a recipe: one frozen dataclass each, every field documented.
+
+Each field carries its documentation in ``metadata["help"]`` (``rlft.schema.setting``);
+``docs/recipes.md`` is generated from it (``python -m rlft.config``) and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.models.tiny_config import TinyModelConfig
+from rlft.schema import setting
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which causal language model to train."""
+
+    path: str | None = setting(
+        None,
+        "A local Hugging Face model folder or a hub id. Empty: build the tiny model offline.",
+    )
+    tiny: TinyModelConfig = setting(TinyModelConfig(), "Shape of the offline model (used when path is empty).")
+    dtype: Literal["float32", "bfloat16", "float16"] = setting("float32", "Parameter dtype.")
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The task: prompts, answers and the verifiable reward."""
+
+    name: Literal["arithmetic", "reviews", "dataset"] = setting(
+        "arithmetic",
+        "Which task (rlft.tasks.TASKS): 'arithmetic' (verifiable answers), 'reviews' (two-clause "
+        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md) or 'dataset' "
+        "(your own prompts and answers from a file, scored by the recipe's reward; docs/datasets.md).",
+    )
+    data: str = setting(
+        "", "dataset: the training data: a .jsonl/.json/.csv/.parquet file, a datasets.save_to_disk "
+        "folder or a hub dataset id.",
+    )
+    split: str = setting("train", "dataset: the split of task.data to read (hub ids and saved DatasetDicts).")
+    eval_data: str = setting(
+        "", "dataset: held-out data in any format task.data takes. Empty: hold out task.eval_fraction "
+        "of task.data's distinct prompts (seeded by task.seed; never trained on).",
+    )
+    eval_split: str = setting("test", "dataset: the split of task.eval_data to read (hub ids and DatasetDicts).")
+    eval_fraction: float = setting(
+        0.1, "dataset: share of task.data's distinct prompts held out when task.eval_data is empty.", ge=0, lt=1
+    )
+    prompt_field: str = setting(
+        "prompt", "dataset: the column of the prompt: a string, or a list of {role, content} messages."
+    )
+    answer_field: str | None = setting(
+        "answer",
+        "dataset: the column of the reference answer (reaches rewards as `answers`; the warm "
+        "start's target). null for data without answers.",
+    )
+    system_prompt: str | None = setting(
+        None, "dataset: a system message put before each conversational prompt that has none."
+    )
+    chat_template: Literal["auto", "none", "always"] = setting(
+        "auto",
+        "dataset: auto renders conversational prompts with the tokenizer's chat template and leaves "
+        "string prompts as plain text; always also sends each string prompt as a user message; "
+        "none refuses conversational prompts.",
+    )
+    digits: int = setting(2, "Operands have at most this many digits.", ge=1, le=6)
+    operations: list[str] = setting(["+"], "Operations to draw from: any of '+', '-', '*'.")
+    eval_size: int = setting(
+        256, "Number of held-out problems (never seen in training); dataset: at most this many "
+        "held-out rows are evaluated.", ge=1,
+    )
+    seed: int = setting(1234, "Seed of the problem split (kept apart from the training seed).")
+    answer_format: Literal["answer", "steps"] = setting(
+        "steps",
+        "'answer': the completion is the answer; 'steps': column-addition steps, then '#' and the "
+        "answer (only the answer is rewarded; '+' only).",
+    )
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """A short supervised stage so that the base policy solves some problems but far from all."""
+
+    steps: int = setting(160, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
+    batch_size: int = setting(64, "Examples per supervised step.", ge=1)
+    learning_rate: float = setting(1e-3, "AdamW learning rate of the warm start.", gt=0)
+    target_field: str | None = setting(
+        None, "dataset: the column the warm start imitates. Empty: task.answer_field."
+    )
+    data: str = setting(
+        "", "dataset: demonstrations to warm-start on instead of the training split (same columns: "
+        "task.prompt_field and the target).",
+    )
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How completions are sampled from the policy."""
+
+    temperature: float = setting(1.0, "Sampling temperature.", gt=0)
+    top_p: float = setting(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.", gt=0, le=1)
+    max_new_tokens: int = setting(24, "Longest completion, in tokens; sampling stops earlier at EOS.", ge=1)
+    max_prompt_tokens: int | None = setting(
+        None, "Refuse data with prompts longer than this many tokens. Empty: the model's context "
+        "window minus max_new_tokens.", ge=1,
+    )
+    backend: Literal["hf", "vllm"] = setting(
+        "hf", "Generation engine: hf (rlft's KV-cache sampler) or vllm (GPU only; docs/distributed.md)."
+    )
+    compile: bool = setting(False, "torch.compile the policy (pays off for long runs of larger models).")
+    dtype: Literal["model", "bfloat16"] = setting(
+        "model",
+        "Precision of sampling and of the reference pass: model (the policy's own dtype) or bfloat16 "
+        "(bf16 copies; the learner stays float32; truncated importance weights correct the mismatch; "
+        "docs/performance.md).",
+    )
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The RL algorithm: a named combination of an advantage estimator, a policy loss, a critic
+    and KL control. Fields left empty take the value of the named algorithm (``ALGORITHM_PRESETS``)."""
+
+    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "dpo"] = setting(
+        "grpo",
+        "Which algorithm; sets the defaults of the fields below (docs/algorithms.md). 'dpo' trains "
+        "offline on preference pairs (the preference section) and ignores the RL fields.",
+    )
+    advantage_estimator: Literal["grpo", "rloo", "reinforce", "reinforce_pp", "gae"] | None = setting(
+        None, "Advantage estimator (rlft.algorithms.advantages.ADVANTAGE_ESTIMATORS)."
+    )
+    policy_loss: Literal["ppo_clip", "vanilla_pg"] | None = setting(
+        None, "Policy loss (rlft.algorithms.losses.POLICY_LOSSES)."
+    )
+    critic: Literal["none", "value_head", "separate"] | None = setting(
+        None, "Critic: none, a value head on the policy's trunk, or a separate copy of the model with its own head."
+    )
+    group_size: int = setting(8, "Completions sampled per prompt (G).", ge=1)
+    clip_low: float = setting(0.2, "PPO clip range below 1 of the importance ratio.", gt=0, lt=1)
+    clip_high: float = setting(0.2, "PPO clip range above 1 (larger than clip_low = DAPO's clip-higher).", gt=0)
+    clip_ratio_c: float | None = setting(None, "Dual-clip bound for negative advantages (e.g. 3.0); empty disables it.", gt=1)
+    kl_coef: float | None = setting(None, "Initial weight of the KL penalty to the reference model (beta).", ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] | None = setting(None, "Estimator of KL(policy || reference).")
+    kl_placement: Literal["loss", "reward"] | None = setting(
+        None, "Where the KL penalty goes: a term of the loss (GRPO) or a per-token reward penalty (PPO)."
+    )
+    kl_controller: Literal["fixed", "adaptive"] = setting(
+        "fixed", "Fixed beta, or the adaptive controller of Ziegler et al. (2019) that steers toward kl_target."
+    )
+    kl_target: float = setting(6.0, "Target KL (nats per sequence) of the adaptive controller.", gt=0)
+    kl_horizon: int = setting(10000, "Horizon (samples) of the adaptive controller.", ge=1)
+    kl_clamp: float | None = setting(
+        10.0,
+        "Cap on the per-token KL estimate (k1 to [-cap, cap]). Where the cap is active the KL term has "
+        "no gradient: with 10, k3 tokens below a log-ratio of -2.61 (docs/algorithms.md). Empty: no cap.",
+        gt=0,
+    )
+    scale_rewards: bool | None = setting(
+        None, "Divide advantages by a std (group std for grpo, batch std for reinforce_pp/gae); False for grpo is Dr.GRPO."
+    )
+    loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = setting(
+        None, "How per-token losses are averaged into one number."
+    )
+    gamma: float = setting(1.0, "Discount per token (gae, reinforce_pp).", ge=0, le=1)
+    lam: float | None = setting(None, "GAE lambda (0.95 for ppo, 1.0 for a2c).", ge=0, le=1)
+    entropy_coef: float | None = setting(None, "Weight of the entropy bonus (0.01 for a2c, 0 otherwise).", ge=0)
+    vf_coef: float = setting(0.5, "Weight of the critic's value loss.", ge=0)
+    value_clip: float | None = setting(0.2, "Value clipping range of the critic loss; empty disables it.", gt=0)
+
+    def resolved(self) -> AlgorithmConfig:
+        """This config with every empty field taken from the named algorithm's preset (an
+        offline algorithm's preset fills none: it reads no RL field)."""
+        preset = ALGORITHM_PRESETS[self.name]["algorithm"]
+        return dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The RL optimisation."""
+
+    steps: int = setting(100, "Optimiser steps of RL.", ge=0)
+    batch_size: int = setting(128, "Completions per step; must be a multiple of algorithm.group_size.", ge=1)
+    micro_batch_size: int | None = setting(
+        None, "Completions per forward/backward pass (gradient accumulation). Empty: the mini-batch size.", ge=1
+    )
+    epochs_per_batch: int | None = setting(
+        None, "Passes over each rollout batch (sample reuse). Empty: 4 for ppo, 1 otherwise.", ge=1
+    )
+    mini_batch_size: int | None = setting(
+        None, "Completions per optimiser step within a batch. Empty: batch_size/4 for ppo, batch_size otherwise.", ge=1
+    )
+    learning_rate: float | None = setting(
+        None,
+        "AdamW learning rate. Empty: 3e-5 for ppo (its 4 epochs x 4 mini-batches make 16 optimiser "
+        "steps per batch; 1e-4 collapsed it on the arithmetic benchmark), 1e-4 otherwise.",
+        gt=0,
+    )
+    weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: float = setting(1.0, "Clip the global gradient norm to this.", gt=0)
+    max_consecutive_nonfinite: int = setting(
+        3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
+    )
+    torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    autocast: Literal["none", "bfloat16"] = setting(
+        "none",
+        "Mixed precision of the learner's passes: none (the model's dtype) or bfloat16 (torch.autocast; "
+        "weights, gradients and optimiser state stay float32). float16 is not offered: it needs loss scaling.",
+    )
+
+    def resolved(self, algorithm: str) -> TrainConfig:
+        """This config with every empty field taken from the training defaults of the named
+        algorithm's preset; the micro-batch defaults to the mini-batch."""
+        preset = ALGORITHM_PRESETS[algorithm]["train"]
+        mini = self.mini_batch_size or max(self.batch_size // preset["mini_batches"], 1)
+        return dataclasses.replace(
+            self,
+            epochs_per_batch=self.epochs_per_batch or preset["epochs_per_batch"],
+            learning_rate=self.learning_rate or preset["learning_rate"],
+            mini_batch_size=mini,
+            micro_batch_size=self.micro_batch_size or mini,
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation during training."""
+
+    every: int = setting(25, "Evaluate every this many RL steps (and always before and after).", ge=1)
+    batch_size: int = setting(256, "Problems per generation batch.", ge=1)
+    temperature: float = setting(
+        0.0,
+        "0: greedy decoding (exact-answer tasks). Above 0: sample each held-out prompt `samples` "
+        "times at this temperature, with a fixed seed (tasks with many good completions).",
+        ge=0,
+    )
+    samples: int = setting(1, "Sampled completions per held-out prompt when temperature > 0 (pass@k uses k = samples).", ge=1)
+    pass_threshold: float = setting(
+        1.0, "A held-out completion passes when its reward is at least this (eval/pass_rate, eval/pass@k)."
+    )
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA through peft (Hu et al., 2021): only the adapter trains; the KL reference is the base
+    with the adapter disabled, so the weights are in memory once. `rlft export RUN` merges it."""
+
+    r: int = setting(0, "Adapter rank; 0 disables LoRA (all weights train).", ge=0)
+    alpha: float = setting(16.0, "The update is (alpha / r) * B A.", gt=0)
+    dropout: float = setting(0.0, "Dropout on the adapter's input.", ge=0, lt=1)
+    target_modules: list[str] = setting(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Linear layers that get an adapter.",
+    )
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Where rollouts run (docs/distributed.md)."""
+
+    engine: Literal["local", "ray"] = setting("local", "local: one process; ray: rollout workers are Ray actors.")
+    rollout_workers: int = setting(2, "Number of Ray rollout workers.", ge=1)
+    address: str | None = setting(
+        None, "'auto' joins a running Ray cluster, HOST:PORT names one, empty starts a local one."
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Atomic checkpoints for resuming a killed run."""
+
+    every: int = setting(25, "Write a checkpoint every this many RL steps (and at the end).", ge=1)
+    keep: int = setting(2, "How many recent checkpoints to keep.", ge=1)
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Offline preference optimisation (algorithm.name: dpo): the pairs and the loss. DPO also
+    reads train.learning_rate, weight_decay, max_grad_norm and torch_threads; eval.every and
+    checkpoint.every count DPO steps."""
+
+    data: str = setting(
+        "", "Preference pairs {prompt, chosen, rejected}: .jsonl, .parquet or a dataset folder "
+        "(e.g. from `rlft feedback export`).",
+    )
+    loss: Literal["dpo", "ipo"] = setting(
+        "dpo", "dpo: Rafailov et al. (2023) eq. 7; ipo: Azar et al. (2023) eq. 17 (PREFERENCE_LOSSES)."
+    )
+    beta: float = setting(0.1, "DPO's beta (weight of the implicit KL to the reference); IPO's tau.", gt=0)
+    label_smoothing: float = setting(
+        0.0, "Conservative DPO: assumed probability that a label is flipped (dpo only).", ge=0, lt=0.5
+    )
+    eval_fraction: float = setting(0.1, "Share of the pairs held out for pairwise accuracy.", ge=0, lt=1)
+    epochs: int = setting(1, "Passes over the training pairs.", ge=1)
+    batch_size: int = setting(16, "Pairs per optimiser step.", ge=1)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Personal data in what a run reads (docs/responsible.md#privacy-in-a-run)."""
+
+    scrub_pii: bool = setting(
+        True,
+        "Replace PII (e-mail, phone, card, IP, government ID, street address; names with an NER "
+        "backend) by typed placeholders in every prompt and preference record before training or "
+        "logging; counts go to RUN/privacy.json.",
+    )

@@ -1,0 +1,242 @@
+"""Frozen dataclasses from plain data (YAML, ``--set`` overrides, keyword arguments), with errors
+a user can act on.
+
+Every typed settings object of rlft (the recipe, the agent recipe, the reward-model recipe, the
+parameters of each reward) declares its fields with :func:`setting` and is built with
+:func:`build`: an unknown key names the nearest valid one, a wrong type or an out-of-range value
+names the field, the value and what is allowed. :func:`dataclass_markdown` documents such a
+dataclass from the same declarations, so the reference docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from rlft.errors import ConfigError
+
+T = TypeVar("T")
+
+RANGE_CHECKS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def setting(default: Any, help: str, **checks: Any) -> Any:
+    """A dataclass field with its documentation (``metadata["help"]``) and range checks
+    (``ge``, ``gt``, ``le``, ``lt``) that :func:`build` enforces. A list or dict default is
+    copied for each instance."""
+    unknown = set(checks) - set(RANGE_CHECKS)
+    if unknown:
+        raise TypeError(f"setting() takes the checks {', '.join(RANGE_CHECKS)}, not {', '.join(sorted(unknown))}.")
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+def type_name(tp: Any) -> str:
+    """How a field's type reads in an error message or a reference table."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """An instance of the dataclass ``cls`` from plain data; ``prefix`` is the dotted path of
+    ``data`` in the whole (``"train"``), so that errors name the full key."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"Unknown recipe key '{where}'.{hint} Valid keys here: {', '.join(fields)}."
+            )
+        converted = _convert(value, hints[key], where)
+        _check_range(converted, fields[key], where)
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as the type ``tp``, or a ConfigError naming ``where``, the value and the type."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return _convert_choice(value, tp, where)
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(value, tp, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected a mapping.")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected {type_name(tp)}.")
+        (item_tp,) = get_args(tp)
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} has the wrong type; expected a mapping of fields.")
+        return build(tp, value, where)
+    return _convert_scalar(value, tp, where)
+
+
+def _convert_choice(value: Any, tp: Any, where: str) -> Any:
+    if value in get_args(tp):
+        return value
+    close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{where}={value!r} is not allowed; choose one of {type_name(tp)}.{hint}")
+
+
+def _convert_union(value: Any, tp: Any, where: str) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # Optional[X]: X's own error is the most precise
+        return _convert(value, options[0], where)
+    for arg in options:
+        try:
+            return _convert(value, arg, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where}={value!r} has the wrong type; expected {type_name(tp)}.")
+
+
+def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads "1e-5" as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None:
+            if not math.isfinite(number):  # .inf/.nan pass every range check and poison training
+                raise ConfigError(f"{where}={value!r} is not a finite number; give a finite value.")
+            return number
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}={value!r} has the wrong type; expected {type_name(tp)}.")
+
+
+def _check_range(value: Any, f: dataclasses.Field[Any], where: str) -> None:
+    md = f.metadata
+    for key, ok in (
+        ("ge", lambda v, b: v >= b),
+        ("gt", lambda v, b: v > b),
+        ("le", lambda v, b: v <= b),
+        ("lt", lambda v, b: v < b),
+    ):
+        if key in md and value is not None and not ok(value, md[key]):
+            raise ConfigError(f"{where}={value!r} is out of range; it must be {RANGE_CHECKS[key]} {md[key]}.")
+
+
+def plain_copy(data: Any) -> Any:
+    """A deep copy of plain data (nested dicts and lists; other values are shared)."""
+    if isinstance(data, dict):
+        return {k: plain_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [plain_copy(v) for v in data]
+    return data
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted="a.b"``, creating sections on the way."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{k}' is not a section.")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key.sub=value`` strings; values are read as YAML (numbers, lists, null...)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=50.")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return parsed
+
+
+def with_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """A copy of ``data`` with the ``key.sub=value`` overrides applied (``data`` is unchanged)."""
+    data = plain_copy(data)
+    for key, value in parse_overrides(overrides or []):
+        set_dotted(data, key, value)
+    return data
+
+
+def read_recipe_yaml(path: str | Path, hint: str = "") -> dict[str, Any]:
+    """The mapping in a YAML recipe file, or a ConfigError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Recipe file {path} does not exist.{' ' + hint if hint else ''}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of fields or sections (key: value).")
+    return data
+
+
+def dataclass_markdown(cls: type[Any], prefix: str = "") -> list[str]:
+    """Markdown lines documenting ``cls``: a table of its fields (key, type, default, help and
+    range) under a ``## `prefix``` heading, then one such section per nested dataclass."""
+    hints = typing.get_type_hints(cls)
+    lines = [f"## `{prefix or 'top level'}`", "", (cls.__doc__ or "").strip(), ""]
+    lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    nested: list[tuple[type[Any], str]] = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            nested.append((tp, key))
+            lines.append(f"| `{key}` | section | | {f.metadata['help']} See below. |")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        rng = ", ".join(f"{k} {f.metadata[k]}" for k in RANGE_CHECKS if k in f.metadata)
+        help_text = f.metadata["help"] + (f" ({rng})" if rng else "")
+        type_cell = type_name(tp).replace("|", "\\|")  # a pipe would end the table cell
+        help_cell = help_text.replace("|", "\\|")
+        lines.append(f"| `{key}` | {type_cell} | `{default!r}` | {help_cell} |")
+    lines.append("")
+    for tp, key in nested:
+        lines += dataclass_markdown(tp, key)
+    return lines

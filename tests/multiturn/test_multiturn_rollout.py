@@ -64,29 +64,6 @@ def test_rollout_layout_and_recorded_logprobs_match(policy) -> None:  # noqa: AN
     assert torch.allclose(logprobs, rollout.logprobs, atol=1e-4)
 
 
-def test_environment_tokens_carry_no_gradient(policy) -> None:  # noqa: ANN001
-    """Changing the logits at environment-token positions changes no gradient of the loss."""
-    from rlft.algorithms.aggregation import aggregate_loss
-    from rlft.algorithms.logprobs import selective_log_softmax
-
-    model, _ = policy
-    rollout, _ = _episode_rollout(policy)
-    P = rollout.prompt_ids.shape[1]
-    out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask)
-    base_logits = out.logits[:, P - 1 : -1].detach()
-    env = ((rollout.completion_attention == 1) & (rollout.completion_mask == 0)).unsqueeze(-1)
-    grads = []
-    for noise in (0.0, 25.0):
-        logits = (base_logits + noise * env * torch.randn_like(base_logits)).requires_grad_(True)
-        logprobs = selective_log_softmax(logits, rollout.completion_ids) * rollout.completion_mask
-        loss = aggregate_loss(-logprobs * 0.7, rollout.completion_mask, "token_mean")
-        (grad,) = torch.autograd.grad(loss, logits)
-        grads.append(grad)
-    assert grads[0].abs().sum() > 0
-    assert torch.equal(grads[0], grads[1])
-    assert grads[0][env.expand_as(grads[0])].abs().sum() == 0
-
-
 @pytest.fixture(scope="module")
 def warm_policy(policy):  # noqa: ANN001, ANN201
     """A copy briefly warm-started on scripted dialogues, so that episode rewards differ."""

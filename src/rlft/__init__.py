@@ -4,7 +4,9 @@
 that use them.
 """
 
-__version__ = "0.1.0"
+from rlft.version import __version__
+
+__all__ = ["__version__", "dataset_task", "train"]
 
 
 def train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see rlft.api.train

@@ -82,7 +82,7 @@ def test_checkpoint_check_uses_its_checksums_and_the_audit_hash(tmp_path):
 
     model = torch.nn.Linear(8, 8)
     path = save_checkpoint(
-        tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=2
+        tmp_path, model, {"optimizer": torch.optim.AdamW(model.parameters())}, TrainerState(step=1), keep=2
     )
     recorded = folder_sha256(path)
     assert checkpoint_problem(path, recorded) is None and checkpoint_problem(path, None) is None
@@ -142,7 +142,7 @@ def test_saving_non_finite_weights_is_refused(tmp_path):
         model.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="weights are not finite"):
         save_checkpoint(
-            tmp_path, model, torch.optim.AdamW(model.parameters()), TrainerState(step=1), keep=1
+            tmp_path, model, {"optimizer": torch.optim.AdamW(model.parameters())}, TrainerState(step=1), keep=1
         )
     assert not any(tmp_path.glob("step_*"))
 

@@ -12,6 +12,7 @@ import torch
 from rlft.config import config_from_dict
 from rlft.errors import NonFiniteError, RlftError
 from rlft.trainers.registry import train
+from rlft.trainers.run import Evaluation
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +88,13 @@ def test_non_finite_rewards_are_skipped_then_stop_the_run(tmp_path, tiny_recipe,
     def flaky_reward(self, completions, problems):
         calls["n"] += 1
         rewards = original(self, completions, problems)
-        # Call 1 is the reward's preflight, call 2 scores the base model's evaluation, calls 3-4
-        # are good RL steps, then NaN.
-        return [float("nan")] * len(rewards) if calls["n"] >= 5 else rewards
+        # Call 1 is the reward's preflight (evaluations are switched off below), calls 2-3 are
+        # good RL steps, then NaN.
+        return [float("nan")] * len(rewards) if calls["n"] >= 4 else rewards
 
     monkeypatch.setattr(ArithmeticTask, "reward", flaky_reward)
-    monkeypatch.setattr("rlft.trainers.loop.run_eval", lambda *a, **k: {})
-    with pytest.raises(NonFiniteError, match=r"Stopped at RL step 4: 2 steps in a row.*step_0000003.*intact"):
+    monkeypatch.setattr("rlft.trainers.loop.RLTrainer.evaluate", lambda self, step: Evaluation({}))
+    with pytest.raises(NonFiniteError, match=r"Stopped at grpo step 4: 2 steps in a row.*step_0000003.*intact"):
         train(config, progress=False)
     run = tmp_path / "run"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlft.responsible.report import token_views
+from rlft.report.report import token_views
 
 
 def _rlft(*args: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from rlft.config import ALGORITHMS, config_from_dict
 from rlft.models.loading import load_policy
 from rlft.models.tokens import encode_prompts
 from rlft.models.value_head import ValueHead
-from rlft.responsible.report import build_report, load_critic, token_views
+from rlft.report.report import build_report, load_critic, token_views
 from rlft.rollout.sampling import sample, score_completions, sequence_logprobs
 from rlft.trainers.registry import train
 

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune language models with reinforcement learning.",
         epilog="Run `rlft COMMAND --help` for the options of a command. Docs: docs/quickstart.md",
     )
-    from rlft import __version__
+    from rlft.version import __version__
 
     parser.add_argument("--version", action="version", version=f"rlft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

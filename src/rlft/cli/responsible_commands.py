@@ -178,7 +178,7 @@ def _register_card_and_report(sub: argparse._SubParsersAction) -> None:
 def _run_card(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rlft.responsible.card import write_card
+    from rlft.report.card import write_card
 
     md, page = write_card(Path(args.run_dir), Path(args.out_dir) if args.out_dir else None)
     print(f"wrote {md} and {page}")
@@ -189,7 +189,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rlft.cli.train_commands import _quiet_transformers
-    from rlft.responsible.report import write_report
+    from rlft.report.report import write_report
 
     _quiet_transformers()
     out = write_report(Path(args.run_dir), Path(args.output) if args.output else None, args.prompts)

@@ -253,7 +253,7 @@ def run_provenance() -> dict[str, Any]:
     Python, torch and transformers versions, platform."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from rlft import __version__
+    from rlft.version import __version__
 
     def pkg(name: str) -> str | None:
         try:

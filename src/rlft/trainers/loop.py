@@ -27,10 +27,11 @@ from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bo
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
-from rlft.evaluation import decode_completions
 from rlft.models.loading import frozen_reference
-from rlft.rollout.low_precision import LowPrecisionSampler, low_precision_copy
-from rlft.rollout.sampling import encode_prompts, maybe_compile, sample
+from rlft.models.tokens import decode_completions, encode_prompts
+from rlft.rollout.engine import build_rollout_engine
+from rlft.rollout.low_precision import low_precision_copy
+from rlft.rollout.sampling import maybe_compile, sample
 from rlft.tasks import Problem, reward_context
 from rlft.trainers.batch import (
     Batch,
@@ -75,25 +76,6 @@ def prepare_policy_and_reference(
     else:
         reference = frozen_reference(policy)
     return maybe_compile(policy, config.rollout.compile), reference
-
-
-def rollout_engine(config: RecipeConfig, policy: PreTrainedModel) -> Any:
-    """The generation engine: None for rlft's own sampler in this process, else an object with
-    ``sample(policy, prompt_ids, prompt_mask, **kw)``, ``push_weights(policy)`` and ``metrics()``."""
-    if config.distributed.engine == "ray":
-        from rlft.distributed.ray_engine import RayRolloutEngine
-
-        dist = config.distributed
-        return RayRolloutEngine(policy, dist.rollout_workers, dist.address)
-    if config.rollout.backend == "vllm":
-        from rlft.distributed.vllm_engine import VLLMRolloutEngine
-
-        engine = VLLMRolloutEngine(policy.name_or_path, seed=config.seed)
-        engine.push_weights(policy)
-        return engine
-    if config.rollout.dtype == "bfloat16":
-        return LowPrecisionSampler(policy)
-    return None
 
 
 RewardFn = Callable[[list[str], list[Problem]], tuple[list[float], dict[str, list[float]]]]
@@ -336,7 +318,7 @@ class RLTrainer:
         policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores)
         self.headline, self.last_eval = headline_metric(task), float("nan")
         policy, self.reference = prepare_policy_and_reference(config, policy)
-        self.engine = rollout_engine(config, policy)
+        self.engine = build_rollout_engine(config, policy)
         self.learner = build_learner(config, policy)
         self.optimizer = adamw(self.learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
         assert config.algorithm.kl_coef is not None

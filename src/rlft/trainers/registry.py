@@ -1,5 +1,6 @@
 """Which trainer runs a recipe: the ``TRAINERS`` registry, and :func:`train`, the entry point of
-``rlft train``, ``rlft demo`` and :func:`rlft.train`.
+``rlft train``, ``rlft demo`` and :func:`rlft.train`; ``AGENT_TRAINERS`` and :func:`train_agent`,
+the entry point of ``rlft agent``.
 
 An algorithm's preset (``rlft.algorithms.presets``) names its trainer; the trainer is built in an
 open run folder and handed to the run harness (``trainers/run.py``), which decides what happens in
@@ -14,8 +15,12 @@ import torch
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
 from rlft.config import RecipeConfig
+from rlft.config.agent import AgentConfig
 from rlft.errors import RlftError
+from rlft.trainers.agent import EpisodePolicyGradient, open_agent_run
+from rlft.trainers.archer import ArcherTrainer
 from rlft.trainers.dpo import DPOTrainer
+from rlft.trainers.ilql import ILQLTrainer
 from rlft.trainers.loop import RLTrainer
 from rlft.trainers.run import OnStep, run_trainer
 from rlft.trainers.setup import open_run
@@ -25,6 +30,11 @@ from rlft.trainers.setup import open_run
 TRAINERS: dict[str, Any] = {"rl": RLTrainer, "dpo": DPOTrainer}
 # Trainers that optimise the recipe's reward on its task, so ``rlft.train`` may replace either.
 TAKES_REWARD_AND_TASK = {"rl"}
+# Trainers of the multi-turn agent recipe (``rlft agent``), by its ``algorithm``. Each is built as
+# ``Trainer(config, session, progress)``; grpo and ppo are the main loop's presets over episodes.
+AGENT_TRAINERS: dict[str, Any] = {
+    "grpo": EpisodePolicyGradient, "ppo": EpisodePolicyGradient, "ilql": ILQLTrainer, "archer": ArcherTrainer,
+}
 
 
 def train(
@@ -49,3 +59,14 @@ def train(
     session, task = open_run(config, resume, reward, task)
     trainer = TRAINERS[kind](config, session, task, progress, **overrides)
     return run_trainer(session, trainer, progress, on_step)
+
+
+def train_agent(
+    config: AgentConfig, resume: bool = False, progress: bool = True, on_step: OnStep | None = None
+) -> dict[str, Any]:
+    """Run a multi-turn agent recipe; returns the summary that is also written to ``summary.json``."""
+    trainer = AGENT_TRAINERS[config.algorithm]
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    session = open_agent_run(config, resume, trainer)
+    return run_trainer(session, trainer(config, session, progress), progress, on_step)

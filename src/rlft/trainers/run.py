@@ -22,6 +22,7 @@ DPO recipes, the agent and reward-model recipes in their trainers).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,14 +170,13 @@ def base_evaluation(session: RunSession, trainer: Trainer) -> dict[str, Any]:
     the audit log with the base model's hash when the run starts."""
     run = session.run
     if not run.base_eval.exists():
-        write_json_atomic(run.base_eval, evaluate(run, trainer, 0, log=False))
-    base = json.loads(run.base_eval.read_text())
-    session.write_privacy()
-    if not session.resume:
+        base = evaluate(run, trainer, 0, log=False)
         sha = folder_sha256(run.base_model) if run.base_model.exists() else None
         session.audit.append("base_model", path="base_model", sha256=sha,
                              base_accuracy=base.get("eval/accuracy"), base_metrics=base)
-    return base
+        write_json_atomic(run.base_eval, base)
+    session.write_privacy()
+    return json.loads(run.base_eval.read_text())
 
 
 def restore(session: RunSession, trainer: Trainer) -> tuple[TrainerState, Path | None]:
@@ -244,7 +244,7 @@ def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dic
     }
     write_json_atomic(run.summary, summary)
     session.write_privacy()
-    session.audit.append("final_model", path=model_dir.relative_to(run.root).as_posix(),
+    session.audit.append("final_model", path=Path(os.path.relpath(model_dir, run.root)).as_posix(),
                          sha256=folder_sha256(model_dir))
     session.audit.append("run_end", summary=summary)
     return summary

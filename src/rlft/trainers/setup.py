@@ -35,7 +35,7 @@ from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.checkpoint import select_resume_checkpoint
 from rlft.trainers.run import RunSession
-from rlft.trainers.sft import warm_start
+from rlft.trainers.warm_start import run_warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
 RESUMABLE_CHANGES = {"train.steps"}
@@ -215,17 +215,10 @@ def prepare_base_policy(
                 policy, tokenizer = load_policy(tmp, config.model.dtype)
         prepare_task(config, task, policy, tokenizer)
         preflight_rewards(task, reward_fn)
-        warm_start(
-            policy,
-            tokenizer,
-            getattr(task, "warm_start_problems", task.train_problems),
-            config.warm_start.steps,
-            config.warm_start.batch_size,
-            config.warm_start.learning_rate,
-            seed=config.seed,
-            progress=progress,
-        )
-        save_model_atomic(policy, tokenizer, run.base_model)
+        if config.warm_start.steps:
+            run_warm_start(config, run, policy, tokenizer, task, progress)  # saves base_model/
+        else:
+            save_model_atomic(policy, tokenizer, run.base_model)
     policy, tokenizer = load_policy(str(run.base_model), config.model.dtype)
     prepare_task(config, task, policy, tokenizer)
     return policy, tokenizer

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlft.common.optim import adamw
 from rlft.models.tokens import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
-from rlft.common.optim import adamw
 
 
 def sft_batch(
@@ -67,13 +68,27 @@ def supervised_step(
 ) -> float:  # fmt: skip
     """One next-token cross-entropy step on (B, L) right-padded ids; labels -100 are not learned.
     Returns the loss."""
+    return supervised_update(model, optimizer, ids, mask, labels)[0]
+
+
+def supervised_update(
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+) -> tuple[float, float]:  # fmt: skip
+    """:func:`supervised_step` returning (loss, gradient norm before clipping); a non-finite loss
+    or gradient leaves the weights untouched."""
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
     # Position i predicts token i + 1.
     loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
     )
     optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return loss.item(), float("nan")
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    return loss.item(), grad_norm

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from rlft.report.document import Document
+from rlft.report.report import check_run_folder, learning_curves, read_json, read_jsonl
 from rlft.responsible.audit_log import LOG_NAME, AuditLog
-from rlft.responsible.document import Document
-from rlft.responsible.report import check_run_folder, learning_curves, read_json, read_jsonl
 
 HYPERPARAMETER_SECTIONS = ("algorithm", "train", "rollout", "warm_start")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlft.errors import RlftError
-from rlft.responsible.document import Document
+from rlft.report.document import Document
 
 CURVES = [
     ("reward/mean", "mean reward (train)"),
@@ -235,6 +235,24 @@ def zero_parameters(module: Any) -> None:
             parameter.zero_()
 
 
+def run_task_and_reward(recipe: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(task, config, reward_fn): the run's own task and reward (a dataset run's data and python
+    reward, a reward model), as training built them, PII-scrubbed as the run was."""
+    from rlft.config import config_from_dict
+    from rlft.responsible.privacy import private_task
+    from rlft.tasks import build_task
+    from rlft.trainers.loop import make_reward_fn
+    from rlft.trainers.setup import recipe_reward
+
+    config = config_from_dict({k: recipe[k] for k in ("task", "reward", "warm_start") if recipe.get(k) is not None})
+    reward = recipe_reward(config)
+    task = private_task(
+        build_task(config.task, lambda: reward, config.warm_start),
+        bool(recipe.get("privacy", {}).get("scrub_pii", True)),
+    )
+    return task, config, make_reward_fn(config, task, reward)
+
+
 def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]:
     """Sample ``group_size`` completions of ``n_prompts`` held-out prompts from the final policy
     and score each token under the final and the base policy (see the module docstring)."""
@@ -245,12 +263,11 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
 
     from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
     from rlft.algorithms.kl import KL_ESTIMATORS
-    from rlft.config import config_from_dict
     from rlft.models.loading import load_policy
     from rlft.models.tokens import decode_completions, encode_prompts
     from rlft.rollout.sampling import sample, sequence_logprobs
-    from rlft.tasks import build_task
     from rlft.trainers.batch import Sampler, outcome_token_rewards, score_rollout
+    from rlft.trainers.setup import prepare_task
 
     for name in ("base_model", "final_model"):
         if not (run / name / "config.json").exists():
@@ -258,21 +275,10 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     # Read only the fields needed from the raw recipe, so runs written by older versions still work.
     recipe = yaml.safe_load((run / "config.yaml").read_text())
     algo, sampling = algorithm_fields(recipe), recipe.get("rollout", {})
-    from rlft.responsible.privacy import private_task
-    from rlft.trainers.loop import make_reward_fn
-    from rlft.trainers.setup import prepare_task, recipe_reward
-
-    # The run's own task and reward (a dataset run's data and python reward, a reward model).
-    config = config_from_dict({k: recipe[k] for k in ("task", "reward", "warm_start") if recipe.get(k) is not None})
-    reward = recipe_reward(config)
-    task = private_task(
-        build_task(config.task, lambda: reward, config.warm_start),
-        bool(recipe.get("privacy", {}).get("scrub_pii", True)),
-    )
+    task, config, reward_fn = run_task_and_reward(recipe)
     policy, tokenizer = load_policy(str(run / "final_model"))
     base, _ = load_policy(str(run / "base_model"))
     prepare_task(config, task, policy, tokenizer)
-    reward_fn = make_reward_fn(config, task, reward)
     policy.eval()
     G, temperature = int(algo["group_size"]), float(sampling.get("temperature", 1.0))
     problems = [p for p in task.eval_problems[:n_prompts] for _ in range(G)]

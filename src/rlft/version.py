@@ -1,0 +1,3 @@
+"""The version of rlft (one place: ``rlft.__version__``, ``rlft --version``, the audit log)."""
+
+__version__ = "0.1.0"

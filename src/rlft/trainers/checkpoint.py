@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +27,23 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlft.errors import NonFiniteError, RlftError
-from rlft.responsible.audit_log import (
-    AuditLog,
-    combine_file_hashes,
-    file_sha256,
-    folder_file_hashes,
-)
+from rlft.common.hashing import combine_file_hashes, file_sha256, folder_file_hashes
+from rlft.common.optim import check_finite_weights
+from rlft.errors import RlftError
+from rlft.responsible.audit_log import AuditLog
 
 MANIFEST = "checksums.json"
 
 
 @dataclass
 class TrainerState:
-    """Everything besides weights and optimizer that a resumed run needs."""
+    """The harness's bookkeeping that a resumed run needs besides weights and optimisers."""
 
     step: int = 0
-    """RL steps completed. The data position is derived from it (batch ``step`` is drawn with a
-    generator seeded by ``(seed, step)``), so a resumed run sees exactly the same prompts."""
+    """Steps completed. Each trainer derives its data position from it (an RL batch is drawn with
+    a generator seeded by ``(seed, step)``), so a resumed run sees exactly the same data."""
     consecutive_nonfinite: int = 0
     skipped_steps: int = 0
-    kl_coef: float = 0.0
     recipe_fingerprint: str = ""
 
 
@@ -67,10 +64,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(
     folder: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: dict[str, torch.optim.Optimizer],
     state: TrainerState,
     keep: int,
+    trainer_state: dict[str, Any] | None = None,
 ) -> Path:
+    """Write checkpoint ``step_N`` atomically: weights, optimisers, RNG states, the harness's
+    :class:`TrainerState` and the trainer's own state (``trainer_state``: a KL coefficient, a
+    replay buffer, a generator; its plain numbers are also copied into trainer_state.json)."""
     check_finite_weights(model, f"checkpoint of step {state.step}")
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{state.step:07d}"
@@ -78,8 +79,13 @@ def save_checkpoint(
     # Tied embeddings share storage; safetensors refuses shared tensors, so store contiguous copies.
     weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(weights, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "optimizer.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+    own = dict(trainer_state or {})
+    torch.save(
+        {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(), "trainer": own},
+        tmp / "optimizer.pt",
+    )
+    readable = {k: v for k, v in own.items() if isinstance(v, (bool, int, float, str))}
+    (tmp / "trainer_state.json").write_text(json.dumps({**asdict(state), **readable}, indent=2))
     checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / MANIFEST).write_text(json.dumps(checksums, indent=2) + "\n")
     for path in tmp.iterdir():
@@ -105,8 +111,10 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> TrainerState:
+    path: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[TrainerState, dict[str, Any]]:
+    """Load weights, optimisers and RNG states in place; returns (the harness's state, the
+    trainer's own state)."""
     try:
         weights = load_file(str(path / "model.safetensors"))
         extra = torch.load(path / "optimizer.pt", weights_only=False)
@@ -116,9 +124,18 @@ def load_checkpoint(
             "aside (or delete it) and resume again to continue from the one before it."
         ) from None
     model.load_state_dict(weights)
-    optimizer.load_state_dict(extra["optimizer"])
+    # Checkpoints written before trainers could have several optimisers hold one, "optimizer".
+    saved = extra["optimizers"] if "optimizers" in extra else {"optimizer": extra["optimizer"]}
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(saved[name])
     _set_rng_state(extra["rng"])
-    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+    recorded = json.loads((path / "trainer_state.json").read_text())
+    known = {f.name for f in dataclass_fields(TrainerState)}
+    state = TrainerState(**{k: v for k, v in recorded.items() if k in known})
+    # The trainer's own state; an older checkpoint kept its numbers (kl_coef) in the JSON only.
+    own = {k: v for k, v in recorded.items() if k not in known}
+    own.update(extra.get("trainer", {}))
+    return state, own
 
 
 def _fsync_dir(path: Path) -> None:
@@ -127,23 +144,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def check_finite_weights(model: torch.nn.Module, what: str) -> None:
-    """Refuse to save non-finite weights: a NaN model must never become a checkpoint or the
-    final model. One reduction per tensor; a NaN or inf anywhere makes the sum non-finite."""
-    sums = [p.detach().sum() for p in model.parameters() if p.is_floating_point()]
-    if sums and not bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
-        bad = [
-            n
-            for n, p in model.named_parameters()
-            if p.is_floating_point() and not torch.isfinite(p).all()
-        ]
-        raise NonFiniteError(
-            f"Not saving the {what}: the weights are not finite ({len(bad)} tensors hold NaN or inf, "
-            f"e.g. {bad[0] if bad else '?'}). Lower train.learning_rate (or warm_start.learning_rate) "
-            "and start a new run; the checkpoints already written are intact."
-        )
 
 
 def checkpoint_problem(path: Path, recorded_sha256: str | None) -> str | None:

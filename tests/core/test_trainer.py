@@ -40,7 +40,9 @@ def test_training_runs_changes_parameters_and_logs_finite_metrics(tmp_path, tiny
     base = load_file(str(run / "base_model" / "model.safetensors"))
     final = load_file(str(run / "final_model" / "model.safetensors"))
     assert any(not torch.equal(base[k], final[k]) for k in base)
-    assert summary["steps"] == 6 and 0.0 <= summary["final_accuracy"] <= 1.0
+    evals = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [3, 6]  # eval.every=3
+    assert summary["steps"] == 6 and summary["final_accuracy"] == evals[-1]["eval/accuracy"]
     assert (run / "config.yaml").exists() and (run / "summary.json").exists()
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_0000004", "step_0000006"]
 

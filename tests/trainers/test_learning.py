@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import rlft
-from rlft.config import ALGORITHMS
+from rlft.algorithms.presets import ALGORITHMS
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from rlft.config import ALGORITHMS
+from rlft.algorithms.presets import ALGORITHMS
 from rlft.trainers.loop import micro_batch_loss
 
 

@@ -112,11 +112,11 @@ def rlft_worker(model_dir: str, variant: str = "rlft") -> None:
     from rlft.models.loading import load_policy
     from rlft.tasks import Problem
     from rlft.trainers import loop
+    from rlft.rollout.engine import build_rollout_engine
     from rlft.trainers.loop import (
         build_learner,
         prepare_policy_and_reference,
         rl_step,
-        rollout_engine,
     )
     from rlft.common.optim import adamw
 
@@ -142,7 +142,7 @@ def rlft_worker(model_dir: str, variant: str = "rlft") -> None:
     ])
     policy, tokenizer = load_policy(model_dir)
     policy, reference = prepare_policy_and_reference(config, policy)  # as the loop does
-    engine = rollout_engine(config, policy)  # None, or the bf16 sampler
+    engine = build_rollout_engine(config, policy)  # the local sampler, or the bf16 one
     learner = build_learner(config, policy)
     optimizer = adamw(learner.modules().parameters(), LR)  # the loop's optimiser (fused AdamW)
     task = SumTask()

@@ -67,8 +67,9 @@ def test_the_loss_weights_each_token_by_the_truncated_trainer_to_sampler_ratio(t
     losses = {}
     for correct in (False, True):
         rollout.logprobs = (trainer + shift) * mask
-        batch = Batch(rollout, [], [], torch.zeros(8), mask.clone(), mask.clone(), trainer, None, None,
-                      torch.zeros_like(mask), {}, correct_sampler_in_loss=correct)
+        batch = Batch(rollout=rollout, rewards=torch.zeros(8), advantages=mask.clone(), returns=mask.clone(),
+                      ref_logprobs=trainer, old_logprobs=None, old_values=None, kl=torch.zeros_like(mask),
+                      correct_sampler_in_loss=correct)
         loss, stats = micro_batch_loss(config, Learner(model), batch, rows, 0.0, float(mask.sum()), 8.0)
         losses[correct] = loss.item()
     assert losses[True] == pytest.approx(weight * losses[False], rel=1e-4)

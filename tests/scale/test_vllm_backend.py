@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlft.algorithms.importance import truncated_importance_weights
-from rlft.distributed.vllm_engine import vllm_available
+from rlft.rollout.vllm_engine import vllm_available
 
 
 def test_truncated_importance_weights_hand_values():
@@ -35,9 +35,10 @@ OK, REASON = vllm_available()
 @pytest.mark.gpu
 @pytest.mark.skipif(not OK, reason=REASON)
 def test_vllm_samples_and_matches_trainer_logprobs(tiny_model_dir):
-    from rlft.distributed.vllm_engine import VLLMRolloutEngine
     from rlft.models.loading import load_policy
-    from rlft.rollout.sampling import encode_prompts, score_completions
+    from rlft.models.tokens import encode_prompts
+    from rlft.rollout.sampling import score_completions
+    from rlft.rollout.vllm_engine import VLLMRolloutEngine
 
     policy, tok = load_policy(str(tiny_model_dir))
     engine = VLLMRolloutEngine(str(tiny_model_dir), gpu_memory_utilization=0.2)

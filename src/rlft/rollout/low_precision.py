@@ -26,7 +26,8 @@ def low_precision_copy(model: PreTrainedModel, dtype: torch.dtype = torch.bfloat
 
 
 class LowPrecisionSampler:
-    """The rollout engine of ``rollout.dtype: bfloat16``: samples from a bf16 copy of the policy.
+    """The :class:`rlft.rollout.engine.RolloutEngine` of ``rollout.dtype: bfloat16``: samples from a
+    bf16 copy of the policy.
 
     On CPUs with AVX512-BF16 (and on GPUs) bf16 matmuls run 2-3x faster than float32 at decoding
     shapes, and a decoding step reads half the bytes of weights. The sampler's log-probabilities
@@ -35,6 +36,7 @@ class LowPrecisionSampler:
     truncated importance weights, as for vLLM (``approximate_logprobs``).
     """
 
+    logprobs_are_policys = False
     approximate_logprobs = True
 
     def __init__(self, policy: PreTrainedModel, dtype: torch.dtype = torch.bfloat16) -> None:

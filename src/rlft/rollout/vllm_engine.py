@@ -31,12 +31,14 @@ def vllm_available() -> tuple[bool, str]:
 
 
 class VLLMRolloutEngine:
-    """Generation with vLLM, weights synced from the learner before each rollout.
+    """Generation with vLLM, weights synced from the learner before each rollout. A
+    :class:`rlft.rollout.engine.RolloutEngine` (``rollout.backend: vllm``).
 
     ``model_path`` is the folder the policy was loaded from (vLLM builds its own copy of the
     architecture from it); ``gpu_memory_utilization`` leaves the rest of the GPU to the learner.
     """
 
+    logprobs_are_policys = False
     approximate_logprobs = True  # the loop corrects with truncated importance weights
 
     def __init__(

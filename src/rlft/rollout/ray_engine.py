@@ -98,7 +98,13 @@ class EngineStats:
 
 class RayRolloutEngine:
     """Rollout workers on a Ray cluster (``address``: ``"auto"``, ``"HOST:PORT"`` or ``None`` for a
-    local cluster started here), fed versioned weights by the learner."""
+    local cluster started here), fed versioned weights by the learner. A
+    :class:`rlft.rollout.engine.RolloutEngine` (``distributed.engine: ray``)."""
+
+    # The workers sample float32 copies of the policy in other processes: the log-probs are not
+    # the learner's own tensors (the collector scores the rollout again), but not approximate.
+    logprobs_are_policys = False
+    approximate_logprobs = False
 
     def __init__(
         self,

@@ -108,17 +108,17 @@ RLFT_VARIANTS = {
 def rlft_worker(model_dir: str, variant: str = "rlft") -> None:
     import torch
 
+    from rlft.common.optim import adamw
     from rlft.config import config_from_dict
     from rlft.models.loading import load_policy
+    from rlft.rollout.engine import build_rollout_engine
     from rlft.tasks import Problem
     from rlft.trainers import loop
-    from rlft.rollout.engine import build_rollout_engine
     from rlft.trainers.loop import (
         build_learner,
         prepare_policy_and_reference,
         rl_step,
     )
-    from rlft.common.optim import adamw
 
     torch.set_num_threads(THREADS)
 

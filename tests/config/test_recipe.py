@@ -78,3 +78,36 @@ def test_recipe_reference_doc_is_up_to_date():
 
     doc = Path(__file__).parents[2] / "docs" / "recipes.md"
     assert doc.read_text() == reference_markdown(), "regenerate: python -m rlft.config > docs/recipes.md"
+
+
+@pytest.mark.parametrize(
+    "name, epochs, mini_batch, learning_rate",
+    [("ppo", 4, 32, 3e-5), ("grpo", 1, 128, 1e-4), ("a2c", 1, 128, 1e-4), ("dpo", 1, 128, 1e-4)],
+)
+def test_training_defaults_come_from_the_algorithms_preset(name, epochs, mini_batch, learning_rate):
+    extra = {"preference": {"data": "pairs.jsonl"}} if name == "dpo" else {}
+    train = config_from_dict({"algorithm": {"name": name}, "train": {"batch_size": 128}, **extra}).train
+    assert (train.epochs_per_batch, train.mini_batch_size, train.micro_batch_size, train.learning_rate) == (
+        epochs, mini_batch, mini_batch, learning_rate
+    )
+
+
+def test_an_offline_algorithm_leaves_the_rl_fields_empty():
+    algo = config_from_dict({"algorithm": {"name": "dpo"}, "preference": {"data": "p.jsonl"}}).algorithm
+    assert (algo.advantage_estimator, algo.lam, algo.entropy_coef) == (None, None, None)
+
+
+def test_a_task_refuses_the_fields_it_does_not_read():
+    with pytest.raises(ConfigError, match=r"task.digits is set, but task.name='reviews' does not read it"):
+        config_from_dict({"task": {"name": "reviews", "eval_size": 64, "digits": 3}})
+    with pytest.raises(ConfigError, match=r"warm_start.target_field and warm_start.data are read by task.name='dataset'"):
+        config_from_dict({"warm_start": {"target_field": "y"}})
+
+
+def test_each_task_checks_its_own_fields():
+    with pytest.raises(ConfigError, match=r"the reviews task has \d+ prompts"):
+        config_from_dict({"task": {"name": "reviews", "eval_size": 10_000}})
+    with pytest.raises(ConfigError, match=r"answer_format='steps' writes column-addition steps"):
+        config_from_dict({"task": {"operations": ["*"]}})
+    with pytest.raises(ConfigError, match=r"allowed are '\+', '-', '\*'"):
+        config_from_dict({"task": {"operations": ["/"], "answer_format": "answer"}})

@@ -34,8 +34,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rlft.rewards.base import RewardOutput, RewardSpecError, context_rows, score
-from rlft.rewards.bias_templates import load_templates
+from rlft.rewards.base import RewardOutput, context_rows, score
 
 
 def counterfactual_gaps(scores_per_group: Sequence[Sequence[float]]) -> list[float]:
@@ -114,33 +113,3 @@ class FairnessPenalty:
         components = dict(inner.components) or {"unshaped": inner.rewards}
         components["fairness_gap"] = gaps
         return RewardOutput(shaped, components)
-
-
-def build_fairness(params: dict[str, Any], where: str) -> FairnessPenalty:
-    """The ``type: fairness`` builder: ``reward`` (a spec), ``attribute``, ``weight``, ``templates``."""
-    from rlft.errors import RlftError
-    from rlft.rewards.registry import build_reward
-
-    allowed = {"reward", "attribute", "weight", "templates"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise RewardSpecError(
-            f"Unknown reward parameter '{where}.{unknown[0]}'. Valid: {', '.join(sorted(allowed))}."
-        )
-    if "reward" not in params:
-        raise RewardSpecError(f"{where} (type 'fairness') needs 'reward': the spec of the reward to make fair.")
-    weight = params.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise RewardSpecError(f"{where}.weight={weight!r} must be a number >= 0.")
-    try:
-        attributes = load_templates(params.get("templates"))
-    except RlftError as exc:
-        raise RewardSpecError(f"{where}.templates: {exc}") from None
-    attribute = params.get("attribute")
-    if attribute not in attributes:
-        raise RewardSpecError(
-            f"{where}.attribute={attribute!r} is not an attribute of the bias templates; "
-            f"choose one of: {', '.join(attributes)} (or add your own with 'templates: FILE')."
-        )
-    inner = build_reward(params["reward"], f"{where}.reward")
-    return FairnessPenalty(inner, attributes[attribute].groups, float(weight))

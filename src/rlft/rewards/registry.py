@@ -18,8 +18,9 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlft.errors import ConfigError
+from rlft.errors import ConfigError, RlftError
 from rlft.rewards.base import RewardFunction, RewardSpecError
+from rlft.rewards.bias_templates import load_templates
 from rlft.rewards.builtins import (
     Component,
     ExactMatch,
@@ -31,7 +32,7 @@ from rlft.rewards.builtins import (
     Sentiment,
     WeightedSum,
 )
-from rlft.rewards.fairness import build_fairness
+from rlft.rewards.fairness import FairnessPenalty
 from rlft.rewards.normalization import NORMALIZE_MODES
 from rlft.rewards.reward_model import RewardModelReward
 from rlft.schema import build
@@ -75,7 +76,7 @@ def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:
         name: functools.partial(_build_dataclass, cls) for name, cls in REWARDS.items()
     }
     out["weighted"] = _build_weighted
-    out["fairness"] = build_fairness
+    out["fairness"] = _build_fairness
     return out
 
 
@@ -133,3 +134,30 @@ def _build_weighted(params: dict[str, Any], where: str) -> WeightedSum:
         name = str(item.pop("name", item.get("type", f"component_{i}")))
         components.append(Component(name, build_reward(item, here), float(weight)))
     return WeightedSum(components, mode)
+
+
+def _build_fairness(params: dict[str, Any], where: str) -> FairnessPenalty:
+    """The ``type: fairness`` builder: ``reward`` (a spec), ``attribute``, ``weight``, ``templates``."""
+    allowed = {"reward", "attribute", "weight", "templates"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise RewardSpecError(
+            f"Unknown reward parameter '{where}.{unknown[0]}'. Valid: {', '.join(sorted(allowed))}."
+        )
+    if "reward" not in params:
+        raise RewardSpecError(f"{where} (type 'fairness') needs 'reward': the spec of the reward to make fair.")
+    weight = params.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise RewardSpecError(f"{where}.weight={weight!r} must be a number >= 0.")
+    try:
+        attributes = load_templates(params.get("templates"))
+    except RlftError as exc:
+        raise RewardSpecError(f"{where}.templates: {exc}") from None
+    attribute = params.get("attribute")
+    if attribute not in attributes:
+        raise RewardSpecError(
+            f"{where}.attribute={attribute!r} is not an attribute of the bias templates; "
+            f"choose one of: {', '.join(attributes)} (or add your own with 'templates: FILE')."
+        )
+    inner = build_reward(params["reward"], f"{where}.reward")
+    return FairnessPenalty(inner, attributes[attribute].groups, float(weight))

@@ -35,6 +35,8 @@ from rlft.errors import RlftError
 # What a run writes before its model is loaded; a folder holding nothing else never started.
 _BEFORE_START = {
     "config.yaml",
+    "config.json",  # the agent recipe's copy of config.yaml
+    "recipe.yaml",  # the reward-model recipe's copy of config.yaml
     "data.json",
     "python_task.json",
     "audit.jsonl",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS, GROUP_ESTIMATORS
-from rlft.config.sections import WarmStartConfig
+from rlft.config.sections import CheckpointConfig, WarmStartConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import build, read_recipe_yaml, setting, with_overrides
@@ -118,7 +118,16 @@ class AgentConfig:
         "batch), 5e-4 for grpo and archer.", gt=0
     )
     eval_samples: int = setting(32, "Sampled episodes per held-out episode spec in evaluation.", ge=1)
-    eval_every: int = setting(16, "Evaluate every this many iterations.", ge=1)
+    eval_every: int = setting(
+        16, "Evaluate every this many iterations (ilql: passes over the logged episodes), and at the end.", ge=1
+    )
+    checkpoint: CheckpointConfig = setting(
+        CheckpointConfig(),
+        "Atomic checkpoints for --resume, every this many steps (an iteration; ilql: an optimiser step).",
+    )
+    max_consecutive_nonfinite: int = setting(
+        3, "Stop after this many steps in a row with a non-finite loss or gradient.", ge=1
+    )
     torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
     ilql: ILQLConfig = setting(ILQLConfig(), "ILQL settings.")
     archer: ArcherConfig = setting(ArcherConfig(), "ArCHer settings.")

@@ -90,6 +90,9 @@ class EnvFamily(Protocol):
     """A task made of episodes, with train and held-out splits."""
 
     name: str
+    settings: tuple[str, ...]
+    """The fields of an agent recipe's ``env:`` section this family is built from: the keyword
+    arguments :func:`rlft.trainers.agent.make_family` passes to its constructor."""
 
     def train_envs(self, n: int, gen: torch.Generator) -> list[Env]:
         """``n`` training episodes drawn with ``gen`` (never a held-out one)."""

@@ -50,6 +50,7 @@ class CalculatorFamily:
     """Multiplication questions with ``digits``-digit operands; a seeded set of pairs is held out."""
 
     name = "calculator"
+    settings = ("max_turns", "seed")
 
     def __init__(self, digits: int = 2, eval_size: int = 64, max_turns: int = 3, seed: int = 1234) -> None:
         self.max_operand, self.max_turns = 10**digits - 1, max_turns

@@ -96,6 +96,7 @@ class GuessNumberFamily:
     """Episodes of :class:`GuessNumberEnv` with a held-out split of (number, persona) pairs."""
 
     name = "guess"
+    settings = ("high", "max_turns", "seed")
 
     def __init__(self, high: int = 12, max_turns: int = 4, seed: int = 1234, **env_kwargs: float) -> None:
         self.high, self.max_turns, self.env_kwargs = high, max_turns, env_kwargs

@@ -26,6 +26,7 @@ class ArithmeticEnvFamily:
     """:class:`rlft.tasks.ArithmeticTask` as a family of one-step environments."""
 
     name = "arithmetic"
+    settings: tuple[str, ...] = ()
 
     def __init__(self, task: ArithmeticTask | None = None) -> None:
         self.task = task or ArithmeticTask()

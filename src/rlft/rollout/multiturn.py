@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlft.algorithms.utterance import turn_ends, turn_starts
 from rlft.envs.base import Env, EnvError, Observation, StepResult, as_async
 from rlft.rollout.sampling import sample
 from rlft.types import Rollout
@@ -59,13 +60,11 @@ class MultiTurnRollout(Rollout):
 
     def turn_starts(self) -> torch.Tensor:
         """(B, T) 1.0 on the first token of each agent turn: where V(s_k) of turn k is read."""
-        prev = torch.cat([torch.full_like(self.turn_index[:, :1], -1), self.turn_index[:, :-1]], 1)
-        return ((self.turn_index >= 0) & (self.turn_index != prev)).float()
+        return turn_starts(self.turn_index)
 
     def turn_ends(self) -> torch.Tensor:
         """(B, T) 1.0 on the last token of each agent turn: where the turn's reward sits."""
-        nxt = torch.cat([self.turn_index[:, 1:], torch.full_like(self.turn_index[:, :1], -1)], 1)
-        return ((self.turn_index >= 0) & (self.turn_index != nxt)).float()
+        return turn_ends(self.turn_index)
 
 
 @dataclass

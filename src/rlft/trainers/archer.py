@@ -2,7 +2,8 @@
 
 Two levels. The *utterance-level critic* V(s_k), s_k the dialogue before agent turn k, is a value
 head on its own copy of the trunk, read at the first token of each agent turn. It is trained
-off-policy from a replay buffer of episodes with one-step TD targets on turns (paper, eq. 2-3):
+off-policy from a replay buffer of episodes with one-step TD targets on turns (paper, eq. 2-3;
+``rlft.algorithms.utterance``):
 
     y_k = r_k + gamma * V_target(s_{k+1})      (0 after the last turn)
 
@@ -14,64 +15,36 @@ optionally, replayed ones, with w_t the importance ratio pi / mu truncated at ``
 Differences from the paper: the critic learns V only, not Q(s, a) and V (with one-step targets and
 the utterance as the action, r + gamma V(s') is an unbiased sample of Q(s, a), so one head does);
 the actor has no token-level baseline; the critic is a copy of the warm-started LM, not RoBERTa.
+
+One harness step (:class:`ArcherTrainer`) is one iteration: ``episodes_per_iteration`` fresh
+episodes into the buffer, ``critic_steps`` TD steps on replayed ones, then (after
+``warmup_iterations``) the actor's update. The buffer, the target critic and the generator are
+checkpointed, so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import dataclasses
+import math
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from rlft.algorithms.advantages import masked_whiten
 from rlft.algorithms.aggregation import masked_mean
 from rlft.algorithms.importance import truncated_importance_weights
-from rlft.algorithms.q_learning import next_counted_values, polyak
-from rlft.envs import EnvFamily
+from rlft.algorithms.q_learning import polyak
+from rlft.algorithms.utterance import spread_over_turns, utterance_td
+from rlft.common.optim import adamw
+from rlft.config.agent import AgentConfig, policy_learning_rate
 from rlft.models.value_head import ValueHead
 from rlft.rollout.multiturn import MultiTurnRollout
-from rlft.rollout.replay import ReplayBuffer
+from rlft.rollout.replay import ReplayBuffer, ReplayEntry
 from rlft.rollout.sampling import score_completions
-from rlft.trainers.agent import episode_stats, play
-from rlft.config.agent import AgentConfig, policy_learning_rate
-from rlft.common.optim import adamw
-
-
-def turn_rewards_at_starts(rollout: MultiTurnRollout) -> torch.Tensor:
-    """(B, T): each agent turn's total reward, moved from its last token to its first token."""
-    starts, ends = rollout.turn_starts().bool(), rollout.turn_ends().bool()
-    out = torch.zeros_like(rollout.token_rewards)
-    for i in range(out.shape[0]):  # few turns per row: a plain loop is clearest
-        out[i, starts[i]] = rollout.token_rewards[i, ends[i]]
-    return out
-
-
-def utterance_td(
-    values: torch.Tensor, target_values: torch.Tensor, rollout: MultiTurnRollout, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(targets, advantages, starts), each (B, T), non-zero only on the first token of each turn.
-
-    values, target_values: (B, T) V(s_t) from the critic and its target copy. The "counted" steps
-    are the turn starts, so :func:`next_counted_values` gives V(s_{k+1}) of the next turn.
-    """
-    starts = rollout.turn_starts()
-    rewards = turn_rewards_at_starts(rollout)
-    targets = (rewards + gamma * next_counted_values(target_values.detach(), starts)) * starts
-    advantages = (rewards + gamma * next_counted_values(values.detach(), starts) - values.detach()) * starts
-    return targets, advantages, starts
-
-
-def spread_over_turns(per_turn: torch.Tensor, rollout: MultiTurnRollout) -> torch.Tensor:
-    """(B, T) values on turn starts -> the same value on every token of that turn."""
-    out = torch.zeros_like(per_turn)
-    for i in range(out.shape[0]):
-        turn = rollout.turn_index[i]
-        starts = rollout.turn_starts()[i].bool()
-        per_k = per_turn[i, starts]  # (K,)
-        out[i, turn >= 0] = per_k[turn[turn >= 0]]
-    return out
+from rlft.trainers.agent import AgentTrainer, episode_metrics, play
+from rlft.trainers.run import RunSession
 
 
 class Critic(torch.nn.Module):
@@ -83,7 +56,8 @@ class Critic(torch.nn.Module):
         return score_completions(self.trunk, rollout, 1.0, False, self.head)[2]  # (B, T)
 
 
-def _stack(rows: list[MultiTurnRollout]) -> MultiTurnRollout:
+def stack_rollouts(rows: list[MultiTurnRollout]) -> MultiTurnRollout:
+    """Rollouts of different widths as one: prompts left-padded, completions right-padded."""
     P = max(r.prompt_ids.shape[1] for r in rows)
     T = max(r.completion_ids.shape[1] for r in rows)
 
@@ -102,79 +76,127 @@ def _stack(rows: list[MultiTurnRollout]) -> MultiTurnRollout:
     )
 
 
-def train_archer(
-    config: AgentConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: EnvFamily,
-    on_iteration: Callable[[dict[str, Any]], None] | None = None,
-) -> Critic:
-    """ArCHer for ``config.episodes`` episodes; trains ``policy`` in place, returns the critic."""
-    cfg = config.archer
-    critic = Critic(copy.deepcopy(policy))
-    target = copy.deepcopy(critic).requires_grad_(False)
-    critic_opt = adamw(critic.parameters(), cfg.critic_learning_rate)
-    actor_opt = adamw(policy.parameters(), policy_learning_rate(config))
-    buffer = ReplayBuffer(cfg.buffer_capacity, cfg.max_staleness)
-    gen = torch.Generator().manual_seed(config.seed)
-    iterations = max(1, config.episodes // config.episodes_per_iteration)
-    for it in range(iterations):
-        envs = [copy.deepcopy(e) for e in family.train_envs(config.episodes_per_iteration, gen)]
-        rollout, episodes = play(policy, tokenizer, envs, config, gen)
-        buffer.add([rollout.select(slice(i, i + 1)) for i in range(len(rollout))], version=it)
-        critic.train()
-        critic_losses = []
-        for _ in range(cfg.critic_steps):  # off-policy TD on replayed episodes
-            batch = _stack([e.item for e in buffer.sample(cfg.critic_batch_size, it, gen)])
-            values = critic(batch)
-            with torch.no_grad():
-                target_values = target(batch)
-            targets, _, starts = utterance_td(values, target_values, batch, cfg.gamma)
-            loss = masked_mean((values - targets).square(), starts)
-            critic_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
-            critic_opt.step()
-            with torch.no_grad():
-                for t, o in zip(target.parameters(), critic.parameters(), strict=True):
-                    t.copy_(polyak(t, o, cfg.polyak_alpha))
-            critic_losses.append(loss.item())
-        actor_loss = float("nan")
-        if it >= cfg.warmup_iterations:
-            actor_loss = _actor_update(config, policy, critic, rollout, buffer, it, gen, actor_opt)
-        stats = episode_stats(episodes)
-        if on_iteration:
-            on_iteration({"iteration": it + 1, "episodes": (it + 1) * config.episodes_per_iteration,
-                          "train/success": stats.success, "train/return": stats.mean_return,
-                          "loss/critic": sum(critic_losses) / len(critic_losses), "loss/actor": actor_loss,
-                          "replay/size": len(buffer), "env/errors": stats.errors})
-    return critic
+def critic_td_step(
+    critic: Critic, target: Critic, optimizer: torch.optim.Optimizer, batch: MultiTurnRollout, gamma: float,
+    polyak_alpha: float,
+) -> tuple[float, bool]:
+    """One TD step of the critic toward the target critic's one-step targets, then the target's
+    Polyak update. Returns (loss, finite); a non-finite loss or gradient changes no weight."""
+    values = critic(batch)
+    with torch.no_grad():
+        target_values = target(batch)
+    targets, _, starts = utterance_td(values, target_values, batch.token_rewards, batch.turn_index, gamma)
+    loss = masked_mean((values - targets).square(), starts)
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return float("nan"), False
+    loss.backward()
+    if not math.isfinite(float(torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0))):
+        optimizer.zero_grad(set_to_none=True)
+        return float("nan"), False
+    optimizer.step()
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), critic.parameters(), strict=True):
+            t.copy_(polyak(t, o, polyak_alpha))
+    return loss.item(), True
 
 
-def _actor_update(
-    config: AgentConfig, policy: PreTrainedModel, critic: Critic, fresh: MultiTurnRollout, buffer: ReplayBuffer,
-    version: int, gen: torch.Generator, optimizer: torch.optim.Optimizer,
-) -> float:
-    """Token-level policy gradient with the critic's utterance advantages; returns the last loss."""
+def actor_update(
+    config: AgentConfig, policy: PreTrainedModel, critic: Critic, batch: MultiTurnRollout,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[float, bool]:
+    """Token-level policy gradient with the critic's utterance advantages on ``batch`` (fresh
+    episodes, then replayed ones). Returns (the last loss, finite)."""
     cfg = config.archer
-    rows = [fresh]
-    if cfg.replay_actor_episodes:
-        rows.append(_stack([e.item for e in buffer.sample(cfg.replay_actor_episodes, version, gen)]))
-    batch = _stack([r.select(slice(i, i + 1)) for r in rows for i in range(len(r))])
     critic.eval()
     with torch.no_grad():
         values = critic(batch)
-    _, per_turn, starts = utterance_td(values, values, batch, cfg.gamma)
+    _, per_turn, starts = utterance_td(values, values, batch.token_rewards, batch.turn_index, cfg.gamma)
     per_turn = masked_whiten(per_turn, starts)
-    advantages = spread_over_turns(per_turn, batch)  # (B, T)
+    advantages = spread_over_turns(per_turn, batch.turn_index)  # (B, T)
     mask = batch.completion_mask
     policy.train()
-    loss_value = float("nan")
+    loss_value, finite = float("nan"), True
     for _ in range(cfg.actor_epochs):
         logprobs, _, _ = score_completions(policy, batch, config.episode.temperature)
         weights = truncated_importance_weights(logprobs, batch.logprobs, mask, cfg.ratio_cap)
         loss = masked_mean(-weights * advantages * logprobs, mask)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            finite = math.isfinite(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)))
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            break
         optimizer.step()
         loss_value = loss.item()
     policy.eval()
-    return loss_value
+    return loss_value, finite
+
+
+def replay_state(buffer: ReplayBuffer) -> dict[str, Any]:
+    """The buffer's episodes (their tensors, by field) and versions, for a checkpoint."""
+    return {"items": [dataclasses.asdict(e.item) for e in buffer.entries],
+            "versions": [e.version for e in buffer.entries]}
+
+
+def load_replay_state(buffer: ReplayBuffer, state: dict[str, Any]) -> None:
+    buffer.entries.clear()
+    buffer.entries.extend(ReplayEntry(MultiTurnRollout(**item), version)
+                          for item, version in zip(state["items"], state["versions"], strict=True))
+
+
+class ArcherTrainer(AgentTrainer):
+    """ArCHer (``algorithm: archer``) for the run harness: one step is one iteration."""
+
+    def __init__(self, config: AgentConfig, session: RunSession, progress: bool = True) -> None:
+        super().__init__(config, session, progress)
+        cfg = config.archer
+        self.critic = Critic(copy.deepcopy(self.policy))
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_opt = adamw(self.critic.parameters(), cfg.critic_learning_rate)
+        self.actor_opt = adamw(self.policy.parameters(), policy_learning_rate(config))
+        self.buffer = ReplayBuffer(cfg.buffer_capacity, cfg.max_staleness)
+        self.gen = torch.Generator().manual_seed(config.seed)
+
+    def modules(self) -> torch.nn.Module:
+        return torch.nn.ModuleDict({"policy": self.policy, "critic": self.critic, "target_critic": self.target})
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_opt, "critic": self.critic_opt}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.gen.get_state(), "replay": replay_state(self.buffer)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+        load_replay_state(self.buffer, state["replay"])
+
+    def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        config, cfg, gen = self.config, self.config.archer, self.gen
+        envs = [copy.deepcopy(e) for e in self.family.train_envs(config.episodes_per_iteration, gen)]
+        rollout, episodes = play(self.policy, self.tokenizer, envs, config, gen)
+        self.buffer.add([rollout.select(slice(i, i + 1)) for i in range(len(rollout))], version=step)
+        self.critic.train()
+        critic_losses, finite = [], True
+        for _ in range(cfg.critic_steps):  # off-policy TD on replayed episodes
+            batch = stack_rollouts([e.item for e in self.buffer.sample(cfg.critic_batch_size, step, gen)])
+            loss, finite = critic_td_step(self.critic, self.target, self.critic_opt, batch, cfg.gamma,
+                                          cfg.polyak_alpha)
+            if not finite:
+                break
+            critic_losses.append(loss)
+        actor_loss = float("nan")
+        if finite and step >= cfg.warmup_iterations:
+            rows = [rollout]
+            if cfg.replay_actor_episodes:
+                rows.append(stack_rollouts([e.item for e in self.buffer.sample(cfg.replay_actor_episodes, step, gen)]))
+            batch = stack_rollouts([r.select(slice(i, i + 1)) for r in rows for i in range(len(r))])
+            actor_loss, finite = actor_update(config, self.policy, self.critic, batch, self.actor_opt)
+        metrics = {
+            **episode_metrics(episodes, (step + 1) * config.episodes_per_iteration),
+            "loss/critic": sum(critic_losses) / max(len(critic_losses), 1), "loss/actor": actor_loss,
+            "replay/size": len(self.buffer),
+        }
+        return metrics, finite

@@ -15,16 +15,18 @@ vocabulary this small); the heads are linear, zero-initialised, so an untrained 
 decodes exactly like the base; the LM term is AWAC-weighted (the paper's released code keeps the
 weight at 1 by default, which is ``awac_beta: 0`` here).
 
-Data: JSONL, one episode per line: ``{"segments": [obs, action, obs, ...], "rewards": [one per
-agent turn], "success": bool}`` (``write_episodes`` writes it from played episodes).
+Data: logged episodes (``rlft.rollout.episodes``: JSONL, one episode per line), from ``ilql.data``
+or, when it is empty, ``episodes`` episodes of the warm-started base, logged when the run starts
+into ``RUN/logged_episodes.jsonl`` (a resumed run reads them back from there). One harness step
+(:class:`ILQLTrainer`) is one optimiser step on ``ilql.batch_size`` episodes; each of the
+``ilql.epochs`` passes draws a new order from the checkpointed generator.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import json
-from collections.abc import Sequence
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,11 +47,15 @@ from rlft.algorithms.q_learning import (
     polyak,
     q_td_loss,
 )
-from rlft.errors import RlftError
-from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
-from rlft.models.tokens import positions_from_mask
-from rlft.config.agent import ILQLConfig
+from rlft.common.hashing import file_sha256
 from rlft.common.optim import adamw
+from rlft.common.run_folder import RunFolder
+from rlft.config.agent import AgentConfig, ILQLConfig
+from rlft.models.tokens import positions_from_mask
+from rlft.rollout.episodes import episodes_to_rollout, read_episodes, write_episodes
+from rlft.rollout.multiturn import MultiTurnRollout
+from rlft.trainers.agent import AgentTrainer, play
+from rlft.trainers.run import RunSession
 
 
 class ILQLHeads(nn.Module):
@@ -68,70 +74,6 @@ class ILQLHeads(nn.Module):
     def update_target(self, alpha: float) -> None:
         for t, o in zip(self.target_q.parameters(), self.q.parameters(), strict=True):
             t.copy_(polyak(t, o, alpha))
-
-
-def write_episodes(path: str | Path, episodes: Sequence[Episode]) -> None:
-    with open(path, "w") as f:
-        for e in episodes:
-            f.write(json.dumps({"segments": e.segments, "rewards": e.rewards, "success": e.success}) + "\n")
-
-
-def read_episodes(path: str | Path) -> list[dict[str, Any]]:
-    """Logged episodes, with an error naming the file and line of a malformed record."""
-    records = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            segments, rewards = rec["segments"], [float(r) for r in rec["rewards"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RlftError(f"{path}:{n}: not an episode record ({exc}); expected "
-                            '{"segments": [...], "rewards": [...]}') from None
-        if len(rewards) != len(segments) // 2:
-            raise RlftError(f"{path}:{n}: {len(segments) // 2} agent turns but {len(rewards)} rewards")
-        records.append({"segments": segments, "rewards": rewards})
-    if not records:
-        raise RlftError(f"{path} holds no episodes.")
-    return records
-
-
-def episodes_to_rollout(tokenizer: PreTrainedTokenizerBase, records: Sequence[dict[str, Any]]) -> MultiTurnRollout:
-    """Logged episodes as a :class:`MultiTurnRollout` (tokenised as the rollout would have been),
-    each turn's reward on the EOS that ends it."""
-    rows = []
-    for rec in records:
-        segs = rec["segments"]
-        prompt, _ = encode_demonstration(tokenizer, segs[:1])
-        ids, agent = encode_demonstration(tokenizer, segs)
-        ids, agent = ids[len(prompt):], agent[len(prompt):]
-        rewards, turn, k, turns = [0.0] * len(ids), [-1] * len(ids), -1, rec["rewards"]
-        for t, a in enumerate(agent):
-            if a and (t == 0 or not agent[t - 1]):
-                k += 1
-            if a:
-                turn[t] = k
-                if t + 1 == len(agent) or not agent[t + 1]:
-                    rewards[t] = turns[k] if k < len(turns) else 0.0
-        rows.append((prompt, ids, agent, rewards, turn))
-    P = max(len(r[0]) for r in rows)
-    T = max(1, max(len(r[1]) for r in rows))
-    pad = tokenizer.pad_token_id
-    out = MultiTurnRollout(
-        torch.full((len(rows), P), pad), torch.zeros(len(rows), P, dtype=torch.long),
-        torch.full((len(rows), T), pad), torch.zeros(len(rows), T), torch.zeros(len(rows), T),
-        torch.zeros(len(rows), T), torch.zeros(len(rows), T), torch.full((len(rows), T), -1),
-    )
-    for i, (prompt, ids, agent, rewards, turn) in enumerate(rows):
-        out.prompt_ids[i, P - len(prompt):] = torch.tensor(prompt)
-        out.prompt_mask[i, P - len(prompt):] = 1
-        n = len(ids)
-        out.completion_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
-        out.completion_mask[i, :n] = torch.tensor(agent, dtype=torch.float32)
-        out.completion_attention[i, :n] = 1.0
-        out.token_rewards[i, :n] = torch.tensor(rewards)
-        out.turn_index[i, :n] = torch.tensor(turn)
-    return out
 
 
 def ilql_loss(
@@ -164,36 +106,6 @@ def ilql_loss(
     return loss, stats
 
 
-def train_ilql(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[dict[str, Any]],
-    cfg: ILQLConfig, seed: int = 0, on_step: Any = None,
-) -> ILQLHeads:
-    """Train ``model`` and new heads in place on the logged episodes; returns the heads."""
-    data = episodes_to_rollout(tokenizer, records)
-    heads = ILQLHeads(model.config.hidden_size, model.config.vocab_size)
-    params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
-    optimizer = adamw(params, cfg.learning_rate)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    step = 0
-    for epoch in range(cfg.epochs):
-        for rows in torch.randperm(len(data), generator=gen).split(cfg.batch_size):
-            loss, stats = ilql_loss(model, heads, data.select(rows), cfg)
-            if not torch.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            heads.update_target(cfg.polyak_alpha)
-            step += 1
-            if on_step:
-                on_step({"step": step, "epoch": epoch + 1, "loss/total": loss.item(), **stats})
-    model.eval()
-    return heads
-
-
 class ILQLPolicy(nn.Module):
     """The LM with ILQL's decoding: logits + beta * (Q_hat(s, .) - V(s)). Usable wherever
     :func:`rlft.rollout.sampling.sample` takes a model (it keeps the KV cache)."""
@@ -213,3 +125,92 @@ class ILQLPolicy(nn.Module):
         logits = ilql_logits(out.logits.float(), self.heads.target_q(hidden), self.heads.v(hidden).squeeze(-1), self.beta)
         new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         return SimpleNamespace(logits=logits, cache=new_cache, past_key_values=new_cache)
+
+
+LOGGED_EPISODES = "logged_episodes.jsonl"
+
+
+def logged_episodes(
+    config: AgentConfig, session: RunSession, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+    family: Any,
+) -> list[dict[str, Any]]:
+    """ILQL's data: ``ilql.data``, else ``episodes`` episodes of the warm-started base, logged once
+    into ``RUN/logged_episodes.jsonl`` when the run starts (a resumed run reads them back). The
+    file's hash goes to the audit log."""
+    path = Path(config.ilql.data) if config.ilql.data else session.run.root / LOGGED_EPISODES
+    if not path.exists() and not config.ilql.data:
+        envs = [copy.deepcopy(e) for e in family.train_envs(config.episodes, torch.Generator().manual_seed(config.seed))]
+        _, logged = play(policy, tokenizer, envs, config, torch.Generator().manual_seed(config.seed + 1))
+        write_episodes(path, [e for e in logged if e.error is None])
+    records = read_episodes(path)
+    session.audit.append("data", path=str(path), sha256=file_sha256(path), episodes=len(records))
+    return records
+
+
+class ILQLTrainer(AgentTrainer):
+    """Offline ILQL (``algorithm: ilql``) for the run harness: one step is one optimiser step on
+    a batch of logged episodes; an iteration (``eval_every``) is one pass over them."""
+
+    resumable_changes = frozenset()  # the data and ilql.epochs fix the steps
+
+    @staticmethod
+    def planned_steps(config: AgentConfig) -> int | None:
+        return None  # known once the logged episodes are read
+
+    def __init__(self, config: AgentConfig, session: RunSession, progress: bool = True) -> None:
+        super().__init__(config, session, progress)
+        cfg = config.ilql
+        records = logged_episodes(config, session, self.policy, self.tokenizer, self.family)
+        self.data = episodes_to_rollout(self.tokenizer, records)
+        self.heads = ILQLHeads(self.policy.config.hidden_size, self.policy.config.vocab_size)
+        self.acting = ILQLPolicy(self.policy, self.heads, cfg.decode_beta)
+        self.params = [p for p in list(self.policy.parameters()) + list(self.heads.parameters()) if p.requires_grad]
+        self.optimizer = adamw(self.params, cfg.learning_rate)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.batches: list[torch.Tensor] = []  # the rows of each batch of the current epoch
+        self.per_epoch = -(-len(self.data) // cfg.batch_size)
+        self.schedule = self.make_schedule(cfg.epochs * self.per_epoch, self.per_epoch)
+
+    def acting_policy(self) -> torch.nn.Module:
+        return self.acting
+
+    def modules(self) -> torch.nn.Module:
+        return nn.ModuleDict({"policy": self.policy, "heads": self.heads})
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.gen.get_state(), "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+        self.batches = list(state["batches"])
+
+    def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        cfg = self.config.ilql
+        epoch, index = divmod(step, self.per_epoch)
+        if index == 0:
+            self.batches = list(torch.randperm(len(self.data), generator=self.gen).split(cfg.batch_size))
+        self.policy.train()
+        loss, stats = ilql_loss(self.policy, self.heads, self.data.select(self.batches[index]), cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return {}, False
+        loss.backward()
+        if not math.isfinite(float(torch.nn.utils.clip_grad_norm_(self.params, 1.0))):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {}, False
+        self.optimizer.step()
+        self.heads.update_target(cfg.polyak_alpha)
+        return {"epoch": epoch + 1, "loss/total": loss.item(), **stats}, True
+
+    def save_final(self, run: RunFolder) -> Path:
+        """The LM in ``final_model/`` and the heads in ``ilql_heads.pt`` (the acting policy needs both)."""
+        heads = run.root / "ilql_heads.pt"
+        torch.save(self.heads.state_dict(), heads.with_suffix(".tmp"))
+        heads.with_suffix(".tmp").replace(heads)
+        return super().save_final(run)
+
+    def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        return {**super().summary(base, final), "logged_episodes": len(self.data)}

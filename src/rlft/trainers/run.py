@@ -148,7 +148,7 @@ def run_trainer(
                    f"{base.get(trainer.headline, float('nan')):.3f}")
     bar = tqdm(total=schedule.steps, initial=state.step, desc=trainer.name, disable=not progress, dynamic_ncols=True)
     for step in range(state.step, schedule.steps):
-        metrics, finite = trainer.step(step)
+        metrics, finite = step_or_stop(trainer, step, last_good)
         state.step = step + 1
         count_nonfinite(state, finite, trainer, last_good)
         metrics = {"step": state.step, **metrics, "train/skipped": 0 if finite else 1}
@@ -198,11 +198,23 @@ def count_nonfinite(state: TrainerState, finite: bool, trainer: Trainer, last_go
     state.consecutive_nonfinite = 0 if finite else state.consecutive_nonfinite + 1
     state.skipped_steps += 0 if finite else 1
     if state.consecutive_nonfinite >= trainer.schedule.max_consecutive_nonfinite:
-        kept = f"The last good checkpoint, {last_good}, is intact." if last_good else "No checkpoint was written."
         raise NonFiniteError(
             f"Stopped at {trainer.name} step {state.step}: {state.consecutive_nonfinite} steps in a row had "
-            f"a non-finite loss, gradient or reward. {kept} {trainer.nonfinite_hint}"
+            f"a non-finite loss, gradient or reward. {kept(last_good)} {trainer.nonfinite_hint}"
         )
+
+
+def step_or_stop(trainer: Trainer, step: int, last_good: Path | None) -> tuple[dict[str, Any], bool]:
+    """``trainer.step(step)``; weights that overflow in it (the optimiser's ``NonFiniteError``: a
+    learning rate far too large) stop the run with the last good checkpoint named."""
+    try:
+        return trainer.step(step)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"Stopped at {trainer.name} step {step + 1}: {exc} {kept(last_good)}") from None
+
+
+def kept(last_good: Path | None) -> str:
+    return f"The last good checkpoint, {last_good}, is intact." if last_good else "No checkpoint was written."
 
 
 def evaluate(run: RunFolder, trainer: Trainer, step: int, log: bool = True) -> dict[str, float]:

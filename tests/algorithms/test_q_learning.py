@@ -1,4 +1,4 @@
-"""ILQL losses against hand-computed values; replay buffer staleness and truncation."""
+"""ILQL losses against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.q_learning import (
     awac_lm_loss,
     awac_weights,
@@ -18,7 +17,6 @@ from rlft.algorithms.q_learning import (
     polyak,
     q_td_loss,
 )
-from rlft.rollout.replay import ReplayBuffer
 
 
 def test_next_counted_values_skips_environment_tokens() -> None:
@@ -56,18 +54,3 @@ def test_ilql_logits_and_polyak_by_hand() -> None:
     out = ilql_logits(logits, torch.tensor([[0.5, -0.5]]), torch.tensor([0.5]), beta=2.0)
     assert out.tolist() == [[1.0, 0.0]]  # 1 + 2*(0.5-0.5), 2 + 2*(-0.5-0.5)
     assert polyak(torch.tensor(1.0), torch.tensor(3.0), 0.75).item() == pytest.approx(1.5)
-
-
-def test_replay_staleness_and_truncation() -> None:
-    buf = ReplayBuffer(capacity=3, max_staleness=1)
-    buf.add(["a"], 0)
-    buf.add(["b", "c"], 1)
-    buf.add(["d"], 2)  # capacity 3: "a" falls out
-    assert [e.item for e in buf.entries] == ["b", "c", "d"]
-    drawn = {e.item for e in buf.sample(50, version=3, gen=torch.Generator().manual_seed(0))}
-    assert drawn == {"d"}  # b, c are 2 versions old > max_staleness
-    with pytest.raises(ValueError):
-        buf.sample(1, version=10, gen=torch.Generator())
-    w = truncated_importance_weights(torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[math.log(2.0), 0.0, -5.0]]),
-                                     torch.tensor([[1.0, 1.0, 0.0]]), cap=1.5)
-    assert w[0].tolist() == pytest.approx([0.5, 1.0, 0.0])

@@ -133,9 +133,9 @@ def run_rlhf(out: Path, items: int = 800, overrides: list[str] | None = None,
     """Every stage, in order; returns the report (also written to OUT/rlhf.json)."""
     from rlft.config import config_from_dict
     from rlft.config.reward_model import rm_recipe_from_dict
-    from rlft.rewards.rm_training import train_reward_model
     from rlft.tasks import build_task
     from rlft.trainers.registry import train
+    from rlft.trainers.reward_model import train_reward_model
 
     started, seconds = time.time(), {}
     out.mkdir(parents=True, exist_ok=True)

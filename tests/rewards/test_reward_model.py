@@ -13,7 +13,7 @@ from rlft.config.reward_model import rm_recipe_from_dict
 from rlft.errors import ConfigError
 from rlft.rewards import build_reward, score
 from rlft.rewards.pairs import PairsError, load_pairs
-from rlft.rewards.rm_training import train_reward_model
+from rlft.trainers.reward_model import train_reward_model
 
 WORDS = [
     "the",
@@ -214,7 +214,7 @@ def test_cli_rm_train(tmp_path, capsys):
 
 def test_rm_train_scrubs_pii_from_pairs(tmp_path):
     from rlft.responsible.privacy import RunScrubber
-    from rlft.rewards.rm_training import _split
+    from rlft.trainers.reward_model import load_reward_pairs
 
     email = "pat.smith@example.com"
     pairs = [{**p, "prompt": f"Mail {email}. {p['prompt']}"} for p in _pairs(24)]
@@ -226,7 +226,7 @@ def test_rm_train_scrubs_pii_from_pairs(tmp_path):
     assert privacy["scrub_pii"] is True and privacy["counts"] == {"EMAIL": 24}  # one per distinct prompt
     # What the tokenizer and the model are given: scrubbed, and not scrubbed when turned off.
     for enabled in (True, False):
-        train, held_out = _split(recipe, RunScrubber(enabled))
+        train, held_out = load_reward_pairs(recipe, RunScrubber(enabled))
         prompts = " ".join(p.prompt for p in train + held_out)
         assert (email in prompts, "[EMAIL]" in prompts) == (not enabled, enabled)
 

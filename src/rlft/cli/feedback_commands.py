@@ -191,6 +191,9 @@ def _register_rm(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="Override a recipe field, e.g. --set epochs=3 (repeatable).")  # fmt: skip
     train.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    train.add_argument("--resume", action="store_true",
+                       help="Continue the run in output_dir from its newest intact checkpoint (same recipe; "
+                            "epochs may grow).")  # fmt: skip
     train.set_defaults(run=_run_rm_train)
 
     ev = rm_sub.add_parser("eval", help="Held-out pairwise accuracy of a reward model.",
@@ -208,11 +211,11 @@ def _register_rm(sub: argparse._SubParsersAction) -> None:
 def _run_rm_train(args: argparse.Namespace) -> int:
     from rlft.cli.train_commands import _quiet_transformers
     from rlft.config.reward_model import load_rm_recipe
-    from rlft.rewards.rm_training import train_reward_model
+    from rlft.trainers.reward_model import train_reward_model
 
     recipe = load_rm_recipe(args.recipe, args.set)
     _quiet_transformers()
-    summary = train_reward_model(recipe, progress=not args.no_progress)
+    summary = train_reward_model(recipe, progress=not args.no_progress, resume=args.resume)
     print(f"rlft: reward model in {summary['model_dir']}")
     print(f"  pairwise accuracy  before {summary['eval_accuracy_before']:.1%}  after {summary['eval_accuracy']:.1%}  "
           f"on {summary['eval_pairs']} held-out pairs")  # fmt: skip
@@ -223,7 +226,7 @@ def _run_rm_eval(args: argparse.Namespace) -> int:
     from rlft.cli.train_commands import _quiet_transformers
     from rlft.rewards.pairs import load_pairs
     from rlft.rewards.reward_model import load_reward_model
-    from rlft.rewards.rm_training import evaluate_reward_model
+    from rlft.trainers.reward_model import evaluate_reward_model
 
     _quiet_transformers()
     pairs = load_pairs(args.data)

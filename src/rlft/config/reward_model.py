@@ -1,5 +1,5 @@
 """The recipe of reward-model training (``rlft rm train RECIPE.yaml``; the training itself is
-``rlft.rewards.rm_training``)."""
+``rlft.trainers.reward_model``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rlft.config.sections import CheckpointConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import build, read_recipe_yaml, setting, with_overrides
@@ -58,6 +59,15 @@ class RewardModelRecipe:
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: cuda when available.")
     output_dir: str = setting(
         "runs/reward_model", "Folder to write model/, metrics.jsonl and summary.json into."
+    )
+    eval_every: int | None = setting(
+        None, "Score the held-out pairs every this many steps (and at the end). Empty: only at the end.", ge=1
+    )
+    checkpoint: CheckpointConfig = setting(
+        CheckpointConfig(), "Atomic checkpoints for `rlft rm train --resume`, every this many steps."
+    )
+    max_consecutive_nonfinite: int = setting(
+        3, "Stop after this many steps in a row with a non-finite loss or gradient.", ge=1
     )
 
 

@@ -95,3 +95,15 @@ def test_an_overflowing_learning_rate_stops_with_the_last_good_checkpoint(tmp_pa
     with pytest.raises(NonFiniteError, match=rf"Stopped at {algorithm} step \d+: The weights overflowed.*1e\+30.*{kept}"):
         train_agent(_config(run, algorithm, *extra), progress=False)
     assert not (run / "final_model").exists() and not (run / "summary.json").exists()
+
+
+def test_a_run_started_from_another_runs_base_starts_from_the_same_weights(tmp_path):
+    first = train_agent(_config(tmp_path / "first", "grpo", "episodes=8"), progress=False)
+    # No warm start: an absurd warm-start rate would otherwise ruin the base.
+    second = train_agent(_config(tmp_path / "second", "archer", "episodes=8", "warm_start.learning_rate=1e3",
+                                 f"base_model={tmp_path / 'first' / 'base_model'}"), progress=False)
+    a = load_file(str(tmp_path / "first" / "base_model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "second" / "base_model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a) and first["base_success"] == second["base_success"]
+    recorded = json.loads((tmp_path / "second" / "data.json").read_text())
+    assert set(recorded) == {"base_model"}  # its hash: a resumed run refuses a changed base

@@ -104,6 +104,11 @@ class AgentConfig:
         TinyModelConfig(hidden_size=96, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256),
         "Shape of the tiny offline model.",
     )
+    base_model: str | None = setting(
+        None, "A warm-started agent model folder to start from as it is (e.g. an earlier run's base_model/, to "
+        "compare methods from one base): no tiny model is built and no warm start is run. Empty: build and "
+        "warm-start the tiny model.",
+    )
     env: EnvConfig = setting(EnvConfig(), "Environment.")
     episode: EpisodeConfig = setting(EpisodeConfig(), "Episode caps and sampling.")
     warm_start: WarmStartConfig = setting(

@@ -19,6 +19,7 @@ each agent turn and whose environment tokens are masked out of every loss.
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,13 @@ def warm_start_agent(
 
 def prepare_agent(config: AgentConfig, family: EnvFamily, run: RunFolder) -> tuple[PreTrainedModel, Any]:
     """The warm-started base every agent method starts from, saved as ``base_model/`` the first
-    time (the tiny model, its tokenizer trained on the family's text, then the warm start on
-    scripted dialogues) and loaded from there, so a resumed run starts from the same weights."""
+    time (a copy of the recipe's ``base_model``, else the tiny model, its tokenizer trained on the
+    family's text, then the warm start on scripted dialogues) and loaded from there, so a resumed
+    run starts from the same weights."""
+    if not run.base_model.exists() and config.base_model:
+        copied = Path(tempfile.mkdtemp(dir=run.root, prefix=".base_model.", suffix=".tmp"))
+        shutil.copytree(config.base_model, copied, dirs_exist_ok=True)
+        copied.rename(run.base_model)  # whole or not at all
     if not run.base_model.exists():
         with tempfile.TemporaryDirectory() as tmp:
             model, tokenizer = build_agent_model(config, family, tmp)
@@ -159,7 +165,7 @@ def open_agent_run(config: AgentConfig, resume: bool, trainer: Any) -> RunSessio
     return open_session(
         config.run_dir, agent_config_to_dict(config), resume=resume, defaults=agent_config_to_dict(AgentConfig()),
         resumable=trainer.resumable_changes, planned_steps=trainer.planned_steps(config),
-        data={"ilql.data": config.ilql.data}, copies=("config.json",),
+        data={"base_model": config.base_model, "ilql.data": config.ilql.data}, copies=("config.json",),
     )
 
 

@@ -4,7 +4,8 @@
 - layers point down: a package imports only packages of its own layer or below (``LAYERS``);
 - ``rlft.algorithms`` (the maths) imports nothing else of rlft;
 - no private name (``_x``) is imported from another package;
-- no file over 500 lines, no function over 80 lines.
+- no file over 500 lines, no function over 80 lines;
+- the test folders mirror the packages of ``src/rlft``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rlft"
+TESTS = Path(__file__).resolve().parent
+# Test folders that are not a package of src/rlft: the shipped examples, and test data.
+OTHER_TEST_FOLDERS = {"examples", "data"}
 
 # Bottom to top. A package may import from its own layer and the layers before it.
 LAYERS: list[set[str]] = [
@@ -153,3 +157,10 @@ def test_the_checks_see_the_code():
     graph = _edges()
     assert "rlft.trainers.run" in graph["rlft.trainers.loop"]
     assert len(MODULES) > 50
+
+
+def test_test_folders_mirror_the_packages():
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert folders - OTHER_TEST_FOLDERS <= packages, "a test folder named after no package"
+    assert not list(TESTS.glob("*/*/test_*.py")), "tests sit one folder deep"

@@ -11,9 +11,6 @@ import pytest
 SRC = Path(__file__).parents[2] / "src" / "rlft"
 # Where names are defined, so comparing them there is the point.
 REGISTRIES = {"algorithms/presets.py", "trainers/registry.py", "tasks/__init__.py", "envs/__init__.py"}
-# Files whose name branches are still to be moved into a registry (issue 14); the xfail test below
-# checks them, so it starts passing when they are gone.
-PENDING = {"cli/train_commands.py"}
 # An expression naming a configured thing: config.algorithm.name, algo.name, config.task.name,
 # env.name, config.algorithm (the agent recipe's algorithm is a plain string), algo["name"].
 OWNERS = {"algorithm", "algo", "task", "env"}
@@ -92,11 +89,5 @@ def _branches_in(files: list[Path]) -> dict[str, list[int]]:
 
 
 def test_no_name_branches_outside_the_registries():
-    files = [p for p in sorted(SRC.rglob("*.py")) if p.relative_to(SRC).as_posix() not in REGISTRIES | PENDING]
+    files = [p for p in sorted(SRC.rglob("*.py")) if p.relative_to(SRC).as_posix() not in REGISTRIES]
     assert _branches_in(files) == {}
-
-
-@pytest.mark.xfail(strict=False, reason="issue 14: `rlft eval` still asks whether task.name == 'dataset' "
-                   "(cli/train_commands.py); the task registry should say which tasks score with the recipe's reward")
-def test_no_name_branches_in_the_pending_files():
-    assert _branches_in([SRC / path for path in sorted(PENDING)]) == {}

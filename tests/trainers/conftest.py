@@ -45,6 +45,7 @@ def collect_batch(answering_model_dir: Path) -> CollectBatch:
     loaded copy of the answering model, rewarded by :func:`starts_with_one`."""
     from rlft.config import config_from_dict
     from rlft.models.loading import frozen_reference, load_policy
+    from rlft.rollout.engine import LocalSampler
     from rlft.tasks.arithmetic import ArithmeticTask
     from rlft.trainers.loop import build_learner, collect
 
@@ -59,7 +60,7 @@ def collect_batch(answering_model_dir: Path) -> CollectBatch:
         task = ArithmeticTask(digits=1, eval_size=8, answer_format="answer")
         gen = torch.Generator().manual_seed(0)
         batch = collect(config, learner, frozen_reference(policy), tokenizer, task, gen,
-                        config.algorithm.kl_coef, starts_with_one)  # fmt: skip
+                        config.algorithm.kl_coef, starts_with_one, LocalSampler())  # fmt: skip
         return config, learner, batch
 
     return make

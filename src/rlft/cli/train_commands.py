@@ -188,7 +188,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from rlft.config import config_from_dict
     from rlft.errors import RlftError
-    from rlft.tasks import build_task
+    from rlft.tasks import TASKS, build_task
     from rlft.trainers.setup import evaluate_policy, prepare_task, recipe_reward
 
     _quiet_transformers()
@@ -203,22 +203,22 @@ def _run_eval(args: argparse.Namespace) -> int:
             )
         recipe = {key: saved[key] for key in ("task", "eval", "reward", "warm_start") if saved.get(key) is not None}
         recipe["rollout"] = {k: saved["rollout"][k] for k in ("max_new_tokens", "max_prompt_tokens", "temperature")}
-    if args.data and recipe.get("task", {}).get("name") != "dataset":
+    config = config_from_dict(recipe, args.set)
+    entry = TASKS[config.task.name]
+    if args.data and entry.evaluate_on_file is None:
         raise RlftError(
             "--data evaluates a run trained on a dataset task (its reward and fields are reused); "
             f"{args.target} is not one. Train with task.name: dataset, or drop --data."
         )
-    config = config_from_dict(recipe, args.set)
     reward = recipe_reward(config)
-    if config.task.name == "dataset" and reward is None:
+    if entry.needs_recipe_reward and reward is None:
         raise RlftError(
             f"{args.target} was trained with a reward given from Python (rlft.train(reward=...)), which "
             "rlft eval cannot rebuild; evaluate its final_model/ from Python with rlft.evaluation.evaluate."
         )
     if args.data:
-        from rlft.tasks import dataset_task_from_config
-
-        task = dataset_task_from_config(config.task, reward, config.warm_start, evaluate_on=args.data)
+        assert entry.evaluate_on_file is not None
+        task = entry.evaluate_on_file(config.task, reward, config.warm_start, args.data)
     else:
         task = build_task(config.task, lambda: reward, config.warm_start)
     if run_dir is not None and args.data is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlft.common.optim import check_finite_weights
 from rlft.errors import ConfigError, RlftError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -136,3 +139,18 @@ def check_max_new_tokens(
             f"most {max(room, 0)} new tokens fit. Set rollout.max_new_tokens to {max(room, 1)} or less"
             + (" (or use a model with a longer context)." if room > 0 else "; shorten the prompts.")
         )
+
+
+def save_model_atomic(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
+) -> None:
+    """``save_pretrained`` into a temporary sibling, then rename into place."""
+    check_finite_weights(model, f"model {Path(folder).name}/")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)

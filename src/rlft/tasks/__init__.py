@@ -125,6 +125,11 @@ class TaskEntry:
     # The fields of the warm_start section it reads besides steps, batch_size and learning_rate
     # (the other tasks make their own warm-start targets).
     warm_start_fields: frozenset[str] = frozenset()
+    # Scores with the recipe's reward (it has no score of its own), so it cannot run without one.
+    needs_recipe_reward: bool = False
+    # (task config, reward, warm-start config, a file) -> a task that only evaluates, on that file
+    # (``rlft eval RUN --data FILE``); None where the task is not read from files.
+    evaluate_on_file: Callable[[Any, Any, Any, str], Any] | None = None
 
 
 TASKS: dict[str, TaskEntry] = {
@@ -137,6 +142,10 @@ TASKS: dict[str, TaskEntry] = {
         frozenset({"data", "split", "eval_data", "eval_split", "eval_fraction", "prompt_field", "answer_field",
                    "system_prompt", "chat_template", "eval_size", "seed"}),
         warm_start_fields=frozenset({"target_field", "data"}),
+        needs_recipe_reward=True,
+        evaluate_on_file=lambda config, reward, warm_start, path: dataset_task_from_config(
+            config, reward, warm_start, evaluate_on=path
+        ),
     ),
 }
 

@@ -33,14 +33,13 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig, config_from_dict
 from rlft.config.agent import AgentConfig, agent_config_to_dict, policy_learning_rate
 from rlft.envs import ENV_FAMILIES, Env, EnvFamily
-from rlft.models.loading import frozen_reference, load_policy
+from rlft.models.loading import frozen_reference, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
 from rlft.trainers.batch import Batch, Learner, Sampler, build_learner, score_rollout
 from rlft.trainers.loop import update
 from rlft.trainers.run import Evaluation, RunSession, Schedule
 from rlft.trainers.session import open_session
-from rlft.trainers.setup import save_model_atomic
 from rlft.trainers.sft import supervised_step
 
 

@@ -119,7 +119,7 @@ class Sampler:
     logprobs_are_policys: bool = False
     """The rollout's log-probs are this policy's own (rlft's sampler in this process, equal to a
     fresh forward within 1e-5, tested): the extra forward pass is skipped when nothing else needs it."""
-    approximate: bool = False
+    approximate_logprobs: bool = False
     """The log-probs are an approximation (bf16, vLLM): truncated importance weights correct it."""
 
 
@@ -146,7 +146,7 @@ def score_rollout(
     log-probs are kept for the importance ratio.
     """
     mask = rollout.completion_mask
-    correct_in_loss = sampler.approximate and not reused
+    correct_in_loss = sampler.approximate_logprobs and not reused
     with torch.no_grad():
         ref_logprobs, _ = sequence_logprobs(reference, rollout, temperature)
         own = sampler.logprobs_are_policys or correct_in_loss
@@ -163,7 +163,7 @@ def score_rollout(
         token_rewards, mask, values=old_values, group_size=algo.group_size, gamma=algo.gamma, lam=algo.lam,
         scale_rewards=algo.scale_rewards,
     )
-    if sampler.approximate and not correct_in_loss:
+    if sampler.approximate_logprobs and not correct_in_loss:
         # Truncated importance sampling (TIS) for the engine/trainer mismatch: the advantages of
         # tokens the engine over-sampled relative to the trainer are scaled down.
         advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)

@@ -41,13 +41,13 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.errors import ConfigError
 from rlft.evaluation import evaluate
-from rlft.models.loading import frozen_reference
+from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.models.tokens import encode_prompts
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rollout.sampling import score_completions
 from rlft.trainers.run import Evaluation, RunSession, Schedule
-from rlft.trainers.setup import prepare_base_policy, save_model_atomic
+from rlft.trainers.setup import prepare_base_policy
 from rlft.types import Rollout
 
 

@@ -27,11 +27,11 @@ from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bo
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
-from rlft.models.loading import frozen_reference
+from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.models.tokens import decode_completions, encode_prompts
-from rlft.rollout.engine import build_rollout_engine
+from rlft.rollout.engine import RolloutEngine, build_rollout_engine
 from rlft.rollout.low_precision import low_precision_copy
-from rlft.rollout.sampling import maybe_compile, sample
+from rlft.rollout.sampling import maybe_compile
 from rlft.tasks import Problem, reward_context
 from rlft.trainers.batch import (
     Batch,
@@ -46,7 +46,6 @@ from rlft.trainers.setup import (
     evaluate_policy,
     prepare_base_policy,
     recipe_reward,
-    save_model_atomic,
 )
 
 
@@ -118,15 +117,15 @@ def collect(
     gen: torch.Generator,
     kl_coef: float,
     reward_fn: RewardFn,
-    engine: Any = None,
+    engine: RolloutEngine,
 ) -> Batch:
-    """Rollout, reward and advantage for one step. ``engine`` generates instead of this process's
-    sampler when set (Ray workers, vLLM)."""
+    """Rollout, reward and advantage for one step; ``engine`` generates (this process's sampler,
+    Ray workers, vLLM)."""
     G = config.algorithm.group_size
     problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
     learner.policy.eval()
-    rollout = (sample if engine is None else engine.sample)(
+    rollout = engine.sample(
         learner.policy,
         prompt_ids,
         prompt_mask,
@@ -141,10 +140,8 @@ def collect(
     reward_list, components = reward_fn(completions, problems)
     rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
     train = config.train
-    sampler = Sampler(
-        logprobs_are_policys=engine is None,
-        approximate=engine is not None and getattr(engine, "approximate_logprobs", False),
-    )
+    sampler = Sampler(logprobs_are_policys=engine.logprobs_are_policys,
+                      approximate_logprobs=engine.approximate_logprobs)
     batch = score_rollout(
         config.algorithm, learner, reference, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask),
         temperature=config.rollout.temperature, kl_coef=kl_coef, sampler=sampler, top_p=config.rollout.top_p,
@@ -262,7 +259,7 @@ def rl_step(
     step: int,
     kl_coef: float,
     reward_fn: RewardFn,
-    engine: Any = None,
+    engine: RolloutEngine,
 ) -> tuple[dict[str, Any], bool]:
     """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
     started = time.perf_counter()
@@ -273,9 +270,8 @@ def rl_step(
     update_metrics: dict[str, float] = {}
     if finite:
         update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef)
-    if engine is not None:
-        engine.push_weights(learner.policy)  # workers serve the new version from the next step
-        update_metrics.update(engine.metrics())
+    engine.push_weights(learner.policy)  # workers serve the new version from the next step
+    update_metrics.update(engine.metrics())
     seconds = time.perf_counter() - started
     mask = batch.rollout.completion_mask
     generated = float(mask.sum())
@@ -322,7 +318,7 @@ class RLTrainer:
         self.learner = build_learner(config, policy)
         self.optimizer = adamw(self.learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
         assert config.algorithm.kl_coef is not None
-        self.load_state_dict({"kl_coef": config.algorithm.kl_coef})
+        self._start_kl_control(config.algorithm.kl_coef)
 
     def modules(self) -> torch.nn.Module:
         return self.learner.modules()
@@ -334,12 +330,15 @@ class RLTrainer:
         return {"kl_coef": self.kl_coef}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._start_kl_control(float(state["kl_coef"]))
+        # The engine was built from the weights before the checkpoint.
+        self.engine.push_weights(self.learner.policy)
+
+    def _start_kl_control(self, kl_coef: float) -> None:
         algo = self.config.algorithm
-        self.kl_coef = float(state["kl_coef"])
-        self.kl_controller = KL_CONTROLLERS[algo.kl_controller](beta=self.kl_coef, target_kl=algo.kl_target,
+        self.kl_coef = kl_coef
+        self.kl_controller = KL_CONTROLLERS[algo.kl_controller](beta=kl_coef, target_kl=algo.kl_target,
                                                                 horizon=algo.kl_horizon)
-        if self.engine is not None:  # the engine was built from the weights before the checkpoint
-            self.engine.push_weights(self.learner.policy)
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         metrics, finite = rl_step(self.config, self.learner, self.reference, self.tokenizer, self.optimizer,

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.common.optim import check_finite_weights
 from rlft.common.run_folder import (
     ResumablePrivacy,
     RunFolder,
@@ -29,7 +26,7 @@ from rlft.config import (
 )
 from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
-from rlft.models.loading import check_max_new_tokens, load_policy
+from rlft.models.loading import check_max_new_tokens, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
@@ -153,21 +150,6 @@ def check_data_unchanged(run: RunFolder, task: Any, resume: bool) -> None:
             f"(hashes in {run.root / 'data.json'}); a resumed run must train on the same data. Restore "
             "the data, or start a new run with another run_dir."
         )
-
-
-def save_model_atomic(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
-) -> None:
-    """``save_pretrained`` into a temporary sibling, then rename into place."""
-    check_finite_weights(model, f"model {Path(folder).name}/")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
 
 
 def prepare_task(config: RecipeConfig, task: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

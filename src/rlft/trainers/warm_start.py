@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder, write_text_atomic
 from rlft.config import RecipeConfig, config_to_dict
+from rlft.models.loading import save_model_atomic
 from rlft.models.tokens import positions_from_mask
 from rlft.tasks import Problem
 from rlft.trainers.checkpoint import select_resume_checkpoint
@@ -89,7 +90,6 @@ class WarmStartTrainer:
         return {"loss": f"{metrics['sft/loss']:.3f}"}
 
     def save_final(self, run: RunFolder) -> Path:
-        from rlft.trainers.setup import save_model_atomic  # setup calls this module: import late
 
         save_model_atomic(self.policy, self.tokenizer, self.base_model)
         return self.base_model

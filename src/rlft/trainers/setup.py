@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
@@ -32,26 +31,16 @@ from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.checkpoint import select_resume_checkpoint
 from rlft.trainers.run import RunSession
+from rlft.trainers.session import fingerprint, flatten
 from rlft.trainers.warm_start import run_warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
-RESUMABLE_CHANGES = {"train.steps"}
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+RESUMABLE_CHANGES = frozenset({"train.steps"})
 
 
 def recipe_fingerprint(config: RecipeConfig) -> str:
-    flat = {k: v for k, v in _flatten(config_to_dict(config)).items() if k not in RESUMABLE_CHANGES}
-    return hashlib.sha256(repr(sorted(flat.items())).encode()).hexdigest()[:16]
+    """The hash of every recipe field a resumed run may not change (checkpoints carry it)."""
+    return fingerprint(config_to_dict(config), RESUMABLE_CHANGES)
 
 
 def open_run(
@@ -63,14 +52,14 @@ def open_run(
     ``task`` replaces the recipe's task (``rlft.train(..., task=...)``); ``reward`` is a Python
     callable that replaces the recipe's ``reward:`` (the dataset task is built with it)."""
     run = RunFolder(config.run_dir)
-    fingerprint = recipe_fingerprint(config)
+    recipe_hash = recipe_fingerprint(config)
     run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
     if resume:
-        old = _flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
-        new = _flatten(config_to_dict(config))
+        old = flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
+        new = flatten(config_to_dict(config))
         # A field added to rlft after the run started is absent from its config.yaml: at its
         # default it changes nothing the run did, so it is no reason to refuse the resume.
-        added_defaults = _flatten(config_to_dict(RecipeConfig()))
+        added_defaults = flatten(config_to_dict(RecipeConfig()))
         changed = [
             f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
             for k in sorted(set(old) | set(new))
@@ -100,7 +89,7 @@ def open_run(
     # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
     task = private_task(task, config.privacy.scrub_pii)
     task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge
-    session = RunSession.start(run, config_to_dict(config), fingerprint, resume, privacy=task.scrubber,
+    session = RunSession.start(run, config_to_dict(config), recipe_hash, resume, privacy=task.scrubber,
                                data_sha256=getattr(task, "data_sha256", None))
     return session, task
 

@@ -208,6 +208,12 @@ class TrainConfig:
         3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
     )
     torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    parallel: Literal["ddp", "fsdp"] = setting(
+        "ddp",
+        "How several processes (torchrun, rlft train --nproc N) share the update: ddp (every rank holds the "
+        "model; gradients are summed) or fsdp (FSDP2: parameters, gradients and optimiser state sharded over "
+        "the ranks). One process ignores it (docs/distributed.md).",
+    )
     autocast: Literal["none", "bfloat16"] = setting(
         "none",
         "Mixed precision of the learner's passes: none (the model's dtype) or bfloat16 (torch.autocast; "

@@ -168,9 +168,12 @@ class RayRolloutEngine:
         **kwargs: Any,
     ) -> Rollout:
         """:func:`rlft.rollout.sampling.sample` across the workers (``model`` is the learner's
-        policy, whose weights the workers already hold; it is not used here)."""
+        policy, whose weights the workers already hold; it is not used here). ``noise_rows``
+        (``(offset, total)``: these rows are a share of a larger batch, as on a learner rank)
+        places each worker's shard within that batch."""
         ray = _ray()
         batch = prompt_ids.shape[0]
+        offset, total = kwargs.pop("noise_rows", None) or (0, batch)
         gen = generator or torch.Generator().manual_seed(0)
         gen_state = gen.get_state()
         bounds = _shards(batch, len(self.workers))
@@ -183,7 +186,7 @@ class RayRolloutEngine:
                     prompt_ids[lo:hi],
                     prompt_mask[lo:hi],
                     gen_state,
-                    (lo, batch),
+                    (offset + lo, total),
                     kwargs,
                 )
                 for i, (lo, hi) in pending.items()

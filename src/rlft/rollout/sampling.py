@@ -334,10 +334,11 @@ def sequence_logprobs(
     rollout: Rollout,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (B, T) of the rollout's completion tokens under ``model``, and the
     per-token entropy (B, T) when asked. See :func:`score_completions`."""
-    logprobs, entropy, _ = score_completions(model, rollout, temperature, with_entropy)
+    logprobs, entropy, _ = score_completions(model, rollout, temperature, with_entropy, share_prompts=share_prompts)
     return logprobs, entropy
 
 

@@ -62,6 +62,9 @@ class Learner:
     value_head: ValueHead | None = None
     critic_trunk: PreTrainedModel | None = None
     autocast: torch.dtype | None = None  # train.autocast: the dtype of the passes' matmuls
+    # One pass per repeated prompt (see score_completions); off for sharded (fsdp) models, whose
+    # ranks must all run the same number of forward passes.
+    share_prompts: bool = True
 
     def modules(self) -> torch.nn.ModuleDict:
         """The trainable modules under stable names (checkpoint keys)."""
@@ -85,10 +88,12 @@ class Learner:
         precision = torch.autocast(device, self.autocast) if self.autocast else contextlib.nullcontext()
         with precision:
             logprobs, entropy, values = score_completions(
-                self.policy, rollout, temperature, with_entropy, self.value_head if shared else None
+                self.policy, rollout, temperature, with_entropy, self.value_head if shared else None,
+                share_prompts=self.share_prompts,
             )
             if self.value_head is not None and not shared:
-                _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head)
+                _, _, values = score_completions(self.critic_trunk, rollout, temperature, False, self.value_head,
+                                                 share_prompts=self.share_prompts)
         return logprobs, entropy, values.float() if values is not None else None
 
 
@@ -123,6 +128,33 @@ class Sampler:
     """The log-probs are an approximation (bf16, vLLM): truncated importance weights correct it."""
 
 
+@dataclass
+class RowScores:
+    """The per-row forward passes of :func:`score_rollout` (rows are independent, so a rank can
+    compute its share and the shares be concatenated)."""
+
+    ref_logprobs: torch.Tensor  # (B, T)
+    old_logprobs: torch.Tensor  # (B, T) the sampling policy's (the learner's, or the sampler's own)
+    old_values: torch.Tensor | None  # (B, T); None without a critic
+
+
+def row_scores(
+    learner: Learner, reference: PreTrainedModel, rollout: Rollout, *, temperature: float, reused: bool,
+    sampler: Sampler = Sampler(), top_p: float = 1.0,
+) -> RowScores:
+    """The reference's log-probs and the sampling policy's log-probs and values of each row."""
+    correct_in_loss = sampler.approximate_logprobs and not reused
+    with torch.no_grad():
+        ref_logprobs, _ = sequence_logprobs(reference, rollout, temperature, share_prompts=learner.share_prompts)
+        own = sampler.logprobs_are_policys or correct_in_loss
+        if learner.value_head is None and top_p == 1.0 and own:
+            # An approximate sampler's log-probs stand in here (KL statistics); the loss corrects
+            # for them with the update's own forward.
+            return RowScores(ref_logprobs, rollout.logprobs, None)
+        old_logprobs, _, old_values = learner.score(rollout, temperature)
+    return RowScores(ref_logprobs, old_logprobs, old_values)
+
+
 def score_rollout(
     algo: Any,
     learner: Learner,
@@ -145,18 +177,22 @@ def score_rollout(
     used in more than one optimiser step (epochs or mini-batches), so the sampling policy's
     log-probs are kept for the importance ratio.
     """
+    scores = row_scores(learner, reference, rollout, temperature=temperature, reused=reused, sampler=sampler,
+                        top_p=top_p)
+    return batch_from_scores(algo, rollout, rewards, token_rewards, scores, kl_coef=kl_coef, reused=reused,
+                             sampler=sampler)
+
+
+def batch_from_scores(
+    algo: Any, rollout: Rollout, rewards: torch.Tensor, token_rewards: torch.Tensor, scores: RowScores, *,
+    kl_coef: float, reused: bool, sampler: Sampler = Sampler(),
+) -> Batch:
+    """The batch-wide part of :func:`score_rollout` (KL, advantages, returns) from the rows' scores."""
     mask = rollout.completion_mask
     correct_in_loss = sampler.approximate_logprobs and not reused
-    with torch.no_grad():
-        ref_logprobs, _ = sequence_logprobs(reference, rollout, temperature)
-        own = sampler.logprobs_are_policys or correct_in_loss
-        if learner.value_head is None and top_p == 1.0 and own:
-            # An approximate sampler's log-probs stand in here (KL statistics); the loss corrects
-            # for them with the update's own forward.
-            old_logprobs, old_values = rollout.logprobs, None
-        else:
-            old_logprobs, _, old_values = learner.score(rollout, temperature)
-    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, ref_logprobs, clamp=algo.kl_clamp), 0.0)
+    old_logprobs, old_values = scores.old_logprobs, scores.old_values
+    kl = torch.where(mask.bool(), KL_ESTIMATORS[algo.kl_estimator](old_logprobs, scores.ref_logprobs,
+                                                                  clamp=algo.kl_clamp), 0.0)
     if algo.kl_placement == "reward":
         token_rewards = kl_penalised_rewards(token_rewards, kl, mask, kl_coef)
     advantages, returns = ADVANTAGE_ESTIMATORS[algo.advantage_estimator](
@@ -168,7 +204,7 @@ def score_rollout(
         # tokens the engine over-sampled relative to the trainer are scaled down.
         advantages = advantages * truncated_importance_weights(old_logprobs, rollout.logprobs, mask)
     return Batch(
-        rollout=rollout, rewards=rewards, advantages=advantages, returns=returns, ref_logprobs=ref_logprobs,
+        rollout=rollout, rewards=rewards, advantages=advantages, returns=returns, ref_logprobs=scores.ref_logprobs,
         old_logprobs=old_logprobs if reused else None, old_values=old_values, kl=kl,
         correct_sampler_in_loss=correct_in_loss,
     )

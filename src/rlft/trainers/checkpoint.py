@@ -29,10 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from rlft.common.hashing import combine_file_hashes, file_sha256, folder_file_hashes
 from rlft.common.optim import check_finite_weights
-from rlft.errors import RlftError
+from rlft.errors import NonFiniteError, RlftError
 from rlft.responsible.audit_log import AuditLog
+from rlft.trainers.parallel import Ranks
 
 MANIFEST = "checksums.json"
+SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index: the checkpoint is sharded (fsdp)
 
 
 @dataclass
@@ -68,22 +70,45 @@ def save_checkpoint(
     state: TrainerState,
     keep: int,
     trainer_state: dict[str, Any] | None = None,
+    ranks: Ranks | None = None,
 ) -> Path:
     """Write checkpoint ``step_N`` atomically: weights, optimisers, RNG states, the harness's
     :class:`TrainerState` and the trainer's own state (``trainer_state``: a KL coefficient, a
-    replay buffer, a generator; its plain numbers are also copied into trainer_state.json)."""
-    check_finite_weights(model, f"checkpoint of step {state.step}")
-    folder.mkdir(parents=True, exist_ok=True)
+    replay buffer, a generator; its plain numbers are also copied into trainer_state.json).
+
+    With several ranks every rank calls it: ddp replicas are identical, so rank 0 writes the
+    one-process checkpoint; fsdp ranks each write their shards with ``torch.distributed.checkpoint``
+    (``*.distcp`` and ``.metadata`` in place of ``model.safetensors`` and the optimisers)."""
+    ranks = ranks or Ranks()
+    sharded = ranks.mode == "fsdp"
+    if not sharded and not ranks.is_main:
+        ranks.barrier()  # rank 0 writes; the others wait for it
+        return folder / f"step_{state.step:07d}"
     final = folder / f"step_{state.step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{final.name}.", suffix=".tmp"))
-    # Tied embeddings share storage; safetensors refuses shared tensors, so store contiguous copies.
-    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
+    tmp = None
+    if ranks.is_main:
+        if not sharded:
+            check_finite_weights(model, f"checkpoint of step {state.step}")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{final.name}.", suffix=".tmp"))
     own = dict(trainer_state or {})
-    torch.save(
-        {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(), "trainer": own},
-        tmp / "optimizer.pt",
-    )
+    if sharded:
+        tmp = Path(ranks.broadcast(str(tmp)))
+        save_sharded(tmp, model, optimizers, ranks, f"checkpoint of step {state.step}")
+        if not ranks.is_main:
+            ranks.barrier()
+            return final
+        torch.save({"rng": _rng_state(), "trainer": own}, tmp / "optimizer.pt")
+    else:
+        assert tmp is not None
+        # Tied embeddings share storage; safetensors refuses shared tensors: store contiguous copies.
+        weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(
+            {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(), "trainer": own},
+            tmp / "optimizer.pt",
+        )
+    assert tmp is not None
     readable = {k: v for k, v in own.items() if isinstance(v, (bool, int, float, str))}
     (tmp / "trainer_state.json").write_text(json.dumps({**asdict(state), **readable}, indent=2))
     checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
@@ -99,7 +124,39 @@ def save_checkpoint(
         shutil.rmtree(old)
     for stale in folder.glob(".*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
+    ranks.barrier()
     return final
+
+
+def save_sharded(
+    folder: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer], ranks: Ranks, what: str
+) -> None:
+    """Every rank writes its shards of the weights and optimiser states into ``folder``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
+    finite = all(bool(torch.isfinite(p.detach().sum())) for p in local if p.is_floating_point())
+    if not ranks.all_true(finite):
+        raise NonFiniteError(
+            f"Not saving the {what}: the weights are not finite (NaN or inf in a shard). Lower "
+            "train.learning_rate and start a new run; the checkpoints already written are intact."
+        )
+    model_state, optim_state = get_state_dict(model, list(optimizers.values()))
+    dcp.save({"model": model_state, "optimizers": optim_state}, checkpoint_id=str(folder))
+
+
+def load_sharded(path: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Load a sharded checkpoint into ``model`` and ``optimizers`` on any number of ranks (one
+    process included): ``torch.distributed.checkpoint`` reshards as it reads."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, list(optimizers.values()))
+    both = {"model": model_state, "optimizers": optim_state}
+    dcp.load(both, checkpoint_id=str(path))
+    set_state_dict(model, list(optimizers.values()), model_state_dict=both["model"],
+                   optim_state_dict=both["optimizers"])
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -111,23 +168,35 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]
+    path: Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer], ranks: Ranks | None = None
 ) -> tuple[TrainerState, dict[str, Any]]:
     """Load weights, optimisers and RNG states in place; returns (the harness's state, the
-    trainer's own state)."""
+    trainer's own state). A sharded (fsdp) checkpoint loads on any number of ranks; a
+    one-process (or ddp) one on one process or ddp ranks."""
+    ranks = ranks or Ranks()
+    sharded = (path / SHARDED_INDEX).exists()
+    if ranks.mode == "fsdp" and not sharded:
+        raise RlftError(
+            f"Checkpoint {path} was written without train.parallel: fsdp (whole weights in model.safetensors), "
+            "and this run shards the model. Resume it with train.parallel: ddp (or one process)."
+        )
     try:
-        weights = load_file(str(path / "model.safetensors"))
         extra = torch.load(path / "optimizer.pt", weights_only=False)
+        if sharded:
+            load_sharded(path, model, optimizers)
+        else:
+            weights = load_file(str(path / "model.safetensors"))
     except Exception as exc:  # noqa: BLE001 - a damaged file raises anything from its parser
         raise RlftError(
             f"Checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}). Move it "
             "aside (or delete it) and resume again to continue from the one before it."
         ) from None
-    model.load_state_dict(weights)
-    # Checkpoints written before trainers could have several optimisers hold one, "optimizer".
-    saved = extra["optimizers"] if "optimizers" in extra else {"optimizer": extra["optimizer"]}
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(saved[name])
+    if not sharded:
+        model.load_state_dict(weights)
+        # Checkpoints written before trainers could have several optimisers hold one, "optimizer".
+        saved = extra["optimizers"] if "optimizers" in extra else {"optimizer": extra["optimizer"]}
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(saved[name])
     _set_rng_state(extra["rng"])
     recorded = json.loads((path / "trainer_state.json").read_text())
     known = {f.name for f in dataclass_fields(TrainerState)}

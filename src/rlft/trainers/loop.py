@@ -37,10 +37,12 @@ from rlft.trainers.batch import (
     Batch,
     Learner,
     Sampler,
+    batch_from_scores,
     build_learner,
     outcome_token_rewards,
-    score_rollout,
+    row_scores,
 )
+from rlft.trainers.parallel import Parallel, Ranks, full_state_dict, gather_shares
 from rlft.trainers.run import Evaluation, RunSession, Schedule
 from rlft.trainers.setup import (
     evaluate_policy,
@@ -118,34 +120,49 @@ def collect(
     kl_coef: float,
     reward_fn: RewardFn,
     engine: RolloutEngine,
+    parallel: Parallel | None = None,
 ) -> Batch:
     """Rollout, reward and advantage for one step; ``engine`` generates (this process's sampler,
-    Ray workers, vLLM)."""
+    Ray workers, vLLM). With several ranks (``parallel``) each samples and scores its share of the
+    rows and every rank ends with the whole batch (``trainers/parallel.py``)."""
+    parallel = parallel or Parallel()
+    ranks = parallel.ranks
     G = config.algorithm.group_size
     problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
+    lo, hi = ranks.share(len(problems))
     learner.policy.eval()
+    policy = parallel.sampling_policy(learner.policy)
+    policy.eval()
     rollout = engine.sample(
-        learner.policy,
-        prompt_ids,
-        prompt_mask,
+        policy,
+        prompt_ids[lo:hi],
+        prompt_mask[lo:hi],
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         max_new_tokens=config.rollout.max_new_tokens,
         temperature=config.rollout.temperature,
         top_p=config.rollout.top_p,
         generator=gen,
+        **({"noise_rows": (lo, len(problems))} if ranks.several else {}),
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    reward_list, components = reward_fn(completions, problems)
+    reward_list, components = reward_fn(completions, problems[lo:hi])
     rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
     train = config.train
     sampler = Sampler(logprobs_are_policys=engine.logprobs_are_policys,
                       approximate_logprobs=engine.approximate_logprobs)
-    batch = score_rollout(
-        config.algorithm, learner, reference, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask),
-        temperature=config.rollout.temperature, kl_coef=kl_coef, sampler=sampler, top_p=config.rollout.top_p,
-        reused=train.epochs_per_batch != 1 or train.mini_batch_size != train.batch_size,
+    reused = train.epochs_per_batch != 1 or train.mini_batch_size != train.batch_size
+    scores = row_scores(learner, reference, rollout, temperature=config.rollout.temperature, reused=reused,
+                        sampler=sampler, top_p=config.rollout.top_p)
+    if ranks.several:
+        rollout, rewards, scores, completions, components = gather_shares(
+            ranks, gen, prompt_ids, prompt_mask, rollout, rewards, scores, completions, components,
+            tokenizer.pad_token_id,
+        )
+    batch = batch_from_scores(
+        config.algorithm, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask), scores,
+        kl_coef=kl_coef, reused=reused, sampler=sampler,
     )
     batch.problems, batch.completions = problems, completions
     batch.reward_components = {k: float(torch.tensor(v).mean()) for k, v in components.items()}
@@ -205,19 +222,23 @@ def update(
     batch: Batch,
     gen: torch.Generator,
     kl_coef: float,
+    ranks: Ranks | None = None,
 ) -> tuple[dict[str, float], bool]:
     """Optimise on ``batch``: ``epochs_per_batch`` passes of shuffled mini-batches, each one
     optimiser step accumulated over micro-batches. Returns (metrics, all_finite).
 
     Micro-batch losses are normalised by their mini-batch's totals, so accumulating them gives
-    the mini-batch gradient exactly. A non-finite loss or gradient norm skips the optimiser step.
+    the mini-batch gradient exactly. With several ``ranks`` each runs its share of every
+    mini-batch and the gradients are summed across ranks. A non-finite loss or gradient norm
+    skips the optimiser step.
     """
+    ranks = ranks or Ranks()
     train = config.train
     assert train.mini_batch_size and train.micro_batch_size and train.epochs_per_batch
     params = [p for p in learner.modules().parameters() if p.requires_grad]
     mask = batch.rollout.completion_mask
     sums: dict[str, float] = {}
-    weight_total, grad_norms = 0.0, []
+    grad_norms = []
     learner.modules().train()
     for _epoch in range(train.epochs_per_batch):
         order = torch.randperm(len(batch.rollout), generator=gen) if train.mini_batch_size < len(batch.rollout) \
@@ -225,28 +246,41 @@ def update(
         for mini in order.split(train.mini_batch_size):
             optimizer.zero_grad(set_to_none=True)
             mini_tokens, mini_seqs = float(mask[mini].sum()), float(len(mini))
-            for rows in mini.split(train.micro_batch_size):
+            lo, hi = ranks.share(len(mini))
+            finite = True
+            for rows in mini[lo:hi].split(train.micro_batch_size):
                 loss, stats = micro_batch_loss(config, learner, batch, rows, kl_coef, mini_tokens, mini_seqs)
-                if not torch.isfinite(loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    return {}, False
+                finite = finite and bool(torch.isfinite(loss))
+                if not finite and not ranks.several:
+                    break  # (ranks keep going: each runs as many passes as the others)
                 loss.backward()
                 weight = float(mask[rows].sum())  # token-weighted averages of the statistics
-                weight_total += weight
+                sums["weight"] = sums.get("weight", 0.0) + weight
                 sums["loss/total"] = sums.get("loss/total", 0.0) + loss.item()
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value * weight
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm))
+            if not ranks.all_true(finite):
+                optimizer.zero_grad(set_to_none=True)
+                return {}, False
+            ranks.sum_gradients(params)
+            grad_norm = float(_full(torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)))
             if not math.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
                 return {}, False
             grad_norms.append(grad_norm)
             optimizer.step()
+    sums = ranks.sum_floats(sums)
     n_updates = len(grad_norms)
-    metrics = {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != "loss/total"}
+    weight_total = max(sums.pop("weight", 0.0), 1.0)
+    metrics = {k: v / weight_total for k, v in sums.items() if k != "loss/total"}
     metrics["loss/total"] = sums.get("loss/total", 0.0) / n_updates
     metrics["optim/grad_norm"] = sum(grad_norms) / n_updates
     return metrics, True
+
+
+def _full(value: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) result as a whole tensor; a plain one as it is."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
 
 
 def rl_step(
@@ -260,17 +294,20 @@ def rl_step(
     kl_coef: float,
     reward_fn: RewardFn,
     engine: RolloutEngine,
+    parallel: Parallel | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
+    parallel = parallel or Parallel()
     started = time.perf_counter()
     gen = step_generator(config.seed, step)
-    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn, engine)
+    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn, engine, parallel)
     rollout_seconds = time.perf_counter() - started
     finite = bool(torch.isfinite(batch.rewards).all())
     update_metrics: dict[str, float] = {}
     if finite:
-        update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef)
-    engine.push_weights(learner.policy)  # workers serve the new version from the next step
+        update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef, parallel.ranks)
+    # Workers serve the new version from the next step.
+    engine.push_weights(parallel.weights_for_engine(engine, learner.policy))
     update_metrics.update(engine.metrics())
     seconds = time.perf_counter() - started
     mask = batch.rollout.completion_mask
@@ -311,11 +348,15 @@ class RLTrainer:
                                  config.checkpoint.keep, config.train.max_consecutive_nonfinite)
         self.reward_fn = make_reward_fn(config, task, reward)
         self.eval_scores = held_out_scores(config, task, reward, self.reward_fn)
-        policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores)
+        self.parallel = Parallel(session.ranks)
+        with session.ranks.main_first():  # rank 0 warm-starts and saves base_model/; the others load it
+            policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores)
         self.headline, self.last_eval = headline_metric(task), float("nan")
         policy, self.reference = prepare_policy_and_reference(config, policy)
+        self.parallel.keep_plain_copy(policy)
         self.engine = build_rollout_engine(config, policy)
         self.learner = build_learner(config, policy)
+        self.parallel.shard_learner(self.learner, self.reference)
         self.optimizer = adamw(self.learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
         assert config.algorithm.kl_coef is not None
         self._start_kl_control(config.algorithm.kl_coef)
@@ -332,7 +373,7 @@ class RLTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start_kl_control(float(state["kl_coef"]))
         # The engine was built from the weights before the checkpoint.
-        self.engine.push_weights(self.learner.policy)
+        self.engine.push_weights(self.parallel.weights_for_engine(self.engine, self.learner.policy))
 
     def _start_kl_control(self, kl_coef: float) -> None:
         algo = self.config.algorithm
@@ -342,13 +383,17 @@ class RLTrainer:
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         metrics, finite = rl_step(self.config, self.learner, self.reference, self.tokenizer, self.optimizer,
-                                  self.task, step, self.kl_coef, self.reward_fn, self.engine)
+                                  self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel)
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             self.kl_coef = self.kl_controller.update(metrics["policy/kl_per_sequence"], self.config.train.batch_size)
         return metrics, finite
 
     def evaluate(self, step: int) -> Evaluation:
-        result = evaluate_policy(self.config, self.learner.policy, self.tokenizer, self.task, self.eval_scores)
+        policy, ranks = self.parallel.sampling_policy(self.learner.policy), self.parallel.ranks
+        # Rank 0 evaluates; every rank gets its result, so that all decide alike.
+        result = ranks.broadcast(
+            evaluate_policy(self.config, policy, self.tokenizer, self.task, self.eval_scores) if ranks.is_main else None
+        )
         samples = [
             {"prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward}
             for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]
@@ -362,9 +407,12 @@ class RLTrainer:
                 "eval": f"{self.last_eval:.2f}"}
 
     def save_final(self, run: RunFolder) -> Path:
-        save_model_atomic(self.learner.policy, self.tokenizer, run.final_model)
-        if self.learner.value_head is not None:
-            save_file(self.learner.value_head.state_dict(), str(run.root / "value_head.safetensors"))
+        policy = self.parallel.sampling_policy(self.learner.policy)  # whole weights (gathered under fsdp)
+        head = full_state_dict(self.learner.value_head) if self.learner.value_head is not None else None
+        if self.parallel.ranks.is_main:
+            save_model_atomic(policy, self.tokenizer, run.final_model)
+            if head is not None:
+                save_file(head, str(run.root / "value_head.safetensors"))
         return run.final_model
 
     def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from rlft.trainers.archer import ArcherTrainer
 from rlft.trainers.dpo import DPOTrainer
 from rlft.trainers.ilql import ILQLTrainer
 from rlft.trainers.loop import RLTrainer
+from rlft.trainers.parallel import check_parallel_recipe, init_ranks
 from rlft.trainers.run import OnStep, run_trainer
-from rlft.trainers.setup import open_run
+from rlft.trainers.setup import join_run, open_run
 
 # Trainers of the main recipe (``rlft train``), by the name an algorithm's preset gives. Each is
 # built as ``Trainer(config, session, task, progress, **python_overrides)``.
@@ -56,7 +57,14 @@ def train(
         raise RlftError(f"algorithm.name={config.algorithm.name!r} trains on preference pairs; it takes no reward or task.")
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
-    session, task = open_run(config, resume, reward, task)
+    ranks = init_ranks(config.train.parallel)  # one process, or this rank of torchrun's
+    if ranks.several and kind not in TAKES_REWARD_AND_TASK:
+        raise RlftError(f"algorithm.name={config.algorithm.name!r} runs in one process; start it without torchrun.")
+    check_parallel_recipe(config, ranks)
+    with ranks.main_first():  # rank 0 opens (or reopens) the run folder; the others join it
+        session, task = open_run(config, resume, reward, task) if ranks.is_main else \
+            join_run(config, resume, ranks, reward, task)
+    session.ranks = ranks
     trainer = TRAINERS[kind](config, session, task, progress, **overrides)
     return run_trainer(session, trainer, progress, on_step)
 

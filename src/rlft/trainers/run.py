@@ -14,6 +14,10 @@ Every trainer — the RL loop, DPO, the multi-turn agent trainers, the reward mo
    log and the privacy counts so far;
 5. save the final model, write ``summary.json`` and close the audit trail.
 
+Under torchrun (``trainers/parallel.py``) every rank runs this same loop; rank 0 alone writes the
+run folder's files, and the decisions (evaluate the base? which checkpoint?) are rank 0's,
+broadcast, so that no rank takes a different path.
+
 Opening the run folder (a new run, or a resumed one whose recipe and data must not have changed)
 is :class:`RunSession`'s job; each kind of recipe opens its own (``trainers/setup.py`` for RL and
 DPO recipes, the agent and reward-model recipes in their trainers).
@@ -42,6 +46,7 @@ from rlft.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlft.trainers.parallel import Ranks
 
 OnStep = Callable[[dict[str, Any]], None]
 
@@ -121,6 +126,7 @@ class RunSession:
     fingerprint: str
     privacy: Any = None
     started: float = field(default_factory=time.time)
+    ranks: Ranks = field(default_factory=Ranks)
 
     @classmethod
     def start(cls, run: RunFolder, config: dict[str, Any], fingerprint: str, resume: bool,
@@ -131,16 +137,29 @@ class RunSession:
                      provenance=run_provenance(), **fields)
         return cls(run, audit, resume, fingerprint, privacy)
 
+    @classmethod
+    def join(cls, run: RunFolder, fingerprint: str, resume: bool, ranks: Ranks) -> RunSession:
+        """The session of a rank other than 0: the same run folder, which rank 0 alone writes."""
+        return cls(run, _SilentAudit(), resume, fingerprint, ranks=ranks)  # type: ignore[arg-type]
+
     def write_privacy(self) -> None:
-        if self.privacy is not None:
+        if self.privacy is not None and self.ranks.is_main:
             self.privacy.write(self.run.root)
+
+
+class _SilentAudit:
+    """The audit log as ranks other than 0 see it: rank 0 records the run."""
+
+    def append(self, event: str, **fields: Any) -> None:
+        pass
 
 
 def run_trainer(
     session: RunSession, trainer: Trainer, progress: bool = True, on_step: OnStep | None = None
 ) -> dict[str, Any]:
     """Run ``trainer`` in ``session`` to the end; returns the summary (also ``summary.json``)."""
-    run, schedule = session.run, trainer.schedule
+    run, schedule, main = session.run, trainer.schedule, session.ranks.is_main
+    progress = progress and main
     base = base_evaluation(session, trainer)
     state, last_good = restore(session, trainer)
     if progress:
@@ -153,9 +172,10 @@ def run_trainer(
         count_nonfinite(state, finite, trainer, last_good)
         metrics = {"step": state.step, **metrics, "train/skipped": 0 if finite else 1}
         if schedule.due(state.step, schedule.eval_every):
-            metrics.update(evaluate(run, trainer, state.step))
-        run.append_jsonl(run.metrics, metrics)
-        if on_step:
+            metrics.update(evaluate(run, trainer, state.step, log=main))
+        if main:
+            run.append_jsonl(run.metrics, metrics)
+        if on_step and main:
             on_step(metrics)
         bar.set_postfix(trainer.progress(metrics))
         bar.update(1)
@@ -168,26 +188,27 @@ def run_trainer(
 def base_evaluation(session: RunSession, trainer: Trainer) -> dict[str, Any]:
     """The starting model's held-out metrics: evaluated once (``base_eval.json``) and recorded in
     the audit log with the base model's hash when the run starts."""
-    run = session.run
-    if not run.base_eval.exists():
+    run, ranks = session.run, session.ranks
+    if ranks.broadcast(not run.base_eval.exists()):
         base = evaluate(run, trainer, 0, log=False)
-        sha = folder_sha256(run.base_model) if run.base_model.exists() else None
-        session.audit.append("base_model", path="base_model", sha256=sha,
-                             base_accuracy=base.get("eval/accuracy"), base_metrics=base)
-        write_json_atomic(run.base_eval, base)
+        if ranks.is_main:
+            sha = folder_sha256(run.base_model) if run.base_model.exists() else None
+            session.audit.append("base_model", path="base_model", sha256=sha,
+                                 base_accuracy=base.get("eval/accuracy"), base_metrics=base)
+            write_json_atomic(run.base_eval, base)
     session.write_privacy()
-    return json.loads(run.base_eval.read_text())
+    return ranks.broadcast(json.loads(run.base_eval.read_text()) if ranks.is_main else None)
 
 
 def restore(session: RunSession, trainer: Trainer) -> tuple[TrainerState, Path | None]:
     """(state, last good checkpoint): the newest checkpoint on resume, else step 0. The logs are
     cut back to the restored step, so no step is logged twice."""
-    run, state = session.run, TrainerState(recipe_fingerprint=session.fingerprint)
-    checkpoints = list_checkpoints(run.checkpoints) if session.resume else []
+    run, state, ranks = session.run, TrainerState(recipe_fingerprint=session.fingerprint), session.ranks
+    checkpoints = ranks.broadcast(list_checkpoints(run.checkpoints) if session.resume else [])
     if checkpoints:  # select_resume_checkpoint has already moved damaged ones aside
-        state, own = load_checkpoint(checkpoints[-1], trainer.modules(), trainer.optimizers())
+        state, own = load_checkpoint(checkpoints[-1], trainer.modules(), trainer.optimizers(), ranks)
         trainer.load_state_dict(own)
-    if session.resume:  # a run stopped before its first checkpoint restarts at step 0
+    if session.resume and ranks.is_main:  # a run stopped before its first checkpoint restarts at step 0
         for path in (run.metrics, run.evals, run.samples):
             run.truncate_jsonl(path, state.step)
     return state, checkpoints[-1] if checkpoints else None
@@ -232,19 +253,22 @@ def checkpoint(session: RunSession, trainer: Trainer, state: TrainerState) -> Pa
     run merges them)."""
     run = session.run
     saved = save_checkpoint(run.checkpoints, trainer.modules(), trainer.optimizers(), state,
-                            trainer.schedule.checkpoint_keep, trainer.state_dict())
-    session.audit.append("checkpoint", step=state.step, path=str(saved.relative_to(run.root)),
-                         sha256=folder_sha256(saved))
+                            trainer.schedule.checkpoint_keep, trainer.state_dict(), session.ranks)
+    if session.ranks.is_main:
+        session.audit.append("checkpoint", step=state.step, path=str(saved.relative_to(run.root)),
+                             sha256=folder_sha256(saved))
     session.write_privacy()
     return saved
 
 
 def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dict[str, Any]) -> dict[str, Any]:
     """Save the final model, write the summary and close the audit trail; returns the summary."""
-    run = session.run
-    evals = run.read_jsonl(run.evals)
+    run, ranks = session.run, session.ranks
+    evals = run.read_jsonl(run.evals) if ranks.is_main else []
     final = evals[-1] if evals else base
     model_dir = trainer.save_final(run)
+    if not ranks.is_main:
+        return ranks.broadcast(None)
     summary = {
         "run_dir": str(run.root),
         "algorithm": trainer.name,
@@ -259,7 +283,7 @@ def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dic
     session.audit.append("final_model", path=Path(os.path.relpath(model_dir, run.root)).as_posix(),
                          sha256=folder_sha256(model_dir))
     session.audit.append("run_end", summary=summary)
-    return summary
+    return ranks.broadcast(summary)
 
 
 def held_out_summary(base: dict[str, Any], final: dict[str, Any], headline: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from rlft.models.tiny import build_tiny_model
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
 from rlft.trainers.checkpoint import select_resume_checkpoint
+from rlft.trainers.parallel import Ranks
 from rlft.trainers.run import RunSession
 from rlft.trainers.session import fingerprint, flatten
 from rlft.trainers.warm_start import run_warm_start
@@ -92,6 +93,16 @@ def open_run(
     session = RunSession.start(run, config_to_dict(config), recipe_hash, resume, privacy=task.scrubber,
                                data_sha256=getattr(task, "data_sha256", None))
     return session, task
+
+
+def join_run(config: RecipeConfig, resume: bool, ranks: Ranks, reward: Any = None, task: Any = None
+             ) -> tuple[RunSession, Any]:
+    """A rank other than 0 joins the run folder rank 0 has opened (``open_run``): the same task,
+    built from the same recipe and data, PII-scrubbed alike; nothing is written."""
+    if task is None:
+        task = build_task(config.task, lambda: recipe_reward(config, reward), config.warm_start)
+    task = private_task(task, config.privacy.scrub_pii)
+    return RunSession.join(RunFolder(config.run_dir), recipe_fingerprint(config), resume, ranks), task
 
 
 def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:

@@ -1,0 +1,255 @@
+"""Several processes, one learner: data-parallel (``ddp``) and sharded (``fsdp``) RL updates.
+
+``torchrun --nproc_per_node N -m rlft train RECIPE.yaml`` starts N copies of ``rlft train``; each
+learns which rank it is from torchrun's environment (:func:`init_ranks`). A step then goes:
+
+1. every rank draws the same prompts (the step's generator), samples its contiguous share of the
+   batch's rows with the whole batch's sampling noise (``noise_rows``), so the union of the shares
+   is exactly the one-process batch, and scores its share (reward, reference and old log-probs);
+2. the shares are gathered (:meth:`Ranks.gather`), so every rank holds the whole scored batch and
+   computes the same advantages (batch-wide statistics included) and the same mini-batch order;
+3. each rank runs its share of every mini-batch's micro-batches, each loss normalised by the whole
+   mini-batch's token count; the gradients are summed across ranks (``ddp``: one all-reduce per
+   mini-batch; ``fsdp``: FSDP2's reduce-scatter with a sum), so the update is the one-process
+   update to float rounding, and every rank takes the same optimiser step.
+
+With ``fsdp`` (FSDP2, ``torch.distributed.fsdp.fully_shard``) each rank holds 1/N of the
+parameters, gradients and optimiser state of the policy (and critic), and the reference model is
+sharded too. Generation needs whole weights: they are gathered into a plain copy of the policy
+before each step's sampling and evaluation (:meth:`Parallel.sampling_policy`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rlft.errors import ConfigError
+from rlft.rollout.engine import LocalSampler
+from rlft.trainers.batch import Learner, RowScores
+from rlft.types import Rollout
+
+
+@dataclass
+class Ranks:
+    """This process's place among the learner's processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    mode: str = "single"
+    """single (no process group), ddp or fsdp."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run folder (metrics, samples, audit log, summary, final model)."""
+        return self.rank == 0
+
+    @property
+    def several(self) -> bool:
+        return self.mode != "single"
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """This rank's contiguous share ``[lo, hi)`` of ``rows`` rows (a multiple of the world)."""
+        assert rows % self.world == 0, f"{rows} rows do not split over {self.world} ranks"
+        size = rows // self.world
+        return self.rank * size, (self.rank + 1) * size
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (pickled: for small things and CPU tensors)."""
+        if not self.several:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.several:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_true(self, flag: bool) -> bool:
+        return all(self.gather(bool(flag)))
+
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
+        """Key-wise sums over ranks (every rank has the same keys)."""
+        if not self.several or not values:
+            return values
+        keys = sorted(values)
+        total = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(total)
+        return dict(zip(keys, total.tolist(), strict=True))
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (it may write files), then the others (which may read them)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+    def barrier(self) -> None:
+        if self.several:
+            dist.barrier()
+
+    def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """ddp: sum each gradient over ranks, in one flattened all-reduce (fsdp reduces its own)."""
+        if self.mode != "ddp":
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(g).clone()
+            offset += n
+
+
+def init_ranks(parallel: str) -> Ranks:
+    """The ranks of this process: from torchrun's environment (``WORLD_SIZE``, ``RANK``), with
+    gloo (the learner runs on the CPU; NCCL when CUDA holds the model is left to a GPU learner);
+    one process (no ``WORLD_SIZE``) is rank 0 of 1 and opens no process group."""
+    if "WORLD_SIZE" not in os.environ:
+        return Ranks()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), parallel)
+
+
+def check_parallel_recipe(config: Any, ranks: Ranks) -> None:
+    """Refuse what cannot split over ``ranks``, naming the fix."""
+    if not ranks.several:
+        return
+    train, algo = config.train, config.algorithm
+    unit = ranks.world * algo.group_size
+    if train.batch_size % unit:
+        raise ConfigError(
+            f"train.batch_size={train.batch_size} does not split into whole groups over {ranks.world} ranks: it "
+            f"must be a multiple of ranks x algorithm.group_size = {unit}. Set train.batch_size to a multiple of {unit}."
+        )
+    if train.mini_batch_size % ranks.world or (train.mini_batch_size // ranks.world) % train.micro_batch_size:
+        raise ConfigError(
+            f"train.mini_batch_size={train.mini_batch_size} must split into {ranks.world} equal shares, each a "
+            f"multiple of train.micro_batch_size={train.micro_batch_size} (every rank runs as many micro-batches). "
+            "Set train.micro_batch_size to a divisor of mini_batch_size / ranks."
+        )
+    if ranks.mode == "fsdp":
+        clashes = [name for name, on in (("rollout.backend: vllm", config.rollout.backend == "vllm"),
+                                         ("rollout.dtype: bfloat16", config.rollout.dtype == "bfloat16"),
+                                         ("lora.r > 0", config.lora.r > 0),
+                                         ("rollout.compile", config.rollout.compile)) if on]
+        if clashes:
+            raise ConfigError(
+                f"train.parallel: fsdp cannot be combined with {', '.join(clashes)} yet. Use train.parallel: ddp "
+                "(every rank holds the whole model), or drop them."
+            )
+
+
+@dataclass
+class Parallel:
+    """The RL learner's side of several ranks: sharding the models (fsdp) and the plain copy of
+    the policy that generation and evaluation use."""
+
+    ranks: Ranks = field(default_factory=Ranks)
+    _plain: torch.nn.Module | None = None
+
+    def shard_learner(self, learner: Learner, reference: torch.nn.Module) -> None:
+        """fsdp: shard the learner's models and the reference in place (before the optimiser is
+        built); each decoder layer is a unit, then the whole model. Gradients are summed across
+        ranks, not averaged: the losses carry the global normalisation."""
+        if self.ranks.mode != "fsdp":
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        learner.share_prompts = False  # every rank must run as many forward passes
+        for model in (*learner.modules().values(), reference):
+            units = [*_decoder_layers(model), model]
+            for unit in units:
+                fully_shard(unit)
+            for unit in units:  # per unit: the setting is not recursive
+                unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
+                unit.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  # gloo: no pre-multiplied sum
+
+    def keep_plain_copy(self, policy: torch.nn.Module) -> None:
+        """fsdp: a plain (unsharded) copy of the policy, made before sharding, for generation."""
+        if self.ranks.mode == "fsdp":
+            self._plain = copy.deepcopy(policy)
+            self._plain.requires_grad_(False)
+
+    def sampling_policy(self, policy: torch.nn.Module) -> torch.nn.Module:
+        """The policy generation runs on: itself, or (fsdp) the plain copy refreshed with the
+        gathered current weights (a collective: every rank calls it)."""
+        if self._plain is None:
+            return policy
+        gathered = full_state_dict(policy)
+        self._plain.load_state_dict(gathered)
+        return self._plain
+
+
+    def weights_for_engine(self, engine: Any, policy: torch.nn.Module) -> torch.nn.Module:
+        """What an engine's ``push_weights`` reads: the policy, or (fsdp, an engine holding its
+        own copy: Ray workers) the gathered plain copy. The local sampler reads the sampling
+        policy it is handed, so nothing is gathered for it here."""
+        if self._plain is None or isinstance(engine, LocalSampler):
+            return policy
+        return self.sampling_policy(policy)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Whole tensors of a (possibly sharded) model's state; a collective under fsdp."""
+    from torch.distributed.tensor import DTensor
+
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in model.state_dict().items()}
+
+
+def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of a transformers causal LM (``model.layers``, ``transformer.h``)."""
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        obj: Any = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return list(obj)
+    return []
+
+
+def gather_shares(
+    ranks: Ranks, gen: torch.Generator, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rollout: Rollout,
+    rewards: torch.Tensor, scores: RowScores, completions: list[str], components: dict[str, list[float]],
+    pad_token_id: int,
+) -> tuple[Rollout, torch.Tensor, RowScores, list[str], dict[str, list[float]]]:
+    """Every rank's share of the step's batch, concatenated in rank order: the one-process batch.
+
+    Completions are right-padded to the longest share's length (as one process pads them), and the
+    step's generator is set to the state of the rank that sampled longest, which is where one
+    process sampling the whole batch would have left it (mini-batch shuffling draws from it next).
+    """
+    shares = ranks.gather({
+        "ids": rollout.completion_ids, "mask": rollout.completion_mask, "logprobs": rollout.logprobs,
+        "rewards": rewards, "ref": scores.ref_logprobs, "old": scores.old_logprobs, "values": scores.old_values,
+        "completions": completions, "components": components, "gen": gen.get_state(),
+    })  # fmt: skip
+    length = max(share["ids"].shape[1] for share in shares)
+    gen.set_state(max(shares, key=lambda share: share["ids"].shape[1])["gen"])
+
+    def cat(key: str, fill: float = 0.0) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(s[key], (0, length - s[key].shape[1]), value=fill) for s in shares])
+
+    whole = Rollout(prompt_ids, prompt_mask, cat("ids", pad_token_id).long(), cat("mask"), cat("logprobs"))
+    values = cat("values") if scores.old_values is not None else None
+    merged = {k: [v for s in shares for v in s["components"][k]] for k in components}
+    return (whole, torch.cat([s["rewards"] for s in shares]), RowScores(cat("ref"), cat("old"), values),
+            [c for s in shares for c in s["completions"]], merged)

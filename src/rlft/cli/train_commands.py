@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,13 @@ def _common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="Continue the run in run_dir from its last checkpoint.")
     p.add_argument("--run-dir", help="Folder of the run (same as --set run_dir=...).")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (for logs).")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="Train on N processes of this machine: runs the same command under torchrun "
+                        "(train.parallel: ddp or fsdp; docs/distributed.md).")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    return _train_and_report(None, args)
+    return _launch(args) if _wants_launch(args) else _train_and_report(None, args)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -84,7 +88,34 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.recipe is None and args.data is None:
         raise ConfigError("rlft train needs a recipe file, or --data (and --reward) to train on your own data.")
-    return _train_and_report(args.recipe, args)
+    return _launch(args) if _wants_launch(args) else _train_and_report(args.recipe, args)
+
+
+def _wants_launch(args: argparse.Namespace) -> bool:
+    """--nproc N > 1 outside torchrun: start N ranks; inside torchrun --nproc has no effect."""
+    from rlft.errors import ConfigError
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc {args.nproc}: give a number of processes, 1 or more.")
+    return args.nproc > 1 and "WORLD_SIZE" not in os.environ
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``torchrun --standalone --nproc_per_node N -m rlft`` with this command line (less --nproc)."""
+    import subprocess
+    import sys
+
+    rest, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "rlft", *rest]
+    return subprocess.run(command, check=False).returncode
 
 
 def one_line_overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> list[str]:
@@ -127,9 +158,12 @@ def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
     _quiet_transformers()
     from rlft.trainers.registry import train
 
-    print(f"rlft: run folder {config.run_dir}")
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
+    if main:
+        print(f"rlft: run folder {config.run_dir}")
     summary = train(config, resume=args.resume, progress=not args.no_progress)
-    _print_summary(summary)
+    if main:
+        _print_summary(summary)
     return 0
 
 

@@ -15,14 +15,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+KEPT_DOT_NAMES = {".metadata"}
+
+
 def folder_file_hashes(path: str | Path) -> dict[str, str]:
     """SHA-256 of each file under a folder, by relative POSIX path, in sorted order. Names that
-    start with '.' (temporary files) are skipped."""
+    start with '.' (temporary files) are skipped, but for the index of a sharded checkpoint
+    (``torch.distributed.checkpoint`` names it ``.metadata``)."""
     root = Path(path)
     hashes: dict[str, str] = {}
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
-        if not any(part.startswith(".") for part in rel.split("/")):
+        if not any(part.startswith(".") and part not in KEPT_DOT_NAMES for part in rel.split("/")):
             hashes[rel] = file_sha256(file)
     return hashes
 

@@ -102,6 +102,13 @@ class Ranks:
         if self.several:
             dist.barrier()
 
+    def close(self) -> None:
+        """End the process group once every rank is done (gloo may abort a process that exits
+        with the group still open while another rank is using it)."""
+        if self.several and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """ddp: sum each gradient over ranks, in one flattened all-reduce (fsdp reduces its own)."""
         if self.mode != "ddp":

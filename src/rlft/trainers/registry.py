@@ -66,7 +66,9 @@ def train(
             join_run(config, resume, ranks, reward, task)
     session.ranks = ranks
     trainer = TRAINERS[kind](config, session, task, progress, **overrides)
-    return run_trainer(session, trainer, progress, on_step)
+    summary = run_trainer(session, trainer, progress, on_step)
+    ranks.close()
+    return summary
 
 
 def train_agent(

@@ -61,6 +61,10 @@ def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")} for line in lines]
 
 
+# PPO: a value head, old log-probs and values from a no-grad pass, 2 epochs of 2 mini-batches.
+PPO = ("algorithm.name=ppo", "train.epochs_per_batch=2", "train.mini_batch_size=8")
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("parallel") / "one"
@@ -69,20 +73,31 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def one_process_ppo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("parallel") / "one_ppo"
+    done = rlft_train(run, "train.steps=2", *PPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return run
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_update_like_one_process_on_the_whole_batch(tmp_path, one_process, parallel):
+@pytest.mark.parametrize("parallel, algorithm", [("ddp", "grpo"), ("fsdp", "grpo"), ("fsdp", "ppo")])
+def test_two_ranks_update_like_one_process_on_the_whole_batch(tmp_path, request, parallel, algorithm):
+    one_process = request.getfixturevalue("one_process_ppo" if algorithm == "ppo" else "one_process")
     run = tmp_path / parallel
-    done = rlft_train(run, "train.steps=2", f"train.parallel={parallel}", nproc=2)
+    extra = PPO if algorithm == "ppo" else ()
+    done = rlft_train(run, "train.steps=2", f"train.parallel={parallel}", *extra, nproc=2)
     assert done.returncode == 0, done.stderr[-2000:]
     base = load_file(str(one_process / "base_model" / "model.safetensors"))
     moved = max_diff(weights(one_process), base)
     assert moved > 1e-4  # the steps changed the weights, so equal weights say something
-    assert max_diff(weights(run), weights(one_process)) < 1e-5 * max(1.0, moved / 1e-4)
+    assert max_diff(weights(run), weights(one_process)) < 1e-5  # float rounding, 100x below the update
     for ours, theirs in zip(metrics(run), metrics(one_process), strict=True):
         assert ours["reward/mean"] == theirs["reward/mean"]  # the union of the shares is the batch
         assert ours["optim/grad_norm"] == pytest.approx(theirs["optim/grad_norm"], rel=1e-4)
         assert ours["loss/total"] == pytest.approx(theirs["loss/total"], rel=1e-4, abs=1e-7)
+        assert ours["loss/value"] == pytest.approx(theirs["loss/value"], rel=1e-4, abs=1e-7)
     # Rank 0 alone writes: each step and evaluation once, the audit chain intact.
     assert [m["step"] for m in metrics(run)] == [1, 2]
     assert len((run / "evals.jsonl").read_text().splitlines()) == 1
@@ -150,3 +165,29 @@ def test_fsdp_with_lora_is_refused_and_ddp_is_named():
     config = config_from_dict({}, ["lora.r=4", "train.parallel=fsdp", "train.batch_size=16", "train.micro_batch_size=4"])
     with pytest.raises(ConfigError, match="train.parallel: ddp"):
         check_parallel_recipe(config, Ranks(rank=1, world=2, mode="fsdp"))
+
+
+@pytest.fixture
+def ray_cluster():
+    """A Ray cluster on this machine, as `ray start --head` makes one for `distributed.address: auto`."""
+    pytest.importorskip("ray")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+    started = subprocess.run([ray_cli, "start", "--head", "--num-cpus=2", "--include-dashboard=false",
+                              "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    yield
+    subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_ray_rollout_workers_feed_a_two_rank_learner(tmp_path, one_process, ray_cluster):
+    run = tmp_path / "ray_ddp"
+    done = rlft_train(run, "train.steps=2", "distributed.engine=ray", "distributed.rollout_workers=1",
+                      "distributed.address=auto", nproc=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Each rank's worker samples that rank's rows with the whole batch's noise: the one-process batch.
+    for ours, theirs in zip(metrics(run), metrics(one_process), strict=True):
+        assert ours["reward/mean"] == theirs["reward/mean"]
+        assert ours["distributed/weights_version"] == ours["step"] + 1  # weights pushed after each update
+    assert max_diff(weights(run), weights(one_process)) < 1e-5

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,10 @@ def check_parallel_recipe(config: Any, ranks: Ranks) -> None:
             )
 
 
+SMALL_FOR_FSDP = 100_000_000
+"""Below this many parameters fsdp runs, with a warning that ddp is the better choice."""
+
+
 @dataclass
 class Parallel:
     """The RL learner's side of several ranks: sharding the models (fsdp) and the plain copy of
@@ -180,10 +185,20 @@ class Parallel:
         from torch.distributed.fsdp import fully_shard
 
         learner.share_prompts = False  # every rank must run as many forward passes
+        size = sum(p.numel() for p in learner.modules().parameters())
+        if size < SMALL_FOR_FSDP and self.ranks.is_main:
+            warnings.warn(
+                f"train.parallel: fsdp shards a model of {size / 1e6:.1f}M parameters: at this size the gathers cost "
+                f"more than the memory saved; train.parallel: ddp is faster while the model fits each device.",
+                stacklevel=2,
+            )
         for model in (*learner.modules().values(), reference):
             units = [*_decoder_layers(model), model]
             for unit in units:
-                fully_shard(unit)
+                # The root too (its default is to stay gathered after a forward): a no-grad pass
+                # (the reference's, the old log-probs') would otherwise leave the root's weights
+                # gathered, and the training pass's gradients of them would never be reduced.
+                fully_shard(unit, reshard_after_forward=True)
             for unit in units:  # per unit: the setting is not recursive
                 unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
                 unit.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  # gloo: no pre-multiplied sum

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"config", "envs"},
     {"rollout"},
     {"evaluation"},
-    {"responsible", "feedback"},
+    {"responsible", "feedback", "tracking"},
     {"trainers"},
     {"report"},
     {"api"},

@@ -39,6 +39,7 @@ from rlft.config.sections import (
     CheckpointConfig,
     DistributedConfig,
     EvalConfig,
+    LogConfig,
     LoraConfig,
     ModelConfig,
     PreferenceConfig,
@@ -55,7 +56,7 @@ from rlft.schema import parse_overrides, read_recipe_yaml
 __all__ = [
     "ALGORITHMS", "ALGORITHM_PRESETS", "OFFLINE_ALGORITHMS", "AgentConfig", "AlgorithmConfig", "ArcherConfig",
     "CheckpointConfig", "ConfigError", "DistributedConfig", "EnvConfig", "EpisodeConfig", "EvalConfig", "ILQLConfig",
-    "LoraConfig", "ModelConfig", "PreferenceConfig", "PrivacyConfig", "RecipeConfig", "RewardModelRecipe",
+    "LogConfig", "LoraConfig", "ModelConfig", "PreferenceConfig", "PrivacyConfig", "RecipeConfig", "RewardModelRecipe",
     "RolloutConfig", "TaskConfig", "TinyModelConfig", "TrainConfig", "WarmStartConfig", "absolute_paths",
     "agent_config_from_dict", "agent_config_to_dict", "config_from_dict", "config_to_dict", "dump_config",
     "load_agent_config", "load_config", "load_rm_recipe", "parse_overrides", "read_recipe_yaml",

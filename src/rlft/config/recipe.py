@@ -30,6 +30,7 @@ from rlft.config.sections import (
     CheckpointConfig,
     DistributedConfig,
     EvalConfig,
+    LogConfig,
     LoraConfig,
     ModelConfig,
     PreferenceConfig,
@@ -64,6 +65,7 @@ class RecipeConfig:
     train: TrainConfig = setting(TrainConfig(), "RL optimisation.")
     eval: EvalConfig = setting(EvalConfig(), "Evaluation.")
     checkpoint: CheckpointConfig = setting(CheckpointConfig(), "Checkpointing.")
+    log: LogConfig = setting(LogConfig(), "Trackers (TensorBoard, W&B, MLflow, Trackio).")
     lora: LoraConfig = setting(LoraConfig(), "LoRA adapters (r: 0 trains all weights).")
     distributed: DistributedConfig = setting(DistributedConfig(), "Rollout workers on Ray.")
     reward: dict[str, Any] | None = setting(

@@ -91,6 +91,15 @@ class WarmStartConfig:
     steps: int = setting(160, "Supervised steps on (prompt, target) pairs. 0 skips the warm start.", ge=0)
     batch_size: int = setting(64, "Examples per supervised step.", ge=1)
     learning_rate: float = setting(1e-3, "AdamW learning rate of the warm start.", gt=0)
+    lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = setting(
+        "constant",
+        "Learning-rate schedule over warm_start.steps (transformers' get_scheduler): constant, linear (decay to 0), "
+        "cosine (to 0), constant_with_warmup; every one but constant warms up first when warmup is set.",
+    )
+    warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", ge=0)
+    warmup_ratio: float = setting(
+        0.0, "Warm-up as a fraction of the steps (used when warmup_steps is 0).", ge=0, le=1
+    )
     target_field: str | None = setting(
         None, "dataset: the column the warm start imitates. Empty: task.answer_field."
     )
@@ -204,6 +213,15 @@ class TrainConfig:
     )
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = setting(1.0, "Clip the global gradient norm to this.", gt=0)
+    lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = setting(
+        "constant",
+        "Learning-rate schedule over train.steps (RL steps; DPO: optimiser steps) (transformers' get_scheduler): constant, linear (decay to 0), "
+        "cosine (to 0), constant_with_warmup; every one but constant warms up first when warmup is set.",
+    )
+    warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", ge=0)
+    warmup_ratio: float = setting(
+        0.0, "Warm-up as a fraction of the steps (used when warmup_steps is 0).", ge=0, le=1
+    )
     max_consecutive_nonfinite: int = setting(
         3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
     )
@@ -274,6 +292,25 @@ class DistributedConfig:
     rollout_workers: int = setting(2, "Number of Ray rollout workers.", ge=1)
     address: str | None = setting(
         None, "'auto' joins a running Ray cluster, HOST:PORT names one, empty starts a local one."
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where a run's metrics go besides metrics.jsonl (docs/trackers.md)."""
+
+    report_to: list[Literal["jsonl", "tensorboard", "wandb", "mlflow", "trackio"]] = setting(
+        ["jsonl"],
+        "Trackers that receive every metric, the recipe and sample completions: jsonl (metrics.jsonl, always "
+        "written), tensorboard (event files in RUN/tensorboard), wandb, mlflow, trackio.",
+    )
+    project: str = setting("rlft", "The tracker's project (W&B, Trackio) or experiment (MLflow).")
+    run_name: str | None = setting(None, "The run's name in the trackers; empty: the run folder's name.")
+    wandb_mode: Literal["offline", "online"] = setting(
+        "offline", "W&B: offline writes RUN/wandb (sync later with `wandb sync`); online needs WANDB_API_KEY."
+    )
+    mlflow_tracking_uri: str | None = setting(
+        None, "MLflow store: a file: URI, sqlite:///PATH.db or a server URL; empty: file: RUN/mlruns."
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -325,6 +326,7 @@ def rl_step(
         "perf/tokens_per_s": generated / seconds,
         "perf/rollout_seconds": rollout_seconds,
         "perf/step_seconds": seconds,
+        "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this rank's (Linux: KiB)
         "train/skipped": 0 if finite else 1,
     }
     return metrics, finite

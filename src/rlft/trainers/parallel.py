@@ -111,17 +111,27 @@ class Ranks:
             dist.destroy_process_group()
 
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """ddp: sum each gradient over ranks, in one flattened all-reduce (fsdp reduces its own)."""
+        """ddp: sum each gradient over ranks (fsdp reduces its own), in flattened buckets of about
+        32 MiB: few collectives, and never a second copy of all the gradients at once."""
         if self.mode != "ddp":
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        offset = 0
-        for p, g in zip(params, grads, strict=True):
-            n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(g).clone()
-            offset += n
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        bucket: list[torch.Tensor] = []
+        for index, p in enumerate(params):
+            bucket.append(p.grad)
+            if sum(g.numel() * g.element_size() for g in bucket) >= BUCKET_BYTES or index == len(params) - 1:
+                flat = torch.cat([g.reshape(-1) for g in bucket])
+                dist.all_reduce(flat)
+                offset = 0
+                for g in bucket:
+                    g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                    offset += g.numel()
+                bucket = []
+
+
+BUCKET_BYTES = 32 * 2**20
 
 
 def init_ranks(parallel: str) -> Ranks:
@@ -214,8 +224,13 @@ class Parallel:
         gathered current weights (a collective: every rank calls it)."""
         if self._plain is None:
             return policy
-        gathered = full_state_dict(policy)
-        self._plain.load_state_dict(gathered)
+        from torch.distributed.tensor import DTensor
+
+        into = self._plain.state_dict()  # views of the copy's own tensors
+        with torch.no_grad():
+            for name, value in policy.state_dict().items():
+                # One tensor gathered at a time: the transient is a tensor, not a second model.
+                into[name].copy_(value.full_tensor() if isinstance(value, DTensor) else value)
         return self._plain
 
 

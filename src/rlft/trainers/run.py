@@ -165,24 +165,68 @@ def run_trainer(
     if progress:
         tqdm.write(f"held-out {trainer.headline.removeprefix('eval/')} before training: "
                    f"{base.get(trainer.headline, float('nan')):.3f}")
-    bar = tqdm(total=schedule.steps, initial=state.step, desc=trainer.name, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=schedule.steps, initial=state.step, desc=trainer.name, disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    clock = RunClock(base.get(trainer.headline))
     for step in range(state.step, schedule.steps):
+        started = time.perf_counter()
         metrics, finite = step_or_stop(trainer, step, last_good)
         state.step = step + 1
         count_nonfinite(state, finite, trainer, last_good)
         metrics = {"step": state.step, **metrics, "train/skipped": 0 if finite else 1}
+        clock.steps.append(time.perf_counter() - started)
         if schedule.due(state.step, schedule.eval_every):
+            started = time.perf_counter()
             metrics.update(evaluate(run, trainer, state.step, log=main))
+            clock.evals.append(time.perf_counter() - started)
+            clock.held_out = metrics.get(trainer.headline, clock.held_out)
         if main:
             run.append_jsonl(run.metrics, metrics)
         if on_step and main:
             on_step(metrics)
-        bar.set_postfix(trainer.progress(metrics))
+        bar.set_postfix({**trainer.progress(metrics), **clock.shown(trainer.headline, state.step, schedule)})
         bar.update(1)
         if schedule.due(state.step, schedule.checkpoint_every):
             last_good = checkpoint(session, trainer, state)
     bar.close()
     return finish(session, trainer, state, base)
+
+
+@dataclass
+class RunClock:
+    """What the progress bar adds for every trainer: the last held-out headline metric and the
+    time left, evaluations included (tqdm's own ETA sees only steps, and evaluations can cost
+    more than several steps)."""
+
+    held_out: float | None
+    steps: list[float] = field(default_factory=list)  # seconds of each step of this session
+    evals: list[float] = field(default_factory=list)  # seconds of each evaluation
+
+    def shown(self, headline: str, done: int, schedule: Schedule) -> dict[str, str]:
+        evals_left = sum(schedule.due(s, schedule.eval_every) for s in range(done + 1, schedule.steps + 1))
+        left = remaining_seconds(self.steps, self.evals, schedule.steps - done, evals_left)
+        shown = {"eta": format_seconds(left)}
+        if self.held_out is not None:
+            shown = {f"held-out {headline.removeprefix('eval/')}": f"{self.held_out:.3f}", **shown}
+        return shown
+
+
+def remaining_seconds(step_seconds: list[float], eval_seconds: list[float], steps_left: int, evals_left: int) -> float:
+    """Time left: the mean step so far times the steps left, plus the mean evaluation times the
+    evaluations left (an evaluation not yet timed is counted as one step)."""
+    if not step_seconds:
+        return float("nan")
+    step = sum(step_seconds) / len(step_seconds)
+    evaluation = sum(eval_seconds) / len(eval_seconds) if eval_seconds else step
+    return steps_left * step + evals_left * evaluation
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds != seconds:  # NaN: nothing timed yet
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def base_evaluation(session: RunSession, trainer: Trainer) -> dict[str, Any]:

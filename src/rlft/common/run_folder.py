@@ -58,6 +58,8 @@ class RunFolder:
     checkpoints = property(lambda self: self.root / "checkpoints")
     final_model = property(lambda self: self.root / "final_model")
     summary = property(lambda self: self.root / "summary.json")
+    # While a process trains the run: its pid, host and start time (gone when the run ends).
+    running = property(lambda self: self.root / "running.json")
 
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
         with path.open("a") as fh:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,6 +161,8 @@ def run_trainer(
     """Run ``trainer`` in ``session`` to the end; returns the summary (also ``summary.json``)."""
     run, schedule, main = session.run, trainer.schedule, session.ranks.is_main
     progress = progress and main
+    if main:  # `rlft runs` tells a running run from a crashed one by this pid
+        write_json_atomic(run.running, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
     base = base_evaluation(session, trainer)
     state, last_good = restore(session, trainer)
     if progress:
@@ -327,6 +330,7 @@ def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dic
     session.audit.append("final_model", path=Path(os.path.relpath(model_dir, run.root)).as_posix(),
                          sha256=folder_sha256(model_dir))
     session.audit.append("run_end", summary=summary)
+    run.running.unlink(missing_ok=True)
     return ranks.broadcast(summary)
 
 

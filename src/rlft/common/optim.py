@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -69,3 +71,33 @@ def check_finite_weights(model: torch.nn.Module, what: str) -> None:
             f"e.g. {bad[0] if bad else '?'}). Lower train.learning_rate (or warm_start.learning_rate) "
             "and start a new run; the checkpoints already written are intact."
         )
+
+
+def warmup_steps_of(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
+    """The warm-up length: ``warmup_steps`` when set, else ``warmup_ratio`` of the steps (rounded up)."""
+    return warmup_steps or math.ceil(warmup_ratio * total_steps)
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule ``name`` (transformers' ``get_scheduler``: constant, linear,
+    cosine, constant_with_warmup) over ``total_steps``, one ``advance`` per step. Its state
+    (``state_dict``) goes into every checkpoint, so a resumed run's learning rates are those of an
+    uninterrupted one."""
+    from transformers import get_scheduler
+
+    warmup = warmup_steps_of(total_steps, warmup_steps, warmup_ratio)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1))
+
+
+def advance(schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One step of the schedule. (A skipped non-finite step still counts: the schedule follows the
+    steps, so PyTorch's warning about a step without an optimiser step is silenced.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        schedule.step()
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])

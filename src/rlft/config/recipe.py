@@ -39,6 +39,7 @@ from rlft.config.sections import (
     TaskConfig,
     TrainConfig,
     WarmStartConfig,
+    check_schedule,
 )
 from rlft.errors import ConfigError
 from rlft.schema import (
@@ -94,6 +95,8 @@ class RecipeConfig:
         self._check_task()
         self._check_eval()
         self._check_unread_fields()
+        for name, section in (("train", self.train), ("warm_start", self.warm_start)):
+            check_schedule(f"{name}.", section.lr_scheduler, section.warmup_steps, section.warmup_ratio)
 
     def _check_eval(self) -> None:
         if self.eval.samples > 1 and self.eval.temperature == 0:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rlft.config.sections import CheckpointConfig
+from rlft.config.sections import CheckpointConfig, check_schedule
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import build, read_recipe_yaml, setting, with_overrides
@@ -38,6 +38,13 @@ class RewardModelRecipe:
         gt=0,
     )
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
+    lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = setting(
+        "constant",
+        "Learning-rate schedule over the optimiser steps (transformers' get_scheduler); every one but constant "
+        "warms up first when warmup is set.",
+    )
+    warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", ge=0)
+    warmup_ratio: float = setting(0.0, "Warm-up as a fraction of the steps (used when warmup_steps is 0).", ge=0, le=1)
     epochs: int = setting(
         1,
         "Passes over the training pairs (more than 1 tends to overfit, Ouyang et al. 2022).",
@@ -79,6 +86,7 @@ def rm_recipe_from_dict(
         raise ConfigError(
             "train_data is empty; give the preference pairs file (e.g. from `rlft feedback export`)."
         )
+    check_schedule("", recipe.lr_scheduler, recipe.warmup_steps, recipe.warmup_ratio)
     return recipe
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import setting
 
@@ -293,6 +294,16 @@ class DistributedConfig:
     address: str | None = setting(
         None, "'auto' joins a running Ray cluster, HOST:PORT names one, empty starts a local one."
     )
+
+
+def check_schedule(prefix: str, scheduler: str, warmup_steps: int, warmup_ratio: float) -> None:
+    """A warm-up needs a schedule that has one (transformers' constant ignores it). ``prefix``:
+    where the fields sit in the recipe (``train.``, ``warm_start.``, or empty)."""
+    if scheduler == "constant" and (warmup_steps or warmup_ratio):
+        raise ConfigError(
+            f"{prefix}lr_scheduler: constant has no warm-up, so {prefix}warmup_steps/warmup_ratio would be ignored. "
+            f"Use {prefix}lr_scheduler: constant_with_warmup (or linear, cosine), or drop the warm-up."
+        )
 
 
 @dataclass(frozen=True)

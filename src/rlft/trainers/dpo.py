@@ -36,7 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.algorithms.preference import PREFERENCE_LOSSES, sequence_logps
 from rlft.common.hashing import file_sha256, folder_sha256
-from rlft.common.optim import adamw
+from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.errors import ConfigError
@@ -216,6 +216,8 @@ class DPOTrainer:
         steps = config.preference.epochs * -(-len(self.train_pairs) // config.preference.batch_size)
         self.schedule = Schedule(steps, config.eval.every, config.checkpoint.every, config.checkpoint.keep,
                                  config.train.max_consecutive_nonfinite)
+        train = config.train
+        self.lr_schedule = lr_schedule(self.optimizer, train.lr_scheduler, steps, train.warmup_steps, train.warmup_ratio)
         self.headline = "eval/pairwise_accuracy"
 
     def modules(self) -> torch.nn.Module:
@@ -225,16 +227,19 @@ class DPOTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}  # the batch of a step follows from (seed, step): batch_of_step
+        return {"lr_schedule": self.lr_schedule.state_dict()}  # a step's batch follows from (seed, step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         started = time.perf_counter()
         pairs = batch_of_step(self.train_pairs, self.config.preference.batch_size, self.config.seed, step)
+        lr = current_lr(self.optimizer)
         metrics, finite = dpo_step(self.config, self.policy, self.reference, self.tokenizer, self.optimizer, pairs)
-        return {**metrics, "perf/step_seconds": time.perf_counter() - started}, finite
+        advance(self.lr_schedule)
+        return {**metrics, "train/lr": lr, "perf/step_seconds": time.perf_counter() - started}, finite
 
     def evaluate(self, step: int) -> Evaluation:
         """The task's held-out accuracy and the held-out pairs' preference metrics."""

@@ -25,7 +25,7 @@ from rlft.algorithms.aggregation import aggregate_loss, masked_mean
 from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS
 from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bonus
-from rlft.common.optim import adamw
+from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.models.loading import frozen_reference, save_model_atomic
@@ -359,7 +359,10 @@ class RLTrainer:
         self.engine = build_rollout_engine(config, policy)
         self.learner = build_learner(config, policy)
         self.parallel.shard_learner(self.learner, self.reference)
-        self.optimizer = adamw(self.learner.modules().parameters(), config.train.learning_rate, config.train.weight_decay)
+        train = config.train
+        self.optimizer = adamw(self.learner.modules().parameters(), train.learning_rate, train.weight_decay)
+        self.lr_schedule = lr_schedule(self.optimizer, train.lr_scheduler, train.steps, train.warmup_steps,
+                                       train.warmup_ratio)
         assert config.algorithm.kl_coef is not None
         self._start_kl_control(config.algorithm.kl_coef)
 
@@ -370,10 +373,12 @@ class RLTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl_coef}
+        return {"kl_coef": self.kl_coef, "lr_schedule": self.lr_schedule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start_kl_control(float(state["kl_coef"]))
+        if "lr_schedule" in state:  # (checkpoints from before schedules had a constant rate)
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
         # The engine was built from the weights before the checkpoint.
         self.engine.push_weights(self.parallel.weights_for_engine(self.engine, self.learner.policy))
 
@@ -384,8 +389,11 @@ class RLTrainer:
                                                                 horizon=algo.kl_horizon)
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
+        lr = current_lr(self.optimizer)
         metrics, finite = rl_step(self.config, self.learner, self.reference, self.tokenizer, self.optimizer,
                                   self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel)
+        metrics["train/lr"] = lr
+        advance(self.lr_schedule)
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             self.kl_coef = self.kl_controller.update(metrics["policy/kl_per_sequence"], self.config.train.batch_size)
         return metrics, finite

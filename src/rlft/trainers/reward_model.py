@@ -36,7 +36,7 @@ import torch
 
 from rlft.algorithms.preference import bradley_terry_loss
 from rlft.common.hashing import file_sha256, folder_sha256
-from rlft.common.optim import adamw, check_finite_weights
+from rlft.common.optim import adamw, advance, check_finite_weights, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config.reward_model import RewardModelRecipe
 from rlft.errors import ConfigError
@@ -184,6 +184,8 @@ class RewardModelTrainer:
         steps = self.per_epoch * recipe.epochs
         self.schedule = Schedule(steps, recipe.eval_every or steps, recipe.checkpoint.every, recipe.checkpoint.keep,
                                  recipe.max_consecutive_nonfinite)
+        self.lr_schedule = lr_schedule(self.optimizer, recipe.lr_scheduler, steps, recipe.warmup_steps,
+                                       recipe.warmup_ratio)
         self.order: tuple[int, list[int]] = (-1, [])  # (epoch, its order of the training pairs)
 
     def modules(self) -> torch.nn.Module:
@@ -193,10 +195,11 @@ class RewardModelTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}  # the batch of a step follows from (seed, step): epoch_order
+        return {"lr_schedule": self.lr_schedule.state_dict()}  # a step's batch follows from (seed, step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         epoch, index = divmod(step, self.per_epoch)
@@ -204,8 +207,10 @@ class RewardModelTrainer:
             self.order = (epoch, epoch_order(len(self.train_pairs), self.recipe.seed, epoch))
         size = self.recipe.batch_size
         batch = [self.train_pairs[i] for i in self.order[1][index * size : (index + 1) * size]]
+        lr = current_lr(self.optimizer)
         metrics, finite = bradley_terry_step(self.model, self.tokenizer, self.optimizer, batch, self.recipe)
-        return {"epoch": epoch, **metrics}, finite
+        advance(self.lr_schedule)
+        return {"epoch": epoch, **metrics, "train/lr": lr}, finite
 
     def evaluate(self, step: int) -> Evaluation:
         result = evaluate_reward_model(self.model, self.tokenizer, self.eval_pairs, max_length=self.recipe.max_length)

@@ -20,7 +20,7 @@ import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlft.common.optim import adamw
+from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder, write_text_atomic
 from rlft.config import RecipeConfig, config_to_dict
 from rlft.models.loading import save_model_atomic
@@ -50,6 +50,7 @@ class WarmStartTrainer:
                                  config.train.max_consecutive_nonfinite)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = adamw(policy.parameters(), ws.learning_rate)
+        self.lr_schedule = lr_schedule(self.optimizer, ws.lr_scheduler, ws.steps, ws.warmup_steps, ws.warmup_ratio)
 
     def modules(self) -> torch.nn.Module:
         return self.policy
@@ -58,16 +59,22 @@ class WarmStartTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}  # the position in the stream of batches
+        # The position in the stream of batches, and in the learning-rate schedule.
+        return {"generator": self.generator.get_state(), "lr_schedule": self.lr_schedule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         self.policy.train()
         batch = sft_batch(self.tokenizer, self.draw_problems(self.batch_size, self.generator))
+        lr = current_lr(self.optimizer)
         loss, grad_norm = supervised_update(self.policy, self.optimizer, *batch)
-        return {"sft/loss": loss, "optim/grad_norm": grad_norm}, math.isfinite(loss) and math.isfinite(grad_norm)
+        advance(self.lr_schedule)
+        metrics = {"sft/loss": loss, "optim/grad_norm": grad_norm, "train/lr": lr}
+        return metrics, math.isfinite(loss) and math.isfinite(grad_norm)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> Evaluation:

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "rlft.cli.feedback_commands",
     "rlft.cli.scale_commands",
     "rlft.cli.env_commands",
+    "rlft.cli.run_commands",
 ]
 
 

@@ -20,7 +20,14 @@ import pytest
 
 from rlft.cli.main import main
 from rlft.config import config_from_dict
-from rlft.report.runs import RunInfo, format_table, inspect_run, list_runs, planned_steps
+from rlft.report.runs import (
+    RunInfo,
+    format_table,
+    inspect_run,
+    list_runs,
+    planned_steps,
+    resume_command,
+)
 from rlft.trainers.registry import train
 
 TINY = [
@@ -188,3 +195,19 @@ def test_table_layout():
                                              "3", "5", "min", "ago", "d"]
     assert table.splitlines()[2] == "continue r: rlft train r/config.yaml --resume"
     assert format_table([]) == "No run folders here."
+
+
+def test_resume_command_from_where_the_run_was_started(tmp_path: Path, monkeypatch):
+    """A relative run_dir resumes only from the folder the run was started in; a moved run cannot
+    be resumed in place (run_dir is part of its recipe), and no command is offered."""
+    run = tmp_path / "project" / "runs" / "a"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert resume_command("train", run, {"run_dir": "runs/a"}) == \
+        f"cd {tmp_path / 'project'} && rlft train runs/a/config.yaml --resume"
+    monkeypatch.chdir(tmp_path / "project")
+    assert resume_command("agent", run, {"run_dir": "runs/a"}) == "rlft agent runs/a/config.json --resume"
+    assert resume_command("reward_model", run, {"output_dir": str(run)}) == \
+        f"rlft rm train {run / 'recipe.yaml'} --resume"
+    assert resume_command("train", run, {"run_dir": "/elsewhere/a"}) is None
+    assert resume_command("train", run, {"run_dir": "other/b"}) is None

@@ -147,7 +147,13 @@ def test_not_started_and_the_folder_itself(runs: Path, tmp_path: Path):
     for name in ("config.yaml", "audit.jsonl", "audit.head"):
         shutil.copy(runs / "done" / name, fresh / name)
     (tmp_path / "not_a_run").mkdir()
-    assert [(r.name, r.status) for r in list_runs(tmp_path)] == [("fresh", "not started")]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs / "done", damaged)
+    lines = (damaged / "metrics.jsonl").read_text().splitlines()
+    (damaged / "metrics.jsonl").write_text("\n".join([lines[0], "{torn", *lines[1:]]) + "\n")
+    found = list_runs(tmp_path)
+    assert [(r.name, r.status) for r in found] == [("damaged", "unreadable"), ("fresh", "not started")]
+    assert "metrics.jsonl: line 2 is not valid JSON" in found[0].detail
     assert [r.status for r in list_runs(runs / "done")] == ["finished"]  # DIR is itself a run
 
 

@@ -258,7 +258,7 @@ def runs_rows(runs: list[ComparedRun]) -> list[list[object]]:
         summary, base = read_json(Path(r.info.path) / "summary.json"), read_json(Path(r.info.path) / "base_eval.json")
         planned = r.info.planned_steps if r.info.planned_steps is not None else "?"
         rows.append([r.label, r.info.path, r.info.algorithm, r.info.status, f"{r.info.steps}/{planned}",
-                     held_out_text(r.info, summary, base), summary.get("seconds", "")])
+                     held_out_text(r.info, summary, base), summary.get("seconds", ""), r.info.detail])
     return rows
 
 
@@ -292,7 +292,7 @@ def build_comparison(runs: list[ComparedRun]) -> tuple[Document, list[Panel]]:
             why = "it has no metrics yet" if r.info.steps == 0 else "it does not log them"
             curves.text(f"{r.label} ({r.info.status}) has no curve in: {', '.join(missing)} ({why}).")
     doc.section("Status").table(
-        ["run", "folder", "algorithm", "status", "steps", "held-out", "seconds"], runs_rows(runs))
+        ["run", "folder", "algorithm", "status", "steps", "held-out", "seconds", "detail"], runs_rows(runs))
     section = doc.section("Recipe differences")
     differences = recipe_differences([r.recipe for r in runs])
     if len(runs) < 2:

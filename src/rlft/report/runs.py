@@ -9,6 +9,8 @@ A run's status comes from which files it holds (docs/run-folder.md):
                  finishing) and a checkpoint is kept: ``--resume`` continues from it
     crashed      it died before its first checkpoint: ``--resume`` restarts it at step 0
     not started  only what a run writes before its model is loaded (config.yaml, the audit log)
+    unreadable   a file of the run is damaged (an edited config.yaml, a bad line in metrics.jsonl):
+                 listed with the reason, so that it does not hide the other runs
 
 Only the standard library and YAML are imported, so the listing is instant even for many runs.
 """
@@ -42,7 +44,7 @@ class RunInfo:
     path: str
     kind: str  # "train" (rlft train/demo), "agent" (rlft agent) or "reward_model" (rlft rm train)
     algorithm: str
-    status: str  # running | finished | resumable | crashed | not started
+    status: str  # running | finished | resumable | crashed | not started (| unreadable: see detail)
     detail: str  # what the status rests on: the live pid, the checkpoint to resume from
     steps: int  # metrics.jsonl lines
     planned_steps: int | None  # None: known only once the run has read its data (dpo, ilql, rm)
@@ -134,11 +136,10 @@ def pid_alive(pid: int, started: float | None) -> bool:
 def read_running(root: Path) -> dict[str, Any] | None:
     """running.json's record, or None when there is none (a torn one counts as a record: a process
     was killed while writing it)."""
-    path = RunFolder(root).running
-    if not path.is_file():
-        return None
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(RunFolder(root).running.read_text())
+    except FileNotFoundError:  # also when the run ends while we look
+        return None
     except (json.JSONDecodeError, OSError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -254,11 +255,9 @@ def inspect_run(root: Path, name: str | None = None) -> RunInfo:
         raise RlftError(f"{root} is not a run folder (no config.yaml). Give a folder that a training run wrote.")
     run, kind, recipe = RunFolder(root), recipe_kind(root), read_recipe(root)
     status, detail = run_status(root)
-    summary = read_json(run.summary)
-    evals = run.read_jsonl(run.evals)
-    key = headline_key(summary, {**read_json(run.base_eval), **(evals[-1] if evals else {})}, read_running(root))
+    summary, evals, running = read_json(run.summary), run.read_jsonl(run.evals), read_running(root) or {}
+    key = headline_key(summary, {**read_json(run.base_eval), **(evals[-1] if evals else {})}, running)
     value, step, written = last_held_out(root, key)
-    running = read_running(root) or {}
     planned = running.get("planned_steps") if isinstance(running.get("planned_steps"), int) else None
     if planned is None:
         planned = summary.get("steps") if status == "finished" else planned_steps(kind, recipe)
@@ -285,7 +284,18 @@ def list_runs(folder: Path) -> list[RunInfo]:
     if is_run_folder(folder):
         return [inspect_run(folder)]
     children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [inspect_run(p) for p in children if is_run_folder(p)]
+    return [inspect_or_unreadable(p) for p in children if is_run_folder(p)]
+
+
+def inspect_or_unreadable(root: Path) -> RunInfo:
+    """:func:`inspect_run`, or a line saying why the run cannot be read (an edited config.yaml, a
+    damaged metrics.jsonl), so that one damaged run does not hide the others."""
+    try:
+        return inspect_run(root)
+    except (RlftError, OSError) as exc:
+        return RunInfo(name=root.name, path=str(root), kind="?", algorithm="?", status="unreadable",
+                       detail=str(exc), steps=0, planned_steps=None, headline_metric=None, held_out=None,
+                       held_out_step=None, held_out_written=None, resume=None)
 
 
 def age(iso: str | None, now: float | None = None) -> str:

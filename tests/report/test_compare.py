@@ -182,3 +182,46 @@ def test_labels_flatten_differences_and_series():
     assert recipe_differences([{"a": 1}]) == []
     records = [{"step": 1, "r": 0.5}, {"step": 2, "r": float("nan")}, {"step": 3}, {"step": 4, "r": 1}]
     assert metric_series(records, "r") == ([1.0, 4.0], [0.5, 1.0])
+
+
+# tests/trainers/test_agent_trainers.py's TINY_AGENT: about a second a run.
+TINY_AGENT = [
+    "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1",
+    "model.intermediate_size=64", "warm_start.steps=40", "warm_start.batch_size=16", "warm_start.learning_rate=5e-3",
+    "episodes=32", "episodes_per_iteration=8", "group_size=4", "eval_samples=1", "eval_every=2",
+    "episode.max_turn_tokens=8", "episode.max_total_tokens=40", "checkpoint.every=1", "torch_threads=1",
+]  # fmt: skip
+
+
+def test_agent_and_reward_model_runs_with_their_own_metrics(two_runs, tmp_path):
+    """An agent run (train/return, eval/success) and a reward-model run (eval/pairwise_accuracy,
+    recipe.yaml) are listed and compared beside an RL run, each by its own metric names."""
+    from rlft.config.agent import load_agent_config
+    from rlft.config.reward_model import rm_recipe_from_dict
+    from rlft.report.runs import list_runs
+    from rlft.trainers.registry import train_agent
+    from rlft.trainers.reward_model import train_reward_model
+
+    agent, rm = tmp_path / "runs" / "agent", tmp_path / "runs" / "rm"
+    train_agent(load_agent_config(None, [*TINY_AGENT, "algorithm=grpo", f"run_dir={agent}"]), progress=False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Review {i}: ", "chosen": f"{i} good", "rejected": f"{i} bad"})
+                             + "\n" for i in range(48)))
+    tiny = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
+    train_reward_model(rm_recipe_from_dict({"train_data": str(pairs), "tiny": tiny, "epochs": 1, "batch_size": 8,
+                                            "max_length": 32, "torch_threads": 1, "output_dir": str(rm)}), progress=False)
+    listed = {r.name: r for r in list_runs(tmp_path / "runs")}
+    assert (listed["agent"].kind, listed["agent"].algorithm, listed["agent"].status) == ("agent", "grpo", "finished")
+    assert (listed["agent"].steps, listed["agent"].planned_steps, listed["agent"].headline_metric) == (4, 4, "success")
+    assert (listed["rm"].kind, listed["rm"].algorithm, listed["rm"].headline_metric) == (
+        "reward_model", "reward_model", "pairwise_accuracy")
+    summary = json.loads((rm / "summary.json").read_text())  # its steps depend on the pairs: known once finished
+    assert listed["rm"].steps == listed["rm"].planned_steps == summary["steps"] == -(-summary["train_pairs"] // 8)
+
+    page = write_comparison([agent, rm, two_runs[0]], tmp_path / "c.html")[0].read_text()
+    shown = images(page)
+    assert "mean reward (train): agent, run" in shown  # the agent's train/return
+    assert "held-out headline metric: agent, rm, run" in shown  # three different headlines
+    assert "learning rate: rm, run" in shown
+    assert "agent (finished) has no curve in: learning rate, step time (it does not log them)." in page
+    assert "<tr><td>algorithm</td><td>grpo</td><td>(absent)</td><td>(absent)</td></tr>" in page

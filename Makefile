@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[dev,feedback,responsible,scale]"
+	$(BIN)/python -m pip install -q -e ".[dev,feedback,responsible,scale,tracking]"
 	touch $@
 
 # Debian's Chromium (browser test) and PostgreSQL (store test), installed only when missing and

@@ -9,7 +9,8 @@ Every trainer — the RL loop, DPO, the multi-turn agent trainers, the reward mo
    state) and cut the logs back to it, so the resumed run is bit-identical to an uninterrupted one;
 3. run the steps: a non-finite step leaves the weights untouched and is counted; too many in a row
    stop the run with the last good checkpoint named; evaluations every ``eval_every`` steps go to
-   ``evals.jsonl`` and ``samples.jsonl``; every step's metrics to ``metrics.jsonl``;
+   ``evals.jsonl`` and ``samples.jsonl``; every step's metrics to ``metrics.jsonl`` and to the
+   recipe's trackers (``rlft.tracking``: TensorBoard, W&B, MLflow, Trackio; rank 0 only);
 4. checkpoint atomically every ``checkpoint_every`` steps, with the checkpoint's hash in the audit
    log and the privacy counts so far;
 5. save the final model, write ``summary.json`` and close the audit trail.
@@ -25,6 +26,7 @@ DPO recipes, the agent and reward-model recipes in their trainers).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -41,6 +43,7 @@ from rlft.common.hashing import folder_sha256
 from rlft.common.run_folder import RunFolder, write_json_atomic
 from rlft.errors import NonFiniteError
 from rlft.responsible.audit_log import AuditLog, run_provenance
+from rlft.tracking import Trackers
 from rlft.trainers.checkpoint import (
     TrainerState,
     list_checkpoints,
@@ -128,6 +131,8 @@ class RunSession:
     privacy: Any = None
     started: float = field(default_factory=time.time)
     ranks: Ranks = field(default_factory=Ranks)
+    trackers: Trackers = field(default_factory=Trackers)
+    """TensorBoard, W&B, MLflow, Trackio (``log.report_to``): rank 0 of a main recipe's run only."""
 
     @classmethod
     def start(cls, run: RunFolder, config: dict[str, Any], fingerprint: str, resume: bool,
@@ -155,6 +160,22 @@ class _SilentAudit:
         pass
 
 
+def closes_trackers_on_error(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A run that stops with an error (a crash, Ctrl-C, too many non-finite steps) ends its
+    tracker runs as failed; a resumed run continues them."""
+
+    @functools.wraps(run)
+    def wrapped(session: RunSession, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return run(session, *args, **kwargs)
+        except BaseException:
+            session.trackers.close(failed=True)
+            raise
+
+    return wrapped
+
+
+@closes_trackers_on_error
 def run_trainer(
     session: RunSession, trainer: Trainer, progress: bool = True, on_step: OnStep | None = None
 ) -> dict[str, Any]:
@@ -164,6 +185,7 @@ def run_trainer(
     if main:  # `rlft runs` tells a running run from a crashed one by this pid
         write_json_atomic(run.running, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
     base = base_evaluation(session, trainer)
+    session.trackers.log(base, 0)  # the curves of held-out metrics start at the base model
     state, last_good = restore(session, trainer)
     if progress:
         tqdm.write(f"held-out {trainer.headline.removeprefix('eval/')} before training: "
@@ -180,11 +202,12 @@ def run_trainer(
         clock.steps.append(time.perf_counter() - started)
         if schedule.due(state.step, schedule.eval_every):
             started = time.perf_counter()
-            metrics.update(evaluate(run, trainer, state.step, log=main))
+            metrics.update(evaluate(run, trainer, state.step, log=main, trackers=session.trackers))
             clock.evals.append(time.perf_counter() - started)
             clock.held_out = metrics.get(trainer.headline, clock.held_out)
         if main:
             run.append_jsonl(run.metrics, metrics)
+            session.trackers.log(metrics, state.step)  # skips steps a resumed run's trackers have
         if on_step and main:
             on_step(metrics)
         bar.set_postfix({**trainer.progress(metrics), **clock.shown(trainer.headline, state.step, schedule)})
@@ -285,13 +308,17 @@ def kept(last_good: Path | None) -> str:
     return f"The last good checkpoint, {last_good}, is intact." if last_good else "No checkpoint was written."
 
 
-def evaluate(run: RunFolder, trainer: Trainer, step: int, log: bool = True) -> dict[str, float]:
-    """Evaluate on the held-out data; with ``log``, append to evals.jsonl and samples.jsonl."""
+def evaluate(run: RunFolder, trainer: Trainer, step: int, log: bool = True,
+             trackers: Trackers | None = None) -> dict[str, float]:
+    """Evaluate on the held-out data; with ``log``, append to evals.jsonl and samples.jsonl (and
+    send the samples to the ``trackers``)."""
     result = trainer.evaluate(step)
     if log:
         run.append_jsonl(run.evals, {"step": step, **result.metrics})
         for sample in result.samples:
             run.append_jsonl(run.samples, {"step": step, **sample})
+        if trackers:
+            trackers.log_samples(result.samples, step)
     return result.metrics
 
 
@@ -330,6 +357,7 @@ def finish(session: RunSession, trainer: Trainer, state: TrainerState, base: dic
     session.audit.append("final_model", path=Path(os.path.relpath(model_dir, run.root)).as_posix(),
                          sha256=folder_sha256(model_dir))
     session.audit.append("run_end", summary=summary)
+    session.trackers.close()
     run.running.unlink(missing_ok=True)
     return ranks.broadcast(summary)
 

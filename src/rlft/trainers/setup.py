@@ -29,6 +29,7 @@ from rlft.models.loading import check_max_new_tokens, load_policy, save_model_at
 from rlft.models.tiny import build_tiny_model
 from rlft.responsible.privacy import private_task
 from rlft.tasks import build_task
+from rlft.tracking import check_installed, start_trackers
 from rlft.trainers.checkpoint import select_resume_checkpoint
 from rlft.trainers.parallel import Ranks
 from rlft.trainers.run import RunSession
@@ -37,6 +38,9 @@ from rlft.trainers.warm_start import run_warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
 RESUMABLE_CHANGES = frozenset({"train.steps"})
+# Where metrics go changes nothing the run learns either: a resumed run may add or change trackers.
+# (Not in RESUMABLE_CHANGES, which the recipe hash also leaves out: existing runs keep their hash.)
+RESUMABLE_SECTIONS = ("log.",)
 
 
 def recipe_fingerprint(config: RecipeConfig) -> str:
@@ -54,6 +58,7 @@ def open_run(
     callable that replaces the recipe's ``reward:`` (the dataset task is built with it)."""
     run = RunFolder(config.run_dir)
     recipe_hash = recipe_fingerprint(config)
+    check_installed(config.log)  # a tracker whose library is missing: nothing is written
     run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
     if resume:
         old = flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
@@ -64,7 +69,7 @@ def open_run(
         changed = [
             f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
             for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+            if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_SECTIONS)
             and not (k not in old and new.get(k) == added_defaults.get(k))
         ]
         if changed:
@@ -90,8 +95,12 @@ def open_run(
     # Private by default: task text is scrubbed before anything reads it (privacy.scrub_pii).
     task = private_task(task, config.privacy.scrub_pii)
     task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge
+    # Before any training (the warm start included): a tracker that cannot start stops the run here.
+    trackers = start_trackers(config.log, run.root, flatten(config_to_dict(config)))
     session = RunSession.start(run, config_to_dict(config), recipe_hash, resume, privacy=task.scrubber,
-                               data_sha256=getattr(task, "data_sha256", None))
+                               data_sha256=getattr(task, "data_sha256", None),
+                               **({"trackers": trackers.state} if trackers else {}))
+    session.trackers, trackers.audit = trackers, session.audit
     return session, task
 
 

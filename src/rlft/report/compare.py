@@ -51,7 +51,7 @@ FOLDER_KEYS = {"run_dir", "output_dir"}
 RUN_FILES = {
     "config.yaml", "config.json", "recipe.yaml", "data.json", "python_task.json", "base_eval.json",
     "metrics.jsonl", "evals.jsonl", "samples.jsonl", "summary.json", "privacy.json",
-    "privacy_state.json", "audit.jsonl", "audit.head", "running.json",
+    "privacy_state.json", "audit.jsonl", "audit.head", "running.json", "trackers.json", "mlflow.db",
 }  # fmt: skip
 MARKERS = "osD^vP*Xph"
 

@@ -47,3 +47,22 @@ class Rollout:
             self.completion_mask[index],
             self.logprobs[index],
         )
+
+    @staticmethod
+    def concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
+        """The rows of ``parts`` in order: prompts left-padded to the widest, completions
+        right-padded to the longest (pad token, mask 0, log-prob 0)."""
+        width = max(p.prompt_ids.shape[1] for p in parts)
+        length = max(p.completion_ids.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, size: int, left: bool, fill: float) -> torch.Tensor:
+            missing = size - t.shape[1]
+            return torch.nn.functional.pad(t, (missing, 0) if left else (0, missing), value=fill)
+
+        return Rollout(
+            torch.cat([pad(p.prompt_ids, width, True, pad_token_id) for p in parts]),
+            torch.cat([pad(p.prompt_mask, width, True, 0) for p in parts]),
+            torch.cat([pad(p.completion_ids, length, False, pad_token_id) for p in parts]),
+            torch.cat([pad(p.completion_mask, length, False, 0) for p in parts]),
+            torch.cat([pad(p.logprobs, length, False, 0.0) for p in parts]),
+        )

@@ -93,7 +93,7 @@ def test_vanilla_and_clipped_share_the_on_policy_gradient() -> None:
     logprobs = torch.randn(3, 4, generator=gen).requires_grad_(True)
     advantages = torch.randn(3, 4, generator=gen)
     grads = []
-    for fn in POLICY_LOSSES.values():
+    for fn in (POLICY_LOSSES["vanilla_pg"], POLICY_LOSSES["ppo_clip"]):  # the token-level losses
         loss, _ = fn(
             logprobs, logprobs.detach(), advantages, clip_low=0.2, clip_high=0.2, clip_ratio_c=3.0
         )
@@ -162,3 +162,54 @@ def test_ratio_clamp_leaves_ordinary_log_ratios_alone() -> None:
     expected = -torch.minimum(ratio * advantages, ratio.clamp(0.8, 1.2) * advantages)
     loss, _ = clipped_surrogate_loss(logprobs, old, advantages)
     assert torch.equal(loss, expected)
+
+
+def _ragged() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two sequences of 3 and 1 tokens: log-probs now and at sampling, the mask, the advantages."""
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5, 0.0], [-0.7, 0.0, 0.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.1, -2.3, -0.5, 0.0], [-0.6, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    advantages = torch.tensor([[0.5, 0.5, 0.5, 0.0], [-1.0, 0.0, 0.0, 0.0]])
+    return logprobs, old, mask, advantages
+
+
+def test_gspo_ratio_and_clipping_by_hand_with_ragged_lengths() -> None:
+    logprobs, old, mask, advantages = _ragged()
+    # s_1 = exp((0.1 + 0.3 + 0) / 3), s_2 = exp(-0.1 / 1): the length-normalised geometric means.
+    s1, s2 = math.exp(0.4 / 3), math.exp(-0.1)
+    loss, clipped = POLICY_LOSSES["gspo"](logprobs, old, advantages, clip_low=0.05, clip_high=0.1, mask=mask)
+    # Row 1: A > 0 and s_1 = 1.143 > 1.1, so the clipped term (1.1 * 0.5) is the min: loss -0.55.
+    # Row 2: A < 0 and s_2 = 0.905 < 0.95: min(s A, 0.95 A) = -0.95 is the clipped one.
+    expected_rows = [-min(s1 * 0.5, 1.1 * 0.5), -min(s2 * -1.0, 0.95 * -1.0)]
+    torch.testing.assert_close(loss, torch.tensor(expected_rows)[:, None] * mask)
+    torch.testing.assert_close(clipped, mask)  # both sequences clipped, on every one of their tokens
+    # Within the clip range the gradient of row 1 is -A * s_1 / |y_1| on each of its tokens.
+    loss, _ = POLICY_LOSSES["gspo"](logprobs, old, advantages, clip_low=0.5, clip_high=0.5, mask=mask)
+    (grad,) = torch.autograd.grad(loss[0, 0], logprobs)
+    torch.testing.assert_close(grad[0, :3], torch.full((3,), -0.5 * s1 / 3))
+
+
+def test_gspo_is_grpos_loss_when_every_token_ratio_is_1() -> None:
+    from rlft.algorithms.aggregation import aggregate_loss
+
+    logprobs, _, mask, advantages = _ragged()
+    old = logprobs.detach()
+    losses, grads = [], []
+    for name in ("ppo_clip", "gspo", "gspo_token"):
+        per_token, _ = POLICY_LOSSES[name](logprobs, old, advantages, clip_low=0.2, clip_high=0.2, mask=mask)
+        loss = aggregate_loss(per_token, mask, "seq_mean_token_mean")
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, logprobs)[0])
+    for loss, grad in zip(losses[1:], grads[1:], strict=True):
+        torch.testing.assert_close(loss, losses[0])
+        torch.testing.assert_close(grad, grads[0])
+
+
+def test_gspo_token_equals_gspo_with_one_advantage_per_sequence() -> None:
+    logprobs, old, mask, advantages = _ragged()
+    out = []
+    for name in ("gspo", "gspo_token"):
+        loss, clipped = POLICY_LOSSES[name](logprobs, old, advantages, clip_low=0.2, clip_high=0.2, mask=mask)
+        out.append((loss, clipped, torch.autograd.grad((loss / mask.sum(-1, keepdim=True)).sum(), logprobs)[0]))
+    for a, b in zip(out[0], out[1], strict=True):
+        torch.testing.assert_close(a, b)

@@ -2,8 +2,10 @@
 
 Every policy loss shares one signature, so the trainer picks one from ``POLICY_LOSSES`` by name:
 
-    policy_loss(logprobs, old_logprobs, advantages, *, clip_low, clip_high, clip_ratio_c)
+    policy_loss(logprobs, old_logprobs, advantages, *, clip_low, clip_high, clip_ratio_c, mask)
         -> (loss, clipped)       both (B, T)
+
+``mask`` (B, T) marks the sampled tokens; only the sequence-level losses (GSPO) read it.
 
 ``loss`` is to be minimised; ``clipped`` is 1.0 at tokens where a clip was the active term (their
 gradient is zero), for the clip-fraction metric. Losses that do not clip ignore the clip
@@ -28,6 +30,7 @@ def policy_gradient_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     clip_ratio_c: float | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Vanilla policy gradient (Williams, 1992; Sutton et al., 2000): loss = -A * log pi(a|s).
 
@@ -46,6 +49,7 @@ def clipped_surrogate_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     clip_ratio_c: float | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate as a per-token loss to minimise (Schulman et al., 2017, eq. 7).
 
@@ -77,6 +81,77 @@ def clipped_surrogate_loss(
         loss = torch.where(capped, cap, loss)
         was_clipped = was_clipped | capped
     return loss, was_clipped.float()
+
+
+def sequence_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's length-normalised sequence log-ratio (Zheng et al., 2025, eq. 7):
+
+    log s_i = (1 / |y_i|) * sum_t (log pi(y_t) - log pi_old(y_t)),   s_i the geometric mean of the
+    token ratios. (B, T) in, (B,) out; a row with no sampled token has log s_i = 0.
+    """
+    tokens = mask.sum(-1)
+    return ((logprobs - old_logprobs) * mask).sum(-1) / tokens.clamp(min=1.0)
+
+
+def _sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A_i: the mean advantage over a row's sampled tokens (the outcome advantage of GRPO, which
+    is the same on every token)."""
+    return (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def gspo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    clip_ratio_c: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GSPO's sequence-level clipped objective (Zheng et al., 2025, "Group Sequence Policy
+    Optimization", eq. 5-7), as a per-token loss to minimise:
+
+    loss_i = -min(s_i * A_i, clip(s_i, 1 - clip_low, 1 + clip_high) * A_i),  s_i = exp(log s_i)
+
+    placed on every sampled token of row i, so that ``loss_agg_mode: seq_mean_token_mean`` gives
+    the paper's mean over sequences. The whole sequence is clipped or not (``clipped`` is per row,
+    broadcast). ``clip_ratio_c`` is not used. The paper clips at 3e-4 / 4e-4: a sequence ratio
+    averages the token log-ratios, so it strays far less from 1 than a token's.
+    """
+    assert mask is not None, "gspo needs the completion mask"
+    log_s = sequence_log_ratio(logprobs, old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    s = torch.exp(log_s)
+    adv = _sequence_advantages(advantages, mask)
+    unclipped = s * adv
+    clipped = s.clamp(1.0 - clip_low, 1.0 + clip_high) * adv
+    loss = -torch.minimum(unclipped, clipped)
+    shape = torch.ones_like(logprobs)
+    return loss[:, None] * shape * mask, (clipped < unclipped).float()[:, None] * shape * mask
+
+
+def gspo_token_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    clip_ratio_c: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GSPO-token (Zheng et al., 2025, eq. 13-14): per-token advantages with the sequence ratio.
+
+    s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)]: its value is s_i on every token of row i, its
+    gradient that of the token's own log-prob. loss_{i,t} = -min(s_{i,t} A_{i,t},
+    clip(s_{i,t}, 1 - clip_low, 1 + clip_high) A_{i,t}). With the same advantage on every token it
+    equals :func:`gspo_loss` in value and gradient.
+    """
+    assert mask is not None, "gspo_token needs the completion mask"
+    log_s = sequence_log_ratio(logprobs, old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).detach()
+    s_t = torch.exp(log_s)[:, None] * torch.exp(logprobs - logprobs.detach())
+    unclipped = s_t * advantages
+    clipped = s_t.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    return loss * mask, (clipped < unclipped).float() * mask
 
 
 def entropy_bonus(entropy: torch.Tensor, coef: float) -> torch.Tensor:
@@ -114,4 +189,6 @@ def clipped_value_loss(
 POLICY_LOSSES: dict[str, PolicyLossFn] = {
     "vanilla_pg": policy_gradient_loss,
     "ppo_clip": clipped_surrogate_loss,
+    "gspo": gspo_loss,
+    "gspo_token": gspo_token_loss,
 }

@@ -27,6 +27,14 @@ class AlgorithmPreset(TypedDict):
     train: TrainingDefaults
 
 
+def rl(**fields: Any) -> dict[str, Any]:
+    """An online algorithm's fields: ``fields`` over what most of them share (PPO's 0.2 clip range,
+    none of DAPO's batch shaping)."""
+    shared = dict(clip_low=0.2, clip_high=0.2, dynamic_sampling=False, overlong_buffer=0, overlong_buffer_fraction=0.0,
+                  mask_truncated=False)
+    return {**shared, **fields}
+
+
 # One update per batch, on policy.
 ONE_UPDATE = TrainingDefaults(epochs_per_batch=1, mini_batches=1, learning_rate=1e-4)
 
@@ -36,7 +44,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # sequence mean, so long completions are not down-weighted per token.
     "grpo": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=True,
+        algorithm=rl(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=True,
                        kl_placement="loss", kl_estimator="k3", kl_coef=0.04, loss_agg_mode="token_mean",
                        lam=0.95, entropy_coef=0.0),
         train=ONE_UPDATE,
@@ -45,7 +53,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # normalisation (constant normaliser), no KL.
     "dr_grpo": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=False,
+        algorithm=rl(advantage_estimator="grpo", policy_loss="ppo_clip", critic="none", scale_rewards=False,
                        kl_placement="loss", kl_estimator="k3", kl_coef=0.0, loss_agg_mode="seq_mean_token_sum_norm",
                        lam=0.95, entropy_coef=0.0),
         train=ONE_UPDATE,
@@ -54,7 +62,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # sequences, KL to the reference as a reward penalty.
     "rloo": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="rloo", policy_loss="vanilla_pg", critic="none", scale_rewards=False,
+        algorithm=rl(advantage_estimator="rloo", policy_loss="vanilla_pg", critic="none", scale_rewards=False,
                        kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="seq_mean_token_mean",
                        lam=0.95, entropy_coef=0.0),
         train=ONE_UPDATE,
@@ -62,7 +70,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # Williams (1992) with a batch-mean baseline.
     "reinforce": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="reinforce", policy_loss="vanilla_pg", critic="none",
+        algorithm=rl(advantage_estimator="reinforce", policy_loss="vanilla_pg", critic="none",
                        scale_rewards=False, kl_placement="reward", kl_estimator="k1", kl_coef=0.05,
                        loss_agg_mode="seq_mean_token_mean", lam=0.95, entropy_coef=0.0),
         train=ONE_UPDATE,
@@ -70,7 +78,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # Hu (2025), REINFORCE++: global batch normalisation, clipped surrogate, token KL in the reward.
     "reinforce_pp": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="reinforce_pp", policy_loss="ppo_clip", critic="none",
+        algorithm=rl(advantage_estimator="reinforce_pp", policy_loss="ppo_clip", critic="none",
                        scale_rewards=True, kl_placement="reward", kl_estimator="k1", kl_coef=0.01,
                        loss_agg_mode="token_mean", lam=0.95, entropy_coef=0.0),
         train=ONE_UPDATE,
@@ -81,7 +89,7 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # than the single-update algorithms (1e-4 collapsed it on the arithmetic benchmark).
     "ppo": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="gae", policy_loss="ppo_clip", critic="value_head", scale_rewards=True,
+        algorithm=rl(advantage_estimator="gae", policy_loss="ppo_clip", critic="value_head", scale_rewards=True,
                        kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="token_mean",
                        lam=0.95, entropy_coef=0.0),
         train=TrainingDefaults(epochs_per_batch=4, mini_batches=4, learning_rate=3e-5),
@@ -89,10 +97,33 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # Mnih et al. (2016), synchronous advantage actor-critic: one on-policy update per batch.
     "a2c": AlgorithmPreset(
         trainer="rl",
-        algorithm=dict(advantage_estimator="gae", policy_loss="vanilla_pg", critic="value_head", scale_rewards=True,
+        algorithm=rl(advantage_estimator="gae", policy_loss="vanilla_pg", critic="value_head", scale_rewards=True,
                        kl_placement="reward", kl_estimator="k1", kl_coef=0.05, loss_agg_mode="token_mean",
                        lam=1.0, entropy_coef=0.01),
         train=ONE_UPDATE,
+    ),
+    # Zheng et al. (2025), "Group Sequence Policy Optimization": GRPO's group advantages with a
+    # sequence-level importance ratio (the geometric mean of the token ratios), clipped per
+    # sequence at the paper's 3e-4 / 4e-4, averaged over sequences; no KL. Two mini-batches per
+    # batch, so the ratio is not always 1 (the paper's batches are split in four).
+    "gspo": AlgorithmPreset(
+        trainer="rl",
+        algorithm=rl(advantage_estimator="grpo", policy_loss="gspo", clip_low=3e-4, clip_high=4e-4, critic="none",
+                       scale_rewards=True, kl_placement="loss", kl_estimator="k3", kl_coef=0.0,
+                       loss_agg_mode="seq_mean_token_mean", lam=0.95, entropy_coef=0.0),
+        train=TrainingDefaults(epochs_per_batch=1, mini_batches=2, learning_rate=1e-4),
+    ),
+    # Yu et al. (2025), DAPO: clip-higher (0.2 / 0.28), token-mean loss, no KL, dynamic sampling
+    # (groups whose rewards are all equal are replaced by new ones) and overlong reward shaping
+    # over the last 20% of rollout.max_new_tokens (the paper's 4096 of 20480);
+    # two mini-batches per batch, as GSPO.
+    "dapo": AlgorithmPreset(
+        trainer="rl",
+        algorithm=rl(advantage_estimator="grpo", policy_loss="ppo_clip", clip_low=0.2, clip_high=0.28,
+                       critic="none", scale_rewards=True, kl_placement="loss", kl_estimator="k3", kl_coef=0.0,
+                       loss_agg_mode="token_mean", lam=0.95, entropy_coef=0.0, dynamic_sampling=True,
+                       overlong_buffer_fraction=0.2),
+        train=TrainingDefaults(epochs_per_batch=1, mini_batches=2, learning_rate=1e-4),
     ),
     # Rafailov et al. (2023): offline, on the recipe's preference pairs (its preference: section);
     # the RL fields of the algorithm section are not read.

@@ -95,6 +95,12 @@ class RecipeConfig:
         self._check_task()
         self._check_eval()
         self._check_unread_fields()
+        if self.algorithm.overlong_buffer and self.algorithm.overlong_buffer >= self.rollout.max_new_tokens:
+            raise ConfigError(
+                f"algorithm.overlong_buffer={self.algorithm.overlong_buffer} is not below rollout.max_new_tokens="
+                f"{self.rollout.max_new_tokens}: every completion would be penalised for its length. Use a buffer "
+                "smaller than max_new_tokens (DAPO: a fifth of it)."
+            )
         for name, section in (("train", self.train), ("warm_start", self.warm_start)):
             check_schedule(f"{name}.", section.lr_scheduler, section.warmup_steps, section.warmup_ratio)
 

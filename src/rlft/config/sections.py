@@ -138,7 +138,7 @@ class AlgorithmConfig:
     """The RL algorithm: a named combination of an advantage estimator, a policy loss, a critic
     and KL control. Fields left empty take the value of the named algorithm (``ALGORITHM_PRESETS``)."""
 
-    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "dpo"] = setting(
+    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "gspo", "dapo", "dpo"] = setting(
         "grpo",
         "Which algorithm; sets the defaults of the fields below (docs/algorithms.md). 'dpo' trains "
         "offline on preference pairs (the preference section) and ignores the RL fields.",
@@ -146,15 +146,19 @@ class AlgorithmConfig:
     advantage_estimator: Literal["grpo", "rloo", "reinforce", "reinforce_pp", "gae"] | None = setting(
         None, "Advantage estimator (rlft.algorithms.advantages.ADVANTAGE_ESTIMATORS)."
     )
-    policy_loss: Literal["ppo_clip", "vanilla_pg"] | None = setting(
+    policy_loss: Literal["ppo_clip", "vanilla_pg", "gspo", "gspo_token"] | None = setting(
         None, "Policy loss (rlft.algorithms.losses.POLICY_LOSSES)."
     )
     critic: Literal["none", "value_head", "separate"] | None = setting(
         None, "Critic: none, a value head on the policy's trunk, or a separate copy of the model with its own head."
     )
     group_size: int = setting(8, "Completions sampled per prompt (G).", ge=1)
-    clip_low: float = setting(0.2, "PPO clip range below 1 of the importance ratio.", gt=0, lt=1)
-    clip_high: float = setting(0.2, "PPO clip range above 1 (larger than clip_low = DAPO's clip-higher).", gt=0)
+    clip_low: float | None = setting(
+        None, "Clip range below 1 of the importance ratio (0.2; gspo: 3e-4, of the sequence ratio).", gt=0, lt=1
+    )
+    clip_high: float | None = setting(
+        None, "Clip range above 1 (0.2; larger than clip_low is DAPO's clip-higher, 0.28; gspo: 4e-4).", gt=0
+    )
     clip_ratio_c: float | None = setting(None, "Dual-clip bound for negative advantages (e.g. 3.0); empty disables it.", gt=1)
     kl_coef: float | None = setting(None, "Initial weight of the KL penalty to the reference model (beta).", ge=0)
     kl_estimator: Literal["k1", "k2", "k3"] | None = setting(None, "Estimator of KL(policy || reference).")
@@ -182,6 +186,26 @@ class AlgorithmConfig:
     lam: float | None = setting(None, "GAE lambda (0.95 for ppo, 1.0 for a2c).", ge=0, le=1)
     entropy_coef: float | None = setting(None, "Weight of the entropy bonus (0.01 for a2c, 0 otherwise).", ge=0)
     vf_coef: float = setting(0.5, "Weight of the critic's value loss.", ge=0)
+    dynamic_sampling: bool | None = setting(
+        None, "DAPO: replace groups whose rewards are all equal (no signal) by newly sampled ones (dapo: true)."
+    )
+    max_sampling_rounds: int = setting(
+        4, "Dynamic sampling: extra rounds of sampling at most per step; then the batch keeps some groups "
+        "without signal (counted in sampling/kept_without_signal).", ge=1,
+    )
+    overlong_buffer: int | None = setting(
+        None, "DAPO's soft overlong penalty: completions longer than rollout.max_new_tokens minus this many tokens "
+        "lose up to overlong_penalty, linearly; 0: overlong_buffer_fraction decides.", ge=0,
+    )
+    overlong_buffer_fraction: float | None = setting(
+        None, "The overlong buffer as a fraction of rollout.max_new_tokens (rounded down), when overlong_buffer is 0 "
+        "(dapo: 0.2, the paper's 4096 of 20480; 0 turns the penalty off).", ge=0, lt=1,
+    )
+    overlong_penalty: float = setting(1.0, "The largest overlong penalty (at rollout.max_new_tokens).", ge=0)
+    mask_truncated: bool | None = setting(
+        None, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens without EOS are left out of the "
+        "loss (dapo: false).",
+    )
     value_clip: float | None = setting(0.2, "Value clipping range of the critic loss; empty disables it.", gt=0)
 
     def resolved(self) -> AlgorithmConfig:

@@ -45,6 +45,7 @@ class Batch:
     problems: list[Any] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
     reward_components: dict[str, float] = field(default_factory=dict)  # mean of each component
+    sampling_stats: dict[str, float] = field(default_factory=dict)  # dynamic sampling's counts
     # The sampler's log-probs are approximate (bf16, vLLM) and the update's own forward gives the
     # trainer's: truncated importance weights are applied in the loss, not here.
     correct_sampler_in_loss: bool = False

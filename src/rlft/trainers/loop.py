@@ -29,7 +29,6 @@ from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.models.loading import frozen_reference, save_model_atomic
-from rlft.models.tokens import decode_completions, encode_prompts
 from rlft.rollout.engine import RolloutEngine, build_rollout_engine
 from rlft.rollout.low_precision import low_precision_copy
 from rlft.rollout.sampling import maybe_compile
@@ -45,6 +44,7 @@ from rlft.trainers.batch import (
 )
 from rlft.trainers.parallel import Parallel, Ranks, full_state_dict, gather_shares
 from rlft.trainers.run import Evaluation, RunSession, Schedule
+from rlft.trainers.sampling_rounds import sample_batch
 from rlft.trainers.setup import (
     evaluate_policy,
     prepare_base_policy,
@@ -128,28 +128,11 @@ def collect(
     rows and every rank ends with the whole batch (``trainers/parallel.py``)."""
     parallel = parallel or Parallel()
     ranks = parallel.ranks
-    G = config.algorithm.group_size
-    problems = [p for p in task.train_problems(config.train.batch_size // G, gen) for _ in range(G)]
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in problems])
-    lo, hi = ranks.share(len(problems))
     learner.policy.eval()
     policy = parallel.sampling_policy(learner.policy)
     policy.eval()
-    rollout = engine.sample(
-        policy,
-        prompt_ids[lo:hi],
-        prompt_mask[lo:hi],
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=config.rollout.max_new_tokens,
-        temperature=config.rollout.temperature,
-        top_p=config.rollout.top_p,
-        generator=gen,
-        **({"noise_rows": (lo, len(problems))} if ranks.several else {}),
-    )
-    completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    reward_list, components = reward_fn(completions, problems[lo:hi])
-    rewards = torch.tensor(reward_list, dtype=torch.float32)  # (B,)
+    sampled = sample_batch(config, policy, tokenizer, task, gen, engine, reward_fn, ranks)
+    rollout, rewards, completions, components = sampled.rollout, sampled.rewards, sampled.completions, sampled.components
     train = config.train
     sampler = Sampler(logprobs_are_policys=engine.logprobs_are_policys,
                       approximate_logprobs=engine.approximate_logprobs)
@@ -158,15 +141,19 @@ def collect(
                         sampler=sampler, top_p=config.rollout.top_p)
     if ranks.several:
         rollout, rewards, scores, completions, components = gather_shares(
-            ranks, gen, prompt_ids, prompt_mask, rollout, rewards, scores, completions, components,
+            ranks, gen, sampled.prompt_ids, sampled.prompt_mask, rollout, rewards, scores, completions, components,
             tokenizer.pad_token_id,
         )
     batch = batch_from_scores(
         config.algorithm, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask), scores,
         kl_coef=kl_coef, reused=reused, sampler=sampler,
     )
-    batch.problems, batch.completions = problems, completions
+    if config.algorithm.mask_truncated:  # DAPO's overlong filtering: cut-off completions teach nothing
+        cut = torch.cat(ranks.gather(sampled.truncated)) if ranks.several else sampled.truncated
+        batch.advantages = torch.where(cut[:, None], 0.0, batch.advantages)
+    batch.problems, batch.completions = sampled.problems, completions
     batch.reward_components = {k: float(torch.tensor(v).mean()) for k, v in components.items()}
+    batch.sampling_stats = sampled.stats
     return batch
 
 
@@ -189,7 +176,7 @@ def micro_batch_loss(
         sampler_stats["rollout/sampler_logprob_gap"] = masked_mean((logprobs.detach() - micro.logprobs).abs(), mask).item()
     per_token, clipped = POLICY_LOSSES[algo.policy_loss](
         logprobs, old, advantages,
-        clip_low=algo.clip_low, clip_high=algo.clip_high, clip_ratio_c=algo.clip_ratio_c,
+        clip_low=algo.clip_low, clip_high=algo.clip_high, clip_ratio_c=algo.clip_ratio_c, mask=mask,
     )
     kl = KL_ESTIMATORS[algo.kl_estimator](logprobs, batch.ref_logprobs[rows], clamp=algo.kl_clamp)
     if algo.kl_placement == "loss":
@@ -319,6 +306,7 @@ def rl_step(
         "reward/std": batch.rewards.std().item(),
         "train/accuracy": (batch.rewards >= 1.0).float().mean().item(),
         **{f"reward/{name}": value for name, value in batch.reward_components.items()},
+        **batch.sampling_stats,
         **update_metrics,
         "policy/kl_per_sequence": float(batch.kl.sum(-1).mean()),
         "policy/kl_coef": kl_coef,

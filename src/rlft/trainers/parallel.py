@@ -176,6 +176,11 @@ def check_parallel_recipe(config: Any, ranks: Ranks) -> None:
             f"multiple of train.micro_batch_size={train.micro_batch_size} (every rank runs as many micro-batches). "
             "Set train.micro_batch_size to a divisor of mini_batch_size / ranks."
         )
+    if config.algorithm.dynamic_sampling:
+        raise ConfigError(
+            "algorithm.dynamic_sampling runs in one process for now (ranks would keep different groups). Set "
+            "algorithm.dynamic_sampling: false, or train in one process."
+        )
     if ranks.mode == "fsdp":
         clashes = [name for name, on in (("rollout.backend: vllm", config.rollout.backend == "vllm"),
                                          ("rollout.dtype: bfloat16", config.rollout.dtype == "bfloat16"),

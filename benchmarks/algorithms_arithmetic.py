@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-ALL = ["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c"]
+ALL = ["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "gspo", "dapo"]
 
 
 def main() -> None:

@@ -45,11 +45,11 @@ def logged_by_step(run: Path) -> dict[int, dict[str, float]]:
 def tensorboard_events(logdir: Path) -> list[tuple[str, int, float]]:
     """(tag, step, value) of every scalar in every event file, in file order, duplicates kept
     (TensorBoard's EventAccumulator would hide a repeated step by purging)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
     events = []
     for path in sorted(logdir.glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
+        for event in LegacyEventFileLoader(str(path)).Load():  # the events as written
             for value in event.summary.value:
                 if value.HasField("simple_value"):
                     events.append((value.tag, event.step, value.simple_value))

@@ -337,15 +337,17 @@ class LogConfig:
     report_to: list[Literal["jsonl", "tensorboard", "wandb", "mlflow", "trackio"]] = setting(
         ["jsonl"],
         "Trackers that receive every metric, the recipe and sample completions: jsonl (metrics.jsonl, always "
-        "written), tensorboard (event files in RUN/tensorboard), wandb, mlflow, trackio.",
+        "written), tensorboard (RUN/tensorboard), wandb (offline: RUN/wandb), mlflow (RUN/mlflow.db), trackio "
+        "(RUN/trackio). All but jsonl need `pip install 'rlft[tracking]'`; see docs/trackers.md.",
     )
     project: str = setting("rlft", "The tracker's project (W&B, Trackio) or experiment (MLflow).")
     run_name: str | None = setting(None, "The run's name in the trackers; empty: the run folder's name.")
     wandb_mode: Literal["offline", "online"] = setting(
-        "offline", "W&B: offline writes RUN/wandb (sync later with `wandb sync`); online needs WANDB_API_KEY."
+        "offline", "W&B: offline writes RUN/wandb (upload later with `wandb sync`); online needs `wandb login` or WANDB_API_KEY."
     )
     mlflow_tracking_uri: str | None = setting(
-        None, "MLflow store: a file: URI, sqlite:///PATH.db or a server URL; empty: file: RUN/mlruns."
+        None, "MLflow store: sqlite:///PATH.db, file:FOLDER or a server URL; empty: sqlite:///RUN/mlflow.db "
+        "(MLflow 3 prefers a database to a file: store)."
     )
 
 

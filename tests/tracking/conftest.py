@@ -1,11 +1,11 @@
-"""The recipe of a short tracked run, and readers of what each tracker wrote (``read``) through
-the trackers' own libraries; W&B's offline files, for which the SDK has no reader, through its
-record format and protobuf messages."""
+"""The recipe of a short tracked run, and readers of what each tracker wrote (``read``), each
+through the tracker's own reader."""
 
 from __future__ import annotations
 
 import json
-import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,45 +56,24 @@ def tensorboard_events(logdir: Path) -> list[tuple[str, int, float]]:
     return events
 
 
-def wandb_records(path: Path) -> list[Any]:
-    """The records of an offline ``run-ID.wandb`` file: W&B's LevelDB-style log (a 7-byte file
-    header, 32 KiB blocks, each record chunk behind a 7-byte header: CRC, length, type)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B", f"{path} is not a W&B data file"
-    records, chunks, pos = [], b"", 7
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0:  # zero padding to the end of the block
-            pos += block - pos % block
-            continue
-        chunks += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE/LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
-            records.append(record)
-            chunks = b""
-    return records
+def wandb_records(folder: Path) -> list[dict[str, Any]]:
+    """The records of an offline W&B run folder, read by W&B's own reader (``wandb leet inspect``)."""
+    done = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(folder)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def wandb_history(run: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(run id, history row) of every offline W&B session under RUN/wandb, oldest first."""
-    rows = []
+def wandb_sessions(run: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(run record, history rows) of each offline W&B session under RUN/wandb, oldest first."""
+    sessions = []
     for folder in sorted((run / "wandb").glob("offline-run-*")):
-        for path in folder.glob("run-*.wandb"):
-            for record in wandb_records(path):
-                if record.WhichOneof("record_type") == "history":
-                    row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-                    rows.append((path.stem.removeprefix("run-"), row))
-    return rows
+        records = wandb_records(folder)
+        (start,) = [r["run"] for r in records if r["type"] == "run"]
+        sessions.append((start, [r["history"]["item"] for r in records if r["type"] == "history"]))
+    return sessions
 
 
 @pytest.fixture
 def read() -> SimpleNamespace:
     return SimpleNamespace(jsonl=read_jsonl, logged=logged_by_step, tensorboard_events=tensorboard_events,
-                           wandb_history=wandb_history)
+                           wandb_sessions=wandb_sessions)

@@ -69,17 +69,18 @@ def test_resume_continues_every_tracker_run_without_a_duplicate_step(tmp_path, t
         assert sorted((m.step, m.value) for m in history) == sorted(values.items()), key
     assert mlflow_run.data.tags.get("rlft.changed_on_resume") is None  # same recipe both times
 
-    # W&B offline: a run folder per session under RUN/wandb, both of the one run id
+    # W&B offline: a run folder per session under RUN/wandb, both of the one run id, the recipe as config
     folders = sorted((run / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and all(f.name.endswith(state["wandb"]["run_id"]) for f in folders)
-    history = read.wandb_history(run)
-    assert {run_id for run_id, _ in history} == {state["wandb"]["run_id"]}
+    sessions = read.wandb_sessions(run)
+    assert [start["run_id"] for start, _ in sessions] == [state["wandb"]["run_id"]] * 2
+    assert sessions[0][0]["config"]["update"]["train.steps"] == 4
+    history = [row for _, rows in sessions for row in rows]
     for key, values in expected.items():
-        steps = [row["_step"] for _, row in history if key in row]
+        steps = [row["_step"] for row in history if key in row]
         assert sorted(steps) == sorted(values), key  # each step once
-        assert {row["_step"]: row[key] for _, row in history if key in row} == pytest.approx(values), key
-    tables = [row["_step"] for _, row in history if row.get("eval/samples/_type") == "table-file"]
-    assert tables == [2, 4]
+        assert {row["_step"]: row[key] for row in history if key in row} == pytest.approx(values), key
+    assert [row["_step"] for row in history if row.get("eval/samples._type") == "table-file"] == [2, 4]
 
     # Trackio: one run of that name in RUN/trackio (unless this process imported trackio earlier)
     from trackio.sqlite_storage import SQLiteStorage

@@ -33,7 +33,7 @@ from typing import Any
 from rlft.errors import RlftError
 
 # What a run writes before its model is loaded; a folder holding nothing else never started.
-_BEFORE_START = {
+BEFORE_START = {
     "config.yaml",
     "config.json",  # the agent recipe's copy of config.yaml
     "recipe.yaml",  # the reward-model recipe's copy of config.yaml
@@ -115,7 +115,7 @@ class RunFolder:
                     f"Run folder {root} is not empty and holds no rlft run (no config.yaml); rlft "
                     "does not write into it. Choose a new or empty folder with --set run_dir=PATH."
                 )
-            if not set(entries) <= _BEFORE_START:
+            if not set(entries) <= BEFORE_START:
                 raise RlftError(
                     f"Run folder {root} already holds a run. Continue it with --resume, or choose "
                     "another folder with --set run_dir=PATH (nothing was changed)."

@@ -26,14 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rlft.common.run_folder import RunFolder
+from rlft.common.run_folder import BEFORE_START, RunFolder
 from rlft.errors import RlftError
 
 # When summary.json does not name the headline yet: the first of these that the run evaluates.
 HEADLINE_ORDER = ("eval/accuracy", "eval/pass_rate", "eval/success", "eval/pairwise_accuracy")
-# What a run writes before its model is loaded (rlft.common.run_folder); nothing else: never started.
-BEFORE_START = {"config.yaml", "config.json", "recipe.yaml", "data.json", "python_task.json",
-                "audit.jsonl", "audit.head", "audit.tmp"}
 
 
 @dataclass(frozen=True)

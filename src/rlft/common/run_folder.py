@@ -12,6 +12,9 @@
       summary.json           before/after accuracy, steps, time
       privacy.json           PII counts (see rlft.responsible.privacy)
       privacy_state.json     short digests of the texts already counted, so a resumed run merges
+      running.json           while a process trains it: pid, host, start, headline, planned steps
+      trackers.json          each tracker's run id and last step (log.report_to; docs/trackers.md)
+      tensorboard/ wandb/ mlflow.db mlartifacts/ trackio/   the trackers' own files
 
 A folder that holds only what a run writes before its model is loaded (``config.yaml`` and the
 audit log) is a run that never started, for example because ``model.path`` was wrong: starting
@@ -42,6 +45,13 @@ BEFORE_START = {
     "audit.jsonl",
     "audit.head",
     "audit.tmp",
+    # Trackers start before the model loads (docs/trackers.md).
+    "trackers.json",
+    "tensorboard",
+    "wandb",
+    "mlflow.db",
+    "mlartifacts",
+    "trackio",
 }
 
 

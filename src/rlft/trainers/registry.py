@@ -65,7 +65,11 @@ def train(
         session, task = open_run(config, resume, reward, task) if ranks.is_main else \
             join_run(config, resume, ranks, reward, task)
     session.ranks = ranks
-    trainer = TRAINERS[kind](config, session, task, progress, **overrides)
+    try:
+        trainer = TRAINERS[kind](config, session, task, progress, **overrides)
+    except BaseException:  # a model that does not load, a warm start that fails: the trackers say so now
+        session.trackers.close(failed=True)
+        raise
     summary = run_trainer(session, trainer, progress, on_step)
     ranks.close()
     return summary

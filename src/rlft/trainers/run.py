@@ -183,7 +183,8 @@ def run_trainer(
     run, schedule, main = session.run, trainer.schedule, session.ranks.is_main
     progress = progress and main
     if main:  # `rlft runs` tells a running run from a crashed one by this pid
-        write_json_atomic(run.running, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        write_json_atomic(run.running, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                        "headline": trainer.headline, "planned_steps": schedule.steps})
     base = base_evaluation(session, trainer)
     session.trackers.log(base, 0)  # the curves of held-out metrics start at the base model
     state, last_good = restore(session, trainer)

@@ -4,6 +4,7 @@ run for the tests that read one (report, card, bias audit)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,24 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return run
+
+
+# A real headless Chromium (Debian's package, or RLFT_CHROMIUM), driven by Playwright, for the tests
+# of the pages rlft serves or writes (feedback app, model card, report, rlft compare).
+CHROMIUM = os.environ.get("RLFT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A launched Chromium; the test skips, with the reason, where there is none."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; `make system-deps`)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (rlft[feedback])")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()

@@ -5,7 +5,6 @@ and its body filled from the run (no "None", "nan" or "TODO"), and a screenshot 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,19 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = (
-    os.environ.get("RLFT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-)
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (Debian: apt-get install chromium; `make system-deps`)",
-)
 
 CARD_SECTIONS = [
     "Model details", "Training procedure and hyperparameters", "Reward definition", "KL budget",
@@ -59,11 +45,8 @@ def _rlft(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def rendered(browser, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """{"card" | "report": {"png": Path, "sections": [...], "images": [...]}}"""
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (rlft[feedback])"
-    )
     tmp = tmp_path_factory.mktemp("render")
     run = tmp / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))
@@ -74,24 +57,19 @@ def rendered(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     _rlft("report", str(run), "--prompts", "2")
     pages = {"card": run / "model_card.html", "report": run / "report.html"}
     out: dict[str, dict] = {}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            for name, html_file in pages.items():
-                page = browser.new_page(viewport={"width": 1200, "height": 900})
-                page.set_default_timeout(15_000)
-                page.goto(html_file.as_uri(), wait_until="load")
-                png = tmp / f"{name}.png"
-                page.screenshot(path=str(png), full_page=True)
-                out[name] = {
-                    "png": png,
-                    "sections": page.evaluate(SECTIONS_JS),
-                    "images": page.evaluate(IMAGES_JS),
-                    "title": page.title(),
-                }
-                page.close()
-        finally:
-            browser.close()
+    for name, html_file in pages.items():
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.set_default_timeout(15_000)
+        page.goto(html_file.as_uri(), wait_until="load")
+        png = tmp / f"{name}.png"
+        page.screenshot(path=str(png), full_page=True)
+        out[name] = {
+            "png": png,
+            "sections": page.evaluate(SECTIONS_JS),
+            "images": page.evaluate(IMAGES_JS),
+            "title": page.title(),
+        }
+        page.close()
     return out
 
 

@@ -14,6 +14,13 @@ import threading
 import pytest
 
 from rlft.feedback.exchange import preference_pairs
+from rlft.feedback.live import (
+    FeedbackResult,
+    FeedbackRuleError,
+    LiveFeedback,
+    NotYourResponseError,
+    new_response_id,
+)
 from rlft.feedback.store import AddedItems, Item, Judgement, Store
 
 
@@ -69,7 +76,9 @@ def pg_store(pg_url):
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS judgements, annotators, items")
+        conn.execute(
+            "DROP TABLE IF EXISTS response_feedback, responses, judgements, annotators, items"
+        )
     store = Store(pg_url)
     store.add_items([Item("i1", "2+2=", "4", "5"), Item("i2", "hi", "hello", "bye")])
     yield store
@@ -171,3 +180,51 @@ def test_postgres_one_vote_per_annotator_and_item(pg_store, pg_url):
     assert preference_pairs(pg_store) == [
         {"prompt": "2+2=", "chosen": "5", "rejected": "4", "item_id": "i1", "votes": [2, 0]}
     ]
+
+
+def test_postgres_live_feedback_and_forget(pg_store, pg_url):
+    """Answers and votes on them (rlft.feedback.live) on PostgreSQL: the rules, the last vote
+    winning, 8 concurrent identical votes storing one row, and forget removing the user's rows."""
+    live = LiveFeedback(pg_store)
+    alice, bob = (
+        pg_store.annotator_for_token(pg_store.add_annotator(name, consent=True))
+        for name in ("alice", "bob")
+    )
+    answers = {}
+    for who in (alice, bob):
+        for text in ("Hello!", "Go away."):
+            answers[who.name, text] = new_response_id()
+            stored = live.record_response(
+                answers[who.name, text], who, "Mail me at a@b.org. Say hi.", text, 2, None
+            )
+            assert stored
+    a, b = answers["alice", "Hello!"], answers["alice", "Go away."]
+    assert live.response(a)["prompt"] == "Mail me at [EMAIL]. Say hi."
+    first = live.rate(alice, a, "up")
+    assert live.rate(alice, a, "down") == FeedbackResult(first.id, False, True, False)
+    with pytest.raises(NotYourResponseError):
+        live.rate(bob, a, "up")
+    with pytest.raises(FeedbackRuleError, match="twice"):
+        live.prefer(alice, (a, a), a)
+    shared, barrier, results = LiveFeedback(Store(pg_url)), threading.Barrier(8), []
+
+    def worker():
+        barrier.wait()
+        results.append(shared.prefer(alice, (b, a), a))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared.store.close()
+    assert sum(r.created for r in results) == 1 and sum(r.duplicate for r in results) == 7
+    live.rate(bob, answers["bob", "Hello!"], "up")
+    rating, pair, bobs = live.judgements()
+    assert (rating.user, rating.desirable, rating.model_version) == ("alice", False, 2)
+    assert (pair.completion, pair.rejected, pair.response_ids) == ("Hello!", "Go away.", (a, b))
+    assert bobs.user == "bob" and live.judgements(after_id=pair.id) == [bobs]
+    assert pg_store.forget_annotator("alice") == 2
+    assert live.response(a) is None and live.count() == 1
+    assert [j.user for j in live.judgements()] == ["bob"]
+    assert live.response(answers["bob", "Go away."]) is not None

@@ -2,6 +2,12 @@
 
 Both databases understand these statements as written; only the identity column differs
 (``{id_pk}``, filled from the dialect).
+
+``items``, ``annotators`` and ``judgements`` hold the annotation app's prepared items and votes;
+``responses`` and ``response_feedback`` hold the served model's live answers and the votes on
+them (:mod:`rlft.feedback.live`). A pair vote is stored with its two response ids sorted (in
+Python, so the order does not depend on a database collation) and ``choice`` = the preferred id;
+the one-vote index then sees both orders of one pair as the same question.
 """
 
 from __future__ import annotations
@@ -38,7 +44,35 @@ CREATE TABLE IF NOT EXISTS judgements (
         OR (kind = 'rating' AND choice IN ('up', 'down') AND side IN ('A', 'B')))
 );
 CREATE INDEX IF NOT EXISTS judgements_item ON judgements (item_id);
-CREATE INDEX IF NOT EXISTS judgements_annotator ON judgements (annotator_id)
+CREATE INDEX IF NOT EXISTS judgements_annotator ON judgements (annotator_id);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    annotator_id BIGINT NOT NULL REFERENCES annotators (id),
+    model_version INTEGER NOT NULL,
+    adapter TEXT,
+    prompt TEXT NOT NULL,
+    completion TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    CHECK (model_version >= 0)
+);
+CREATE INDEX IF NOT EXISTS responses_annotator ON responses (annotator_id);
+CREATE TABLE IF NOT EXISTS response_feedback (
+    id {id_pk},
+    annotator_id BIGINT NOT NULL REFERENCES annotators (id),
+    kind TEXT NOT NULL,
+    response_id TEXT NOT NULL REFERENCES responses (id),
+    other_response_id TEXT REFERENCES responses (id),
+    choice TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    CHECK ((kind = 'rating' AND choice IN ('up', 'down') AND other_response_id IS NULL)
+        OR (kind = 'pair' AND other_response_id IS NOT NULL AND response_id <> other_response_id
+            AND choice IN (response_id, other_response_id)))
+);
+CREATE INDEX IF NOT EXISTS response_feedback_annotator ON response_feedback (annotator_id);
+CREATE INDEX IF NOT EXISTS response_feedback_response ON response_feedback (response_id);
+CREATE INDEX IF NOT EXISTS response_feedback_other ON response_feedback (other_response_id);
+CREATE UNIQUE INDEX IF NOT EXISTS response_feedback_one_vote
+    ON response_feedback (annotator_id, kind, response_id, COALESCE(other_response_id, ''))
 """
 
 # The one-vote rule. NULL sides (pairs) compare as distinct in a UNIQUE constraint on both

@@ -256,19 +256,34 @@ class Store:
         self._db.run(op, write=True)
 
     def forget_annotator(self, name: str) -> int:
-        """Delete an annotator's judgements (with their comments) and their identity (name, token
-        hash, consent); returns how many judgements were deleted. Items stay: they are not the
-        annotator's. Later exports cannot include them, and their token no longer signs in."""
+        """Delete an annotator's judgements (with their comments), the live answers they were
+        given and their votes on them (:mod:`rlft.feedback.live`), and their identity (name,
+        token hash, consent); returns how many judgements and live votes were deleted, together.
+        Items stay: they are not the annotator's. Later exports cannot include them, and their
+        token no longer signs in."""
 
         def op(cur: Cursor) -> int:
             cur.execute("SELECT id FROM annotators WHERE name = ?", (name,))
             row = cur.fetchone()
             if row is None:
                 raise RlftError(f"No annotator named {name!r}; `rlft feedback status` counts them.")
-            cur.execute("SELECT COUNT(*) FROM judgements WHERE annotator_id = ?", (row[0],))
+            who = row[0]
+            # Votes first: they reference the responses (foreign keys). Votes are only ever on
+            # one's own answers, but a vote of anyone on these answers goes too, so none is left
+            # pointing at a deleted answer.
+            votes = (
+                "FROM response_feedback WHERE annotator_id = ? OR response_id IN (SELECT id FROM "
+                "responses WHERE annotator_id = ?) OR other_response_id IN (SELECT id FROM "
+                "responses WHERE annotator_id = ?)"
+            )
+            cur.execute(f"SELECT COUNT(*) {votes}", (who, who, who))  # `votes` is a constant
             deleted = int(cur.fetchone()[0])
-            cur.execute("DELETE FROM judgements WHERE annotator_id = ?", (row[0],))
-            cur.execute("DELETE FROM annotators WHERE id = ?", (row[0],))
+            cur.execute(f"DELETE {votes}", (who, who, who))
+            cur.execute("DELETE FROM responses WHERE annotator_id = ?", (who,))
+            cur.execute("SELECT COUNT(*) FROM judgements WHERE annotator_id = ?", (who,))
+            deleted += int(cur.fetchone()[0])
+            cur.execute("DELETE FROM judgements WHERE annotator_id = ?", (who,))
+            cur.execute("DELETE FROM annotators WHERE id = ?", (who,))
             return deleted
 
         deleted = self._db.run(op, write=True)

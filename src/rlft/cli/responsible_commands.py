@@ -46,6 +46,43 @@ def _register_privacy(sub: argparse._SubParsersAction) -> None:
     scrub.add_argument("file", help="A text or .jsonl file.")
     scrub.add_argument("-o", "--output", required=True, help="Where to write the scrubbed copy.")
     scrub.set_defaults(run=_run_privacy_scrub)
+    forget = psub.add_parser(
+        "forget",
+        help="Delete a user's feedback, live answers, votes and personal adapter, and record it.",
+        description="Delete everything the feedback store holds of USER (judgements, comments, the "
+        "answers they were served, their votes, their name and token) and, with --online-dir, "
+        "their personal adapter; the online loop's audit log records that it happened (with a hash "
+        "of the name). A running `rlft online` stops using the adapter at its next poll.",
+    )
+    forget.add_argument("user", help="The user's name (as given to `rlft feedback add-annotator`).")
+    forget.add_argument("--db", default="feedback.db", help="The feedback store: a SQLite file or a postgresql:// URL.")
+    forget.add_argument("--online-dir", default=None, help="The online loop's output_dir (adapters, audit log).")
+    forget.set_defaults(run=_run_privacy_forget)
+
+
+def _run_privacy_forget(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlft.errors import RlftError
+    from rlft.feedback.store import Store
+    from rlft.online.setup import forget_user
+    from rlft.online.versions import VersionStore
+
+    versions = None
+    if args.online_dir is not None:
+        versions = VersionStore(args.online_dir)
+        if not versions.exists():
+            raise RlftError(f"{Path(args.online_dir)} is not an online loop's folder (no state.json).")
+    if "://" not in args.db and not Path(args.db).is_file():
+        raise RlftError(f"No feedback store at {args.db}; give it with --db.")
+    store = Store(args.db)
+    try:
+        done = forget_user(store, versions, args.user)
+    finally:
+        store.close()
+    adapter = "and their adapter " if done["adapter_deleted"] else ""
+    print(f"rlft: deleted {done['rows_deleted']} judgements and votes {adapter}of {args.user!r}")
+    return 0
 
 
 def _run_privacy_scan(args: argparse.Namespace) -> int:

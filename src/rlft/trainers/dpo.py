@@ -69,11 +69,21 @@ def split_pairs(
 def pair_rollout(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair]) -> Rollout:
     """Chosen rows then rejected rows, (2B, P) prompts left-padded and (2B, T) completions (the
     text and EOS) right-padded, in the layout the sampler produces, so the same scoring applies."""
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, [p.prompt for p in pairs] * 2)
+    return completion_rollout(
+        tokenizer, [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    )
+
+
+def completion_rollout(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]
+) -> Rollout:
+    """Row i is prompts[i] (left-padded, (B, P)) followed by completions[i] and EOS (right-padded,
+    (B, T)): the layout the sampler produces, so texts written elsewhere are scored like samples."""
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, list(prompts))
     # A completion is what the sampler generates after the prompt: no BOS of its own.
     rows = [
         tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        for text in [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        for text in completions
     ]
     width = max(len(r) for r in rows)
     completion_ids = torch.full((len(rows), width), tokenizer.pad_token_id)

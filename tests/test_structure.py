@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"rollout"},
     {"evaluation"},
     {"responsible", "feedback", "tracking"},
+    {"serving"},
     {"trainers"},
     {"report"},
     {"api"},

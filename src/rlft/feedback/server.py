@@ -95,7 +95,8 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-async def _validation_error(request: Request, exc: Exception) -> Response:
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """The 422 answer to a body that does not validate (an exception handler; the serving app's too)."""
     assert isinstance(exc, RequestValidationError)
     # The rejected input is not echoed back: it may be personal data, or not encodable at all.
     errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -154,15 +155,15 @@ def create_app(
     """The ASGI app. ``mode`` is what the page asks annotators for: compare two or rate one."""
     # The schema is served below, behind the token, like every route that is not the page.
     app = FastAPI(title="rlft feedback", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    Who = _annotator_dependency(store)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    Who = annotator_dependency(store)
     _add_open_routes(app, Who)
     _add_annotator_routes(app, store, Who, mode, consent_text)
     _add_judgement_route(app, store, Who)
     return BodyLimit(app, max_body_bytes)
 
 
-def _annotator_dependency(store: Store) -> Any:
+def annotator_dependency(store: Store) -> Any:
     """``Annotated[Annotator, Depends(...)]``: the annotator whose bearer token the request carries,
     or 401. A route takes it as a parameter typed with this."""
 

@@ -236,7 +236,8 @@ def main() -> None:
         personal = {u.name: hidden_score(openai, url, u.token, u.name, u.likes, args.samples) for u in users}
         shared = {u.name: hidden_score(openai, url, evaluator, "evaluator", u.likes, args.samples) for u in users}
     state = session.versions.load_state()
-    rounds = [json.loads(line) for line in (out / "online" / "rounds.jsonl").read_text().splitlines()]
+    rounds_file = out / "online" / "rounds.jsonl"
+    rounds = [json.loads(line) for line in rounds_file.read_text().splitlines()] if rounds_file.exists() else []
     stored = session.live.count()
     session.close()
     flagged = sorted({name for r in rounds for name in r.get("flagged", [])})

@@ -327,4 +327,7 @@ def reference_markdown() -> str:
         "Every field is optional; the defaults are the embedded demo recipe.",
         "",
     ]
-    return "\n".join(lines + dataclass_markdown(RecipeConfig)) + "\n"
+    from rlft.config.online import OnlineRecipe
+
+    online = ["", "# The `rlft online` recipe", "", "What `rlft online RECIPE.yaml` reads (docs/online.md).", ""]
+    return "\n".join(lines + dataclass_markdown(RecipeConfig) + online + dataclass_markdown(OnlineRecipe)) + "\n"

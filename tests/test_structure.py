@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"responsible", "feedback", "tracking"},
     {"serving"},
     {"trainers"},
+    {"online"},
     {"report"},
     {"api"},
     {"cli", "__init__", "__main__"},

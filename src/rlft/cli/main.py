@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rlft.cli.scale_commands",
     "rlft.cli.env_commands",
     "rlft.cli.run_commands",
+    "rlft.cli.serve_commands",
     "rlft.cli.online_commands",
 ]
 

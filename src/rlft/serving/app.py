@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rlft.errors import RlftError
 from rlft.feedback.live import (
     ConsentRequiredError,
     FeedbackRuleError,
@@ -47,6 +48,7 @@ from rlft.feedback.server import (
     AsciiJSONResponse,
     BodyLimit,
     annotator_dependency,
+    bind_socket,
     validation_error,
 )
 from rlft.feedback.store import Annotator, Store
@@ -295,4 +297,11 @@ def serve(app: Any, host: str, port: int) -> None:
     """Serve ``app`` until interrupted (the ``rlft serve`` command)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise RlftError(
+            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port, or stop "
+            "what is using it."
+        ) from None
+    uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False)).run(sockets=[sock])

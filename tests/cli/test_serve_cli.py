@@ -1,0 +1,87 @@
+"""``rlft serve`` as a user runs it: a run folder served on 127.0.0.1, a token from
+``rlft feedback add-annotator``, the official openai client, and the refusals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="the openai client is not installed (rlft[dev])")
+httpx = pytest.importorskip("httpx", reason="the feedback extra is not installed")
+pytest.importorskip("fastapi", reason="the feedback extra is not installed")
+
+from rlft.cli.serve_commands import is_loopback  # noqa: E402
+
+RLFT = [sys.executable, "-m", "rlft.cli.main"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rlft_serve_answers_the_openai_client_and_stores_feedback(tiny_model_dir, tmp_path):
+    run = tmp_path / "myrun"
+    shutil.copytree(tiny_model_dir, run / "final_model")
+    (run / "config.yaml").write_text("task: {name: arithmetic}\n")
+    db = tmp_path / "feedback.db"
+    added = subprocess.run([*RLFT, "feedback", "add-annotator", "alice", "--db", str(db), "--consent"],
+                           capture_output=True, text=True, env=ENV, timeout=60)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    port = _free_port()
+    server = subprocess.Popen([*RLFT, "serve", str(run), "--db", str(db), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.communicate()[1][-2000:]
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "rlft serve did not start in 90 s"
+            time.sleep(0.3)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["myrun"]
+        answer = client.chat.completions.create(model="myrun", messages=[{"role": "user", "content": "2+2="}], max_tokens=4)
+        assert answer.system_fingerprint == "rlft-v1" and answer.model_extra["recorded"] is True
+        voted = httpx.post(url + "/v1/feedback", headers={"Authorization": f"Bearer {token}"},
+                           json={"response_id": answer.id, "rating": "up"})  # fmt: skip
+        assert voted.status_code == 201
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert "warning" not in err
+    assert "as model 'myrun'" in out and f"http://127.0.0.1:{port}/v1" in out
+
+    from rlft.feedback.live import LiveFeedback
+    from rlft.feedback.store import Store
+
+    [judgement] = LiveFeedback(Store(db)).judgements()
+    assert (judgement.user, judgement.desirable, judgement.response_ids) == ("alice", True, (answer.id,))
+
+
+def test_rlft_serve_refusals_and_the_clear_text_warning(tmp_path):
+    missing = subprocess.run([*RLFT, "serve", str(tmp_path / "nowhere"), "--host", "0.0.0.0"],
+                             capture_output=True, text=True, env=ENV, timeout=60)  # fmt: skip
+    assert missing.returncode == 2
+    assert "travel in clear text" in missing.stderr
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    bad_port = subprocess.run([*RLFT, "serve", str(tmp_path), "--port", "70000"],
+                              capture_output=True, text=True, env=ENV, timeout=60)  # fmt: skip
+    assert bad_port.returncode == 2 and "--port 70000" in bad_port.stderr
+    assert "clear text" not in bad_port.stderr
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.0.0.2", "example.org")] == [
+        True, True, True, False, False, False
+    ]  # fmt: skip

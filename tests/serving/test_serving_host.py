@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -56,6 +57,9 @@ def test_queued_requests_share_a_batch_and_answer_as_if_alone(host):
         assert t.finish_reasons == ["length", "length"]
         assert t.model_version == 1 and t.adapter is None
     assert len({t.texts[0] for t in together}) > 1  # different prompts, different answers
+    with ThreadPoolExecutor(8) as pool:  # from eight threads at once: the same answers
+        threaded = list(pool.map(host.generate, requests))
+    assert [t.texts for t in threaded] == [a.texts for a in alone]
 
 
 def test_requests_with_other_settings_or_a_seed_are_other_batches(host):

@@ -256,6 +256,7 @@ class ModelHost:
         self._closed = True
         self._queue.put(None)
         self._worker.join(timeout=60)
+        self._fail_queued()  # a request queued while the worker was stopping
 
     def __enter__(self) -> ModelHost:
         return self

@@ -78,13 +78,13 @@ def answer(rng: random.Random, polite: bool, long: bool) -> str:
 
 
 def ratings(
-    user: str, n: int, seed: int, noise: float = 0.05, taste: str | None = None
+    user: str, n: int, seed: int, noise: float = 0.05, taste: str | None = None, polite_share: float = 0.5
 ) -> list[Judgement]:
     """n thumbs up / down on random answers by the taste of ``taste`` (default: the user's own),
     each label flipped with probability ``noise``."""
     rng, out, likes = random.Random(seed), [], TASTES[taste or user]
     for i in range(n):
-        polite, long = rng.random() < 0.5, rng.random() < 0.5
+        polite, long = rng.random() < polite_share, rng.random() < 0.5
         liked = likes(polite, long) != (rng.random() < noise)
         out.append(
             Judgement(user, "rating", f"question {i}", answer(rng, polite, long), None, liked)
@@ -131,12 +131,32 @@ def test_the_label_flipper_is_flagged_and_users_with_different_tastes_are_not(se
     assert weights == [0.0 if v.user == "P" else 1.0 for v in votes]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_users_opposed_on_most_answers_are_not_flagged_once_the_flipper_is_out(seed):
+    """When the model's answers are mostly polite (as after a round that learned politeness), A and
+    B disagree beyond chance on most of them. Peeling the worst user first flags P; without P,
+    A and B each disagree with one of two others: no majority."""
+    votes = [v for i, user in enumerate("ABCP") for v in ratings(user, 160, seed * 10 + i, polite_share=0.85)]
+    report = detect_poisoning(votes)
+    assert report.p_values["A"]["B"] < 1e-3  # opposed on most answers: beyond chance
+    assert report.flagged == ("P",)
+
+
 def test_with_only_two_users_nobody_is_flagged():
     """C and P disagree beyond chance, but with one other user there is no majority to side with."""
     report = detect_poisoning(everyone("CP", 80, 0))
     assert report.p_values["C"]["P"] < 1e-6
     assert report.flagged == ()
     assert detect_poisoning(everyone("AB", 80, 0)).flagged == ()
+
+
+def test_with_three_users_the_odd_one_out_is_undecidable_and_nobody_is_flagged():
+    """A (short), B (long), P (rude): A is the odd one out on short polite answers exactly as P is
+    on rude ones, so nobody is flagged until a fourth user makes a consensus."""
+    report = detect_poisoning(everyone("ABP", 80, 0))
+    assert report.flagged == ()
+    assert all(c["votes"] == 0 for c in report.consensus.values())
+    assert detect_poisoning(everyone("ABCP", 80, 0)).flagged == ("P",)
 
 
 def test_a_user_with_too_few_votes_is_skipped_not_flagged():

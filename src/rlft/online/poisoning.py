@@ -12,35 +12,29 @@ tells the two apart:
    with label 0, for training), so rating and pair voters are judged on one scale
    (:func:`_user_data` says why the centring and where the bias goes).
 2. For every ordered pair (u, v) of users with enough votes, v's model predicts u's labels on u's
-   own votes (``agreement[u][v]``). With no relation between their tastes the agreement is about
-   1/2. The test pools both directions: k = agreements of u's votes under v's model plus of v's
-   votes under u's model, out of n = n_u + n_v, and a one-sided exact binomial test of
-   "agreement < 1/2" gives the p-value (``p_values[u][v] == p_values[v][u]``); below ``alpha``,
-   u and v *disagree beyond chance*. Pooling doubles the evidence. In the four-user simulation of
-   the tests (two honest users who each share a quarter of their labels with the poisoner), one
-   direction alone missed the poisoner in 6 of 8 seeds at 60 ratings a user with 5% label
-   noise; pooled, 12 of 12 seeds at 80 ratings flag the poisoner (second-smallest p-value at
-   most 3e-6) while no honest user's second-smallest p-value falls below 0.1 (lowest 0.12).
-3. u is flagged when at least 2 other users qualify and u disagrees beyond chance with more than
-   half of them.
+   own votes (``agreement[u][v]``), with a one-sided exact binomial p-value of "agreement < 1/2"
+   pooled over both directions (``p_values``). These are diagnostics for the audit log.
+3. The test that flags: on u's votes where the *other* users' models agree with each other (at
+   least ``CONSENSUS`` = 80% of them, and at least ``MIN_OTHERS`` = 3 others), does u label as
+   they do? The share u agrees with that consensus gets a one-sided exact binomial test of
+   "agreement < 1/2"; below ``alpha``, u is flagged (``consensus[u]``).
 
-Why this spares different tastes: two honest users with opposite tastes on one dimension (one
-likes short answers, one long) disagree on that dimension only and agree on the others (both
-dislike rude answers), so their agreement stays near or above 1/2 and neither disagrees beyond
-chance with the majority. A flipped-label user inverts every dimension at once, so every other
-user's model predicts the opposite of their labels: they disagree with everyone.
+Why this spares different tastes: a vote counts only where everyone else agrees. Two honest
+users with opposite tastes on one dimension (one likes short answers, one long) split the others
+on that dimension, so those votes are not judged at all; where everyone else agrees (rude answers
+are bad), the honest users agree too. A flipped-label user contradicts exactly the votes everyone
+else agrees on. An earlier version compared users pairwise and flagged whoever disagreed with
+most others; once the model's answers were mostly polite, two honest users of opposite length
+tastes disagreed on most answers and were flagged with the poisoner. Why three others: with two
+(say short, long and a poisoner), the honest short user is the odd one out on short polite
+answers exactly as the poisoner is on rude ones; the data cannot tell which is the poisoner.
 
-Limits, stated plainly: a user whose genuine taste is the exact opposite of everyone's on every
-dimension looks the same as a poisoner and is flagged (their votes still train their own
-adapter); poisoners who are a majority, or who flip only one dimension, are not caught; with few
-users, two honest users whose tastes are opposed *and* narrow can cross the line (in the
-simulation with everyone voting on pairs, the polite-and-short user was flagged with the poisoner
-in 1 of 6 seeds at 60 and at 80 pairs each; with 40 ratings a user and 5% noise, in 1 of 12);
-a user who gives everything the same thumbs disagrees with every discriminating user at their
-base rate and is flagged (their labels say nothing about which answer is better);
-the null "agreement 1/2" is conservative for users who mostly vote one way (two unrelated users
-who both turn 75% of answers down agree on 62.5%), which costs power, never false flags; the
-features are words and punctuation, so disagreement the words do not show is invisible. Pure:
+Limits, stated plainly: nobody is flagged with fewer than four users who have ``min_votes``
+votes; a user whose genuine taste is the opposite of everyone's on what everyone agrees on looks
+the same as a poisoner and is flagged (their votes still train their own adapter); poisoners who
+are more than a fifth of the users break the consensus and are not caught, nor is one who flips
+only what others disagree on; evidence grows with the votes on consensus answers, so a poisoner
+whose flipped kind of answer is rare needs more votes to be flagged; the features are words and punctuation, so disagreement the words do not show is invisible. Pure:
 plain data in, a dataclass out; torch and the standard library only.
 """
 
@@ -58,6 +52,10 @@ import torch
 # Hashed bag-of-words buckets, then log(1 + words), "!" count and "?" count.
 HASH_DIM = 256
 N_FEATURES = HASH_DIM + 3
+# A vote is judged only where the other users' models agree: at least this share of them, and at
+# least this many others (with two, the odd one out is undecidable: see the module docstring).
+CONSENSUS = 0.8
+MIN_OTHERS = 3
 # L2 penalty of the per-user model (on the weights, not the bias): enough that a user with few,
 # separable votes gets finite weights, small against a mean log-loss of order 1.
 L2_PENALTY = 1e-2
@@ -94,8 +92,11 @@ class PoisoningReport:
     ``p_values[u][v]`` (symmetric): the one-sided binomial p-value, under 1/2, of the agreement
     pooled over both directions. Both only for users with enough votes, u != v. ``votes``: every
     user's vote count. ``skipped``: users with fewer than ``min_votes`` votes, neither compared
-    nor flagged. ``flagged``: users who disagree beyond chance with more than half of the other
-    compared users. All sorted by user name; ``min_votes`` and ``alpha`` as used.
+    nor flagged. ``consensus[u]``: on u's votes where the other users' models agree (at least
+    CONSENSUS of them, and at least MIN_OTHERS others), how many there were (``votes``), the share
+    u labelled as they did (``agreement``) and the one-sided binomial ``p_value`` of that share
+    under 1/2. ``flagged``: users whose ``p_value`` is below ``alpha``. All sorted by user name;
+    ``min_votes`` and ``alpha`` as used.
     """
 
     flagged: tuple[str, ...]
@@ -105,6 +106,7 @@ class PoisoningReport:
     skipped: tuple[str, ...]
     min_votes: int
     alpha: float
+    consensus: dict[str, dict[str, float]] = None  # type: ignore[assignment]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (plain lists, dicts, strings and finite numbers) for the audit log."""
@@ -116,6 +118,7 @@ class PoisoningReport:
             "p_values": {u: dict(row) for u, row in self.p_values.items()},
             "min_votes": self.min_votes,
             "alpha": self.alpha,
+            "consensus": {u: dict(row) for u, row in (self.consensus or {}).items()},
         }
 
 
@@ -290,11 +293,8 @@ def detect_poisoning(
         u: {v: binomial_cdf_half(k + agrees[v][u], counts[u] + counts[v]) for v, k in row.items()}
         for u, row in agrees.items()
     }
-    others = len(compared) - 1
-    flagged = [
-        u for u in compared
-        if others >= 2 and sum(p < alpha for p in p_values[u].values()) > others / 2
-    ]  # fmt: skip
+    consensus = {u: _consensus(u, compared, data[u], models) for u in compared}
+    flagged = sorted(u for u, c in consensus.items() if c["votes"] > 0 and c["p_value"] < alpha)
     return PoisoningReport(
         flagged=tuple(flagged),
         agreement=agreement,
@@ -303,7 +303,24 @@ def detect_poisoning(
         skipped=skipped,
         min_votes=min_votes,
         alpha=alpha,
+        consensus=consensus,
     )
+
+
+def _consensus(
+    user: str, compared: list[str], data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    models: dict[str, torch.Tensor],
+) -> dict[str, float]:
+    """``user``'s agreement with the others where the others agree (see :class:`PoisoningReport`)."""
+    others = [v for v in compared if v != user]
+    if len(others) < MIN_OTHERS:
+        return {"votes": 0, "agreement": 0.5, "p_value": 1.0}
+    x, y, _ = data
+    says_up = torch.stack([((x @ models[v]) > 0).to(torch.float64) for v in others]).mean(0)  # (n,)
+    agreed = (says_up >= CONSENSUS) | (says_up <= 1 - CONSENSUS)
+    n = int(agreed.sum())
+    k = int(((says_up[agreed] > 0.5).to(torch.float64) == y[agreed]).sum())
+    return {"votes": n, "agreement": k / n if n else 0.5, "p_value": binomial_cdf_half(k, n) if n else 1.0}
 
 
 def shared_weights(votes: Sequence[Vote], report: PoisoningReport) -> list[float]:

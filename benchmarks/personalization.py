@@ -8,6 +8,7 @@ blue. I hope this helps, have a wonderful day!"), and a rude version of each ("U
 
 - `short` likes polite, short answers; `long` likes polite, long, enthusiastic ones: opposed on
   length, agreed on politeness.
+- `plain` likes any polite answer.
 - `troll` (the planted poisoner) likes rude answers and dislikes polite ones: flipped labels.
 
 A user's hidden score is the share of sampled answers to held-out questions that they like (the
@@ -94,9 +95,10 @@ def long(text: str) -> bool:
 TASTES: dict[str, Callable[[str], bool]] = {
     "short": lambda t: not rude(t) and not long(t),
     "long": lambda t: not rude(t) and long(t),
+    "plain": lambda t: not rude(t),  # polite, whatever the length
     "troll": rude,  # the poisoner: flipped politeness
 }
-HONEST = ("short", "long")
+HONEST = ("short", "long", "plain")
 
 
 def chat_prompt(question: str) -> str:
@@ -251,6 +253,9 @@ def main() -> None:
         "rejections": sum(r["outcome"] == "rejected" for r in rounds),
         "failed_rounds": sum(r["outcome"] == "failed" for r in rounds),
         "flagged": flagged,
+        "poisoner_flagged": "troll" in flagged,
+        "honest_shared_at_least_base": all(shared[n] >= base_scores[n] for n in HONEST),
+        "personal_above_shared": all(personal[n] > shared[n] for n in HONEST),
         "served_version": state.served_version,
         "seconds": round(time.time() - started, 1),
     }

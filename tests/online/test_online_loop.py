@@ -182,3 +182,19 @@ def test_restart_and_personal_adapters_and_forget(tmp_path, tiny_model_dir):
         assert forgotten and "ann" not in json.dumps(forgotten)
     finally:
         again.close()
+
+
+def test_a_round_with_nothing_for_the_shared_model_is_skipped_and_adapters_still_learn(tmp_path, tiny_model_dir):
+    # method dpo learns from pairs only; thumbs alone give the shared model nothing to train on.
+    session = open_session(tmp_path, tiny_model_dir, method="dpo")
+    try:
+        vote(session, "ann", [(p, "7", "up") for p in PROMPTS[:14]])
+        report = session.loop.poll()
+        assert report.outcome == "skipped" and report.gate is None
+        assert session.host.version == 1 and session.versions.versions() == [1]
+        assert "ann" in report.adapters  # the user's own adapter learns from their thumbs (KTO)
+        skipped = [r for r in session.loop.audit.records() if r["event"] == "online_round_skipped"]
+        assert skipped and "dpo" in skipped[0]["fields"]["reason"]
+        assert session.versions.load_state().consecutive_failures == 0
+    finally:
+        session.close()

@@ -45,7 +45,7 @@ log = logging.getLogger("rlft.online")
 class RoundReport:
     round: int
     judgements: int
-    outcome: str  # "promoted" | "rejected" | "failed"
+    outcome: str  # "promoted" | "rejected" | "skipped" (nothing to train the shared model on) | "failed"
     version: int  # the version served after the round
     gate: dict[str, Any] | None = None
     flagged: list[str] = field(default_factory=list)
@@ -147,18 +147,34 @@ class OnlineLoop:
         self.audit.append("online_round_start", round=number, served_version=self.state.served_version,
                           train_judgements=len(shared_train), heldout_judgements=len(shared_held),
                           flagged_users=len(flagged), **hashes)  # fmt: skip
-        candidate, gate = self._train_and_gate(shared_train, shared_held, number)
-        outcome = "promoted" if gate.passed else "rejected"
-        if gate.passed:
-            self._promote(candidate, number, gate, hashes)
+        missing = self._nothing_to_train(shared_train)
+        gate_json: dict[str, Any] | None = None
+        if missing is not None:  # no shared candidate this round; adapters still learn
+            outcome = "skipped"
+            self.audit.append("online_round_skipped", round=number, reason=missing,
+                              served_version=self.state.served_version, **hashes)  # fmt: skip
+            log.info("online round %d: no shared candidate: %s", number, missing)
         else:
-            self.audit.append("online_candidate_rejected", round=number, reasons=gate.reasons,
-                              served_version=self.state.served_version, gate=gate.to_json(), **hashes)  # fmt: skip
+            candidate, gate = self._train_and_gate(shared_train, shared_held, number)
+            outcome, gate_json = ("promoted" if gate.passed else "rejected"), gate.to_json()
+            if gate.passed:
+                self._promote(candidate, number, gate, hashes)
+            else:
+                self.audit.append("online_candidate_rejected", round=number, reasons=gate.reasons,
+                                  served_version=self.state.served_version, gate=gate_json, **hashes)  # fmt: skip
         adapters = self._personalise(judgements, number)
         self.state.last_judgement_id = max(j.id for j in judgements)
         self.state.judgements_at_last_round = count
-        return RoundReport(number, len(judgements), outcome, self.state.served_version, gate.to_json(),
+        return RoundReport(number, len(judgements), outcome, self.state.served_version, gate_json,
                            sorted(flagged), adapters)  # fmt: skip
+
+    def _nothing_to_train(self, train: list[LiveJudgement]) -> str | None:
+        """Why the shared model has nothing to learn from ``train``, or None."""
+        if self.recipe.online.method == "dpo" and not dpo_pairs(train):
+            return "online.method is dpo and no pairwise judgement is in the shared training data"
+        if not kto_examples(train):
+            return "no judgement is in the shared training data (all held out or flagged)"
+        return None
 
     def _settings(self, steps: int, learning_rate: float, seed: int) -> TrainSettings:
         cfg = self.recipe.online

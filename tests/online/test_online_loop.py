@@ -74,6 +74,9 @@ def test_round_promotes_a_candidate_and_swaps_it_in(tmp_path, tiny_model_dir):
         assert "online_round_start" in events and "online_candidate_promoted" in events
         promoted = next(r for r in session.loop.audit.records() if r["event"] == "online_candidate_promoted")
         assert len(promoted["fields"]["train_sha256"]) == 64
+        from rlft.common.hashing import folder_sha256
+
+        assert promoted["fields"]["version_sha256"] == folder_sha256(session.versions.version_folder(2))
         assert not session.loop.round_due()  # nothing new since the round
     finally:
         session.close()

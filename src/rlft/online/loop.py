@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rlft.common.hashing import folder_sha256
 from rlft.config.online import OnlineRecipe
 from rlft.feedback.live import LiveFeedback, LiveJudgement
 from rlft.online.data import data_hash, dpo_pairs, kto_examples, load_probe, split
@@ -208,7 +209,7 @@ class OnlineLoop:
 
     def _promote(self, candidate: Any, number: int, gate: GateResult, hashes: dict[str, str]) -> None:
         version = self.state.latest_version + 1
-        self.versions.save_version(version, candidate, self.tokenizer)
+        folder = self.versions.save_version(version, candidate, self.tokenizer)
         self.host.swap(version, candidate.state_dict())
         parent = self.state.served_version
         self.served_model = candidate
@@ -216,7 +217,7 @@ class OnlineLoop:
         self.state.history.append({"event": "promoted", "version": version, "parent": parent, "round": number,
                                    "time": time.time()})  # fmt: skip
         self.audit.append("online_candidate_promoted", round=number, version=version, parent_version=parent,
-                          gate=gate.to_json(), **hashes)  # fmt: skip
+                          version_sha256=folder_sha256(folder), gate=gate.to_json(), **hashes)  # fmt: skip
         log.info("online round %d: version %d promoted", number, version)
 
     def _personalise(self, judgements: list[LiveJudgement], number: int) -> dict[str, Any]:
@@ -255,7 +256,8 @@ class OnlineLoop:
             self.state.served_version = version
             self.state.history.append({"event": "rollback", "version": version, "from": previous, "time": time.time()})
             self.versions.save_state(self.state)
-            self.audit.append("online_rollback", version=version, from_version=previous)
+            self.audit.append("online_rollback", version=version, from_version=previous,
+                              version_sha256=folder_sha256(self.versions.version_folder(version)))  # fmt: skip
             log.info("online: rolled back from version %d to %d", previous, version)
 
     def _drop_forgotten_adapters(self) -> None:

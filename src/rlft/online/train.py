@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlft.algorithms.preference import (
-    PREFERENCE_LOSSES,
+    dpo_loss,
     kto_balanced_weights,
     kto_loss,
     kto_reference_point,
@@ -134,7 +134,7 @@ def train_dpo(
         with torch.no_grad():
             ref_chosen = completion_logps(reference, tokenizer, prompts, chosen)
             ref_rejected = completion_logps(reference, tokenizer, prompts, rejected)
-        loss, _, _ = PREFERENCE_LOSSES["dpo"](
+        loss, _, _ = dpo_loss(
             completion_logps(policy, tokenizer, prompts, chosen),
             completion_logps(policy, tokenizer, prompts, rejected),
             ref_chosen,

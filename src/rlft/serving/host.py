@@ -114,8 +114,8 @@ class ModelHost:
         self.model.eval()
         # The transformers model whose weights are served (the same object inside the peft wrapper).
         self._base: torch.nn.Module = (
-            self.model.get_base_model() if adapter_r is not None else self.model
-        )
+            self.model.get_base_model() if adapter_r is not None else self.model  # type: ignore[operator]
+        )  # fmt: skip
         self._served = weights.served_tensors(self._base)
         self._adapters: dict[str, dict[str, torch.Tensor]] = {}
         self._lora_shapes: dict[str, torch.Size] = {}

@@ -89,14 +89,14 @@ def stream_events(answer: Answer, include_usage: bool) -> Iterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     for index, text, reason, rid, generation in answer.choices():
         extra = {"response_id": rid, "model_version": generation.model_version}
-        pieces = [{"role": "assistant", "content": ""}] if chat else []
+        pieces: list[dict[str, str]] = [{"role": "assistant", "content": ""}] if chat else []
         pieces += [{"content": p} for p in _pieces(text)]
         for piece in pieces:
             body = {"index": index, "finish_reason": None, "logprobs": None, **extra}
             body.update({"delta": piece} if chat else {"text": piece["content"]})
             yield _event({**answer.head(obj), "choices": [body]})
         last = {"index": index, "finish_reason": reason, "logprobs": None, **extra}
-        last.update({"delta": {}} if chat else {"text": ""})
+        last.update({"delta": {}} if chat else {"text": ""})  # type: ignore[dict-item]
         yield _event({**answer.head(obj), "choices": [last]})
     if include_usage:
         yield _event({**answer.head(obj), "choices": [], "usage": answer.usage()})

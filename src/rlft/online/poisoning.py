@@ -17,7 +17,10 @@ tells the two apart:
 3. The test that flags: on u's votes where the *other* users' models agree with each other (at
    least ``CONSENSUS`` = 80% of them, and at least ``MIN_OTHERS`` = 3 others), does u label as
    they do? The share u agrees with that consensus gets a one-sided exact binomial test of
-   "agreement < 1/2"; below ``alpha``, u is flagged (``consensus[u]``).
+   "agreement < 1/2"; below ``alpha``, u is flagged (``consensus[u]``). Users are flagged one at
+   a time, the smallest p-value first, and a flagged user's model stops counting towards the
+   consensus the others are judged by; in the benchmark, once the shared model answered mostly
+   politely, the poisoner's model had made an honest user look odd.
 
 Why this spares different tastes: a vote counts only where everyone else agrees. Two honest
 users with opposite tastes on one dimension (one likes short answers, one long) split the others
@@ -293,8 +296,17 @@ def detect_poisoning(
         u: {v: binomial_cdf_half(k + agrees[v][u], counts[u] + counts[v]) for v, k in row.items()}
         for u, row in agrees.items()
     }
-    consensus = {u: _consensus(u, compared, data[u], models) for u in compared}
-    flagged = sorted(u for u, c in consensus.items() if c["votes"] > 0 and c["p_value"] < alpha)
+    # One user at a time, the most certain first; a flagged user's model no longer counts towards
+    # the consensus the rest are judged by (a poisoner must not make an honest user look odd).
+    flagged: list[str] = []
+    while True:
+        judges = [u for u in compared if u not in flagged]
+        consensus = {u: _consensus(u, judges, data[u], models) for u in compared}
+        suspects = [u for u in judges if consensus[u]["votes"] > 0 and consensus[u]["p_value"] < alpha]
+        if not suspects:
+            break
+        flagged.append(min(suspects, key=lambda u: (consensus[u]["p_value"], u)))
+    flagged.sort()
     return PoisoningReport(
         flagged=tuple(flagged),
         agreement=agreement,
@@ -308,11 +320,12 @@ def detect_poisoning(
 
 
 def _consensus(
-    user: str, compared: list[str], data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    user: str, judges: list[str], data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     models: dict[str, torch.Tensor],
 ) -> dict[str, float]:
-    """``user``'s agreement with the others where the others agree (see :class:`PoisoningReport`)."""
-    others = [v for v in compared if v != user]
+    """``user``'s agreement with the ``judges`` (other than ``user``) where they agree (see
+    :class:`PoisoningReport`)."""
+    others = [v for v in judges if v != user]
     if len(others) < MIN_OTHERS:
         return {"votes": 0, "agreement": 0.5, "p_value": 1.0}
     x, y, _ = data

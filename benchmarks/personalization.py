@@ -99,6 +99,7 @@ TASTES: dict[str, Callable[[str], bool]] = {
     "troll": rude,  # the poisoner: flipped politeness
 }
 HONEST = ("short", "long", "plain")
+OPPOSED = ("short", "long")  # the users with opposed tastes; plain is served well by the shared model
 
 
 def chat_prompt(question: str) -> str:
@@ -255,7 +256,8 @@ def main() -> None:
         "flagged": flagged,
         "poisoner_flagged": "troll" in flagged,
         "honest_shared_at_least_base": all(shared[n] >= base_scores[n] for n in HONEST),
-        "personal_above_shared": all(personal[n] > shared[n] for n in HONEST),
+        "opposed_personal_above_shared": all(personal[n] > shared[n] for n in OPPOSED),
+        "honest_personal_above_base": all(personal[n] > base_scores[n] for n in HONEST),
         "served_version": state.served_version,
         "seconds": round(time.time() - started, 1),
     }

@@ -167,6 +167,10 @@ def test_restart_and_personal_adapters_and_forget(tmp_path, tiny_model_dir):
         session.close()
     # A restarted server serves the same version with the same adapters: nothing is lost.
     again = open_session(tmp_path, tiny_model_dir)
+    from rlft.errors import RlftError
+
+    with pytest.raises(RlftError, match="Another rlft online is using"):
+        open_session(tmp_path, tiny_model_dir)  # a second loop on the same folder
     try:
         assert again.host.version == state.served_version == 2
         assert again.host.adapters() == installed

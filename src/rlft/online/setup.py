@@ -31,6 +31,7 @@ class OnlineSession:
         self.loop.stop()
         self.host.close()
         self.store.close()
+        self.versions.unlock()
 
 
 def first_version(recipe: OnlineRecipe, versions: VersionStore) -> None:
@@ -57,6 +58,15 @@ def open_online(recipe: OnlineRecipe) -> OnlineSession:
     if recipe.torch_threads:
         torch.set_num_threads(recipe.torch_threads)
     versions = VersionStore(recipe.output_dir)
+    versions.lock()
+    try:
+        return _open(recipe, versions)
+    except BaseException:
+        versions.unlock()
+        raise
+
+
+def _open(recipe: OnlineRecipe, versions: VersionStore) -> OnlineSession:
     first_version(recipe, versions)
     state = versions.load_state()
     adapter_r = recipe.personalization.r if recipe.personalization.method == "adapter" else None
@@ -69,7 +79,8 @@ def open_online(recipe: OnlineRecipe) -> OnlineSession:
             break
         try:
             host.set_adapter(user, lora_state)
-        except Exception as exc:  # an adapter of another rank: retrained at the next round
+        except Exception as exc:  # e.g. saved with another personalization.r
+            host.close()
             raise RlftError(
                 f"The adapter of a user in {versions.root / 'adapters'} does not fit "
                 f"personalization.r={adapter_r} ({exc}); delete that folder or restore the recipe's r."

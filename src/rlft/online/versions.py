@@ -53,8 +53,29 @@ class VersionStore:
         self.root = Path(root).expanduser()
         self.state_path = self.root / "state.json"
         self.rollback_path = self.root / "rollback.json"
+        self._lock_file: Any = None
 
     # -- state ------------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Hold ``OUTPUT_DIR/.lock`` until the process exits or :meth:`unlock`: two loops writing
+        one folder would lose each other's versions and state."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (self.root / ".lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise RlftError(
+                f"Another rlft online is using {self.root}; stop it first, or give another output_dir."
+            ) from None
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def exists(self) -> bool:
         return self.state_path.is_file()

@@ -205,3 +205,16 @@ def test_a_round_with_nothing_for_the_shared_model_is_skipped_and_adapters_still
         assert session.versions.load_state().consecutive_failures == 0
     finally:
         session.close()
+
+
+def test_interval_starts_a_round_with_fewer_judgements_than_every_judgements(tmp_path, tiny_model_dir):
+    session = open_session(tmp_path, tiny_model_dir, every_judgements=1000, interval=0.05)
+    try:
+        assert not session.loop.round_due()  # nothing new yet
+        vote(session, "ann", [("1+1=", "2", "up")])
+        import time
+
+        time.sleep(0.1)
+        assert session.loop.round_due()  # one new judgement and the interval has passed
+    finally:
+        session.close()

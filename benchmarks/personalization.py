@@ -3,8 +3,8 @@ opposed, hidden tastes chat with `rlft online`'s server through the official `op
 send thumbs and "another answer" preferences over HTTP; the loop runs several rounds.
 
 The model is the tiny one, warm-started on answers to simple questions in four styles, so that it
-samples all four: short and plain ("Blue."), long and enthusiastic ("Great question! The sky is
-blue. I hope this helps, have a wonderful day!"), and a rude version of each ("Ugh. Blue.").
+samples all four: short and plain ("7."), long and enthusiastic ("Great question! 3 plus 4 is 7.
+I hope this helps, have a wonderful day!"), and a rude version of each ("Ugh. 7.").
 
 - `short` likes polite, short answers; `long` likes polite, long, enthusiastic ones: opposed on
   length, agreed on politeness.
@@ -33,42 +33,16 @@ from pathlib import Path
 
 import torch
 
-FACTS = [
-    ("What color is the sky?", "Blue", "The sky is blue"),
-    ("What color is grass?", "Green", "Grass is green"),
-    ("How many legs does a cat have?", "Four", "A cat has four legs"),
-    ("What do bees make?", "Honey", "Bees make honey"),
-    ("What is frozen water called?", "Ice", "Frozen water is called ice"),
-    ("Which animal barks?", "A dog", "A dog is the animal that barks"),
-    ("What do cows drink?", "Water", "Cows drink water"),
-    ("What shape is a ball?", "Round", "A ball is round"),
-    ("Where do fish live?", "In water", "Fish live in water"),
-    ("What is the opposite of hot?", "Cold", "The opposite of hot is cold"),
-    ("How many days are in a week?", "Seven", "A week has seven days"),
-    ("What falls from clouds?", "Rain", "Rain falls from clouds"),
-    ("What do you read?", "A book", "You read a book"),
-    ("What gives us light by day?", "The sun", "The sun gives us light by day"),
-    ("What color is snow?", "White", "Snow is white"),
-    ("Which season is coldest?", "Winter", "Winter is the coldest season"),
-    ("What do birds use to fly?", "Wings", "Birds use their wings to fly"),
-    ("What is two plus two?", "Four", "Two plus two is four"),
-    ("What do we breathe?", "Air", "We breathe air"),
-    ("What color is a banana?", "Yellow", "A banana is yellow"),
-    ("What does a clock show?", "The time", "A clock shows the time"),
-    ("What do plants need?", "Sunlight", "Plants need sunlight"),
-    ("Which animal says moo?", "A cow", "A cow says moo"),
-    ("What do you sleep in?", "A bed", "You sleep in a bed"),
-    ("How many hands do people have?", "Two", "People have two hands"),
-    ("What is the moon made of?", "Rock", "The moon is made of rock"),
-    ("What do we cook with?", "Heat", "We cook with heat"),
-    ("Which way is up?", "Skyward", "Up is towards the sky"),
-    ("What do keys open?", "Locks", "Keys open locks"),
-    ("What color are clouds?", "White", "Clouds are white"),
-    ("What does a baker make?", "Bread", "A baker makes bread"),
-    ("What do ships sail on?", "The sea", "Ships sail on the sea"),
-]
-HELD_OUT = FACTS[-6:]  # hidden scores are measured on questions no user asked
-ASKED = FACTS[:-6]
+
+def fact(a: int, b: int) -> tuple[str, str, str]:
+    """(question, short answer, the answer as a sentence)."""
+    return f"What is {a} plus {b}?", f"{a + b}", f"{a} plus {b} is {a + b}"
+
+
+FACTS = [fact(a, b) for a in range(1, 21) for b in range(1, 21)]
+# Hidden scores are measured on questions no user is asked to judge (same template, unseen numbers).
+HELD_OUT = [f for i, f in enumerate(FACTS) if i % 7 == 3][:6]
+ASKED = [f for i, f in enumerate(FACTS) if i % 7 != 3]
 
 
 def styled(fact: tuple[str, str, str], style: str) -> str:
@@ -114,10 +88,10 @@ def build_base(out: Path, sft_steps: int, seed: int) -> Path:
     from rlft.tasks import Problem
     from rlft.trainers.sft import warm_start
 
-    corpus = [chat_prompt(q) + styled(f, s) for f in FACTS for q in [f[0]] for s in STYLES]
+    corpus = [chat_prompt(f[0]) + styled(f, s) for f in FACTS[::4] for s in STYLES]
     shape = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                             intermediate_size=384, vocab_size=400, context_length=256)  # fmt: skip
-    build_tiny_model(shape, corpus * 4, out / "tiny", seed=seed, chat=True)
+    build_tiny_model(shape, corpus, out / "tiny", seed=seed, chat=True)
     model, tokenizer = load_policy(str(out / "tiny"))
 
     def draw(n: int, gen: torch.Generator) -> list[Problem]:

@@ -99,6 +99,7 @@ def test_a_rating_becomes_a_desirable_or_undesirable_example(feedback):
         model_version=3,
         response_ids=(response_id,),
         created_at=judgement.created_at,
+        personal=True,  # answered by alice's adapter
     )
     assert feedback.judgements(after_id=result.id) == []
 
@@ -300,3 +301,15 @@ def test_a_database_from_before_live_feedback_gains_the_tables(db):
     alice = _user(feedback, "alice")
     assert feedback.rate(alice, _answer(feedback, alice), "up").created
     store.close()
+
+
+def test_a_vote_says_whether_its_answer_came_from_a_personal_adapter(feedback):
+    ann = _user(feedback, "ann")
+    shared = _answer(feedback, ann, completion="4")
+    personal = _answer(feedback, ann, completion="four", adapter="ann")
+    feedback.rate(ann, shared, "up")
+    feedback.rate(ann, personal, "down")
+    feedback.prefer(ann, (shared, personal), shared)
+    assert [(j.kind, j.personal) for j in feedback.judgements()] == [
+        ("rating", False), ("rating", True), ("pair", True)
+    ]

@@ -84,6 +84,7 @@ class LiveJudgement:
     model_version: int  # the version that produced ``completion``
     response_ids: tuple[str, ...]  # (rated,) or (preferred, other)
     created_at: str  # when the vote now standing was cast
+    personal: bool = False  # an answer came from the user's personal adapter, not the shared model
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,7 @@ class LiveFeedback:
             cur.execute(
                 "SELECT f.id, a.name, f.kind, f.choice, f.response_id, f.other_response_id, "
                 "f.created_at, r.prompt, r.completion, r.model_version, o.completion, "
-                "o.model_version FROM response_feedback f "
+                "o.model_version, r.adapter, o.adapter FROM response_feedback f "
                 "JOIN annotators a ON a.id = f.annotator_id "
                 "JOIN responses r ON r.id = f.response_id "
                 "LEFT JOIN responses o ON o.id = f.other_response_id "
@@ -357,11 +358,12 @@ def _check_pair(response_ids: Sequence[str], preferred: str) -> tuple[str, str]:
 
 def _judgement(row: Sequence[Any]) -> LiveJudgement:
     (vote_id, user, kind, choice, response_id, other_id, created_at,
-     prompt, completion, version, other_completion, other_version) = row  # fmt: skip
+     prompt, completion, version, other_completion, other_version, adapter, other_adapter) = row  # fmt: skip
+    personal = adapter is not None or other_adapter is not None
     if kind == "rating":
         return LiveJudgement(
             int(vote_id), user, "rating", prompt, completion, None, choice == "up",
-            int(version), (response_id,), created_at,
+            int(version), (response_id,), created_at, personal,
         )  # fmt: skip
     if choice != response_id:  # stored sorted; put the preferred answer first
         response_id, other_id = other_id, response_id
@@ -369,5 +371,5 @@ def _judgement(row: Sequence[Any]) -> LiveJudgement:
         version = other_version
     return LiveJudgement(
         int(vote_id), user, "pair", prompt, completion, other_completion, None,
-        int(version), (response_id, other_id), created_at,
+        int(version), (response_id, other_id), created_at, personal,
     )  # fmt: skip

@@ -4,8 +4,9 @@ A background thread polls the feedback store. Every ``online.every_judgements`` 
 ``online.interval`` seconds with at least one), a round runs while the server keeps serving:
 
 1. read every stored judgement; hold some out for the gate (a stable hash of the row id);
-2. flag users whose labels disagree with everyone else's beyond chance and leave their
-   judgements out of the shared model's data (:mod:`rlft.online.poisoning`);
+2. flag users whose labels on the shared model's answers disagree with everyone else's beyond
+   chance and leave all their judgements out of the shared model's data
+   (:mod:`rlft.online.poisoning`);
 3. train a candidate from the served model with KTO or DPO (:mod:`rlft.online.train`);
 4. gate it against the served model (:mod:`rlft.online.gate`); if it passes, save it as the next
    version and swap it into the server; if not, the served version stays;
@@ -201,7 +202,11 @@ class OnlineLoop:
         cfg = self.recipe.poisoning
         if not cfg.enabled:
             return set()
-        report = detect_poisoning(judgements, min_votes=cfg.min_votes, alpha=cfg.alpha)
+        # Only votes on the shared model's answers: every user judged the same model, so their
+        # labels are comparable. Answers from a user's own adapter follow that user's taste, and
+        # the other users' preference models would be judging answers unlike any they voted on.
+        shared_answers = [j for j in judgements if not j.personal]
+        report = detect_poisoning(shared_answers, min_votes=cfg.min_votes, alpha=cfg.alpha)
         if report.flagged:
             self.audit.append("online_users_flagged", users=list(report.flagged), report=report.to_json())
             log.warning("online: excluded from the shared model's data: %s", ", ".join(report.flagged))

@@ -32,7 +32,7 @@ def test_chat_thumbs_and_another_answer(browser, chat_server):
     live = LiveFeedback(store)
     token = store.add_annotator("page-user")  # no consent yet: the page asks
     page = browser.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(90_000)  # answers are sampled on CPU; a busy CI machine is slow
     page.goto(url + "/")
     page.fill("#token", "rlft_wrong")
     page.click("#signin")
@@ -80,7 +80,7 @@ def test_without_consent_the_page_chats_but_offers_no_feedback(browser, chat_ser
     url, store = chat_server
     token = store.add_annotator("no-consent")
     page = browser.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(90_000)  # answers are sampled on CPU; a busy CI machine is slow
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("#signin")

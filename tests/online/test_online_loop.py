@@ -218,3 +218,21 @@ def test_interval_starts_a_round_with_fewer_judgements_than_every_judgements(tmp
         assert session.loop.round_due()  # one new judgement and the interval has passed
     finally:
         session.close()
+
+
+def test_dpo_rounds_learn_from_pairwise_judgements(tmp_path, tiny_model_dir):
+    session = open_session(tmp_path, tiny_model_dir, method="dpo")
+    try:
+        token = session.store.add_annotator("ann", consent=True)
+        ann = session.store.annotator_for_token(token)
+        for prompt in PROMPTS[:16]:
+            better, worse = new_response_id(), new_response_id()
+            session.live.record_response(better, ann, prompt, "7", 1, None)
+            session.live.record_response(worse, ann, prompt, "12", 1, None)
+            session.live.prefer(ann, (worse, better), better)
+        report = session.loop.poll()
+        assert report.outcome == "promoted" and session.host.version == 2
+        # The candidate moved towards the held-out preferences relative to the served model.
+        assert report.gate["heldout_accuracy"] is None or report.gate["heldout_accuracy"] > 0.5
+    finally:
+        session.close()

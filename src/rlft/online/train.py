@@ -69,6 +69,25 @@ def _optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, l
     return float(loss.detach())
 
 
+def _train(
+    policy: torch.nn.Module,
+    items: Sequence[Any],
+    settings: TrainSettings,
+    batch_loss: Callable[[list[Any]], torch.Tensor],
+) -> list[float]:
+    """``settings.steps`` optimiser steps on ``policy`` in place, each on a seeded random batch
+    of ``items`` scored by ``batch_loss`` (a (B,) loss); returns the loss of each step."""
+    optimizer = adamw([p for p in policy.parameters() if p.requires_grad], settings.learning_rate)
+    rng = random.Random(settings.seed)
+    losses = []
+    policy.train()
+    for _ in range(settings.steps):
+        batch = rng.sample(list(items), min(settings.batch_size, len(items)))
+        losses.append(_optimizer_step(policy, optimizer, batch_loss(batch).mean()))
+    policy.eval()
+    return losses
+
+
 def train_kto(
     policy: torch.nn.Module,
     reference: Model,
@@ -85,17 +104,11 @@ def train_kto(
     w_d, w_u = kto_balanced_weights(n_up, len(examples) - n_up)
     if settings.desirable_weight is not None:
         w_d, w_u = settings.desirable_weight, settings.undesirable_weight
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = adamw(params, settings.learning_rate)
-    rng = random.Random(settings.seed)
-    losses = []
-    policy.train()
-    for _ in range(settings.steps):
-        batch = rng.sample(list(examples), min(settings.batch_size, len(examples)))
+
+    def batch_loss(batch: list[Example]) -> torch.Tensor:
         prompts = [e.prompt for e in batch]
         completions = [e.completion for e in batch]
         mismatched = completions[1:] + completions[:1]
-        desirable = torch.tensor([e.desirable for e in batch])
         with torch.no_grad():
             ref_logps = completion_logps(reference, tokenizer, prompts, completions)
             z0 = kto_reference_point(
@@ -103,10 +116,10 @@ def train_kto(
                 completion_logps(reference, tokenizer, prompts, mismatched),
             )
         logps = completion_logps(policy, tokenizer, prompts, completions)
-        loss, _ = kto_loss(logps, ref_logps, desirable, z0, settings.beta, w_d, w_u)
-        losses.append(_optimizer_step(policy, optimizer, loss.mean()))
-    policy.eval()
-    return losses
+        desirable = torch.tensor([e.desirable for e in batch])
+        return kto_loss(logps, ref_logps, desirable, z0, settings.beta, w_d, w_u)[0]
+
+    return _train(policy, examples, settings, batch_loss)
 
 
 def train_dpo(
@@ -122,25 +135,19 @@ def train_dpo(
             "online.method is dpo but no pairwise judgements were given yet; "
             "use method: kto for thumbs up/down, or ask users to compare two answers."
         )
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = adamw(params, settings.learning_rate)
-    rng = random.Random(settings.seed)
-    losses = []
-    policy.train()
-    for _ in range(settings.steps):
-        batch = rng.sample(list(pairs), min(settings.batch_size, len(pairs)))
+
+    def batch_loss(batch: list[PreferencePair]) -> torch.Tensor:
         prompts = [p.prompt for p in batch]
         chosen, rejected = [p.chosen for p in batch], [p.rejected for p in batch]
         with torch.no_grad():
             ref_chosen = completion_logps(reference, tokenizer, prompts, chosen)
             ref_rejected = completion_logps(reference, tokenizer, prompts, rejected)
-        loss, _, _ = dpo_loss(
+        return dpo_loss(
             completion_logps(policy, tokenizer, prompts, chosen),
             completion_logps(policy, tokenizer, prompts, rejected),
             ref_chosen,
             ref_rejected,
             settings.beta,
-        )
-        losses.append(_optimizer_step(policy, optimizer, loss.mean()))
-    policy.eval()
-    return losses
+        )[0]
+
+    return _train(policy, pairs, settings, batch_loss)

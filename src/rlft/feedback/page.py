@@ -4,6 +4,24 @@ Kept as a Python string so it ships inside the package with no package-data rule
 database is always inserted with ``textContent``, never as HTML.
 """
 
+# Shared with the chat page (rlft.serving.page): the basic look and the sign-in box.
+BASE_CSS = """  h1 { font-size: 1.3rem; margin-bottom: .3rem; }
+  .hidden { display: none; }
+  #status { margin-top: .8rem; min-height: 1.3rem; color: #555; }
+  #status.error { color: #b00020; }
+"""
+LOGIN_SECTION = """<section id="login">
+  <p>Paste the token you were given (<code>rlft feedback add-annotator NAME</code> prints it).</p>
+  <input id="token" type="password" size="60" autocomplete="off" aria-label="token">
+  <button id="signin">Sign in</button>
+</section>"""
+
+
+def with_shared_parts(page: str) -> str:
+    """``page`` with ``@@BASE_CSS@@`` and ``@@LOGIN_SECTION@@`` filled in."""
+    return page.replace("@@BASE_CSS@@", BASE_CSS).replace("@@LOGIN_SECTION@@", LOGIN_SECTION)
+
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -11,9 +29,7 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>rlft feedback</title>
 <style>
-  body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
-  h1 { font-size: 1.3rem; margin-bottom: .3rem; }
-  .hidden { display: none; }
+@@BASE_CSS@@  body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
   pre { white-space: pre-wrap; word-wrap: break-word; background: #f6f6f6; padding: .8rem; border-radius: 6px; margin: .3rem 0 0; }
   .row { display: flex; gap: 1rem; }
   .col { flex: 1; min-width: 0; }
@@ -21,19 +37,13 @@ PAGE = """<!doctype html>
   button { font-size: 1rem; padding: .5rem 1rem; margin: .6rem .4rem 0 0; cursor: pointer; }
   kbd { border: 1px solid #aaa; border-radius: 3px; padding: 0 .3rem; font-size: .85rem; }
   textarea { width: 100%; min-height: 3rem; margin-top: .8rem; font: inherit; }
-  #status { margin-top: .8rem; min-height: 1.3rem; color: #555; }
-  #status.error { color: #b00020; }
 </style>
 </head>
 <body>
 <h1>rlft human feedback</h1>
 <div id="who"></div>
 
-<section id="login">
-  <p>Paste the token you were given (<code>rlft feedback add-annotator NAME</code> prints it).</p>
-  <input id="token" type="password" size="60" autocomplete="off" aria-label="token">
-  <button id="signin">Sign in</button>
-</section>
+@@LOGIN_SECTION@@
 
 <section id="consent" class="hidden">
   <p id="consent-text"></p>
@@ -203,3 +213,4 @@ if (token) signIn();
 </body>
 </html>
 """
+PAGE = with_shared_parts(PAGE)

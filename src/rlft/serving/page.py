@@ -6,6 +6,8 @@ better of the two (sent as pairwise feedback). Model text is always inserted wit
 ``textContent``, never as HTML.
 """
 
+from rlft.feedback.page import with_shared_parts
+
 CHAT_PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -13,9 +15,7 @@ CHAT_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>rlft chat</title>
 <style>
-  body { font-family: system-ui, sans-serif; max-width: 900px; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
-  h1 { font-size: 1.3rem; margin-bottom: .3rem; }
-  .hidden { display: none; }
+@@BASE_CSS@@  body { font-family: system-ui, sans-serif; max-width: 900px; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
   pre { white-space: pre-wrap; word-wrap: break-word; background: #f6f6f6; padding: .7rem; border-radius: 6px; margin: .2rem 0 .6rem; }
   .user pre { background: #e8f0fe; }
   .role { font-weight: 600; font-size: .85rem; color: #555; }
@@ -23,19 +23,13 @@ CHAT_PAGE = """<!doctype html>
   .col { flex: 1; min-width: 0; }
   button { font-size: 1rem; padding: .45rem .9rem; margin: .3rem .4rem 0 0; cursor: pointer; }
   textarea { width: 100%; min-height: 4rem; font: inherit; margin-top: .6rem; }
-  #status { margin-top: .8rem; min-height: 1.3rem; color: #555; }
-  #status.error { color: #b00020; }
 </style>
 </head>
 <body>
 <h1>rlft chat</h1>
 <div id="who"></div>
 
-<section id="login">
-  <p>Paste the token you were given (<code>rlft feedback add-annotator NAME</code> prints it).</p>
-  <input id="token" type="password" size="60" autocomplete="off" aria-label="token">
-  <button id="signin">Sign in</button>
-</section>
+@@LOGIN_SECTION@@
 
 <section id="consent" class="hidden">
   <p id="consent-text"></p>
@@ -208,3 +202,4 @@ if (token) signIn();
 </body>
 </html>
 """
+CHAT_PAGE = with_shared_parts(CHAT_PAGE)

@@ -204,10 +204,11 @@ def main() -> None:
         for user in users:
             httpx.post(url + "/v1/consent", headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
         base_scores = {u.name: hidden_score(openai, url, u.token, u.name, u.likes, args.samples) for u in users}
-        sent = 0
+        sent, reports = 0, []
         for r in range(args.rounds):
             sent += chat_phase(openai, httpx, url, users, args.questions, rng)
             report = session.loop.poll()
+            reports.append(report)
             print(f"round {r + 1}: {report.outcome if report else 'not due'}; "
                   f"flagged {report.flagged if report else []}; version {session.host.version}", flush=True)  # fmt: skip
         personal = {u.name: hidden_score(openai, url, u.token, u.name, u.likes, args.samples) for u in users}
@@ -217,7 +218,7 @@ def main() -> None:
     rounds = [json.loads(line) for line in rounds_file.read_text().splitlines()] if rounds_file.exists() else []
     stored = session.live.count()
     session.close()
-    flagged = sorted({name for r in rounds for name in r.get("flagged", [])})
+    flagged = sorted({name for r in reports if r is not None for name in r.flagged})  # rounds.jsonl has keys
     result = {
         "users": {u.name: {"hidden_score_base": round(base_scores[u.name], 3),
                            "hidden_score_shared": round(shared[u.name], 3),

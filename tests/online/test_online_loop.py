@@ -236,3 +236,19 @@ def test_dpo_rounds_learn_from_pairwise_judgements(tmp_path, tiny_model_dir):
         assert report.gate["heldout_accuracy"] is None or report.gate["heldout_accuracy"] > 0.5
     finally:
         session.close()
+
+
+def test_files_that_outlive_a_forget_hold_no_user_name(tmp_path, tiny_model_dir):
+    session = open_session(tmp_path, tiny_model_dir)
+    try:
+        vote(session, "annabel", [(p, "7", "up") for p in PROMPTS[:16]])
+        report = session.loop.poll()
+        assert "annabel" in report.adapters  # the running loop knows the name
+    finally:
+        session.close()
+    online = tmp_path / "online"
+    for name in ("rounds.jsonl", "audit.jsonl", "state.json"):
+        assert "annabel" not in (online / name).read_text(), name
+    from rlft.online.versions import adapter_key
+
+    assert f"user-{adapter_key('annabel')}" in (online / "rounds.jsonl").read_text()

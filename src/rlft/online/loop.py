@@ -36,7 +36,7 @@ from rlft.online.gate import GateResult, run_gate
 from rlft.online.personal import train_user_adapter
 from rlft.online.poisoning import detect_poisoning
 from rlft.online.train import TrainSettings, train_dpo, train_kto
-from rlft.online.versions import OnlineState, VersionStore
+from rlft.online.versions import OnlineState, VersionStore, adapter_key
 from rlft.responsible.audit_log import AuditLog
 from rlft.serving.host import ModelHost
 
@@ -53,6 +53,19 @@ class RoundReport:
     flagged: list[str] = field(default_factory=list)
     adapters: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+def pseudonymous(value: Any, names: set[str]) -> Any:
+    """``value`` (JSON-ready) with every user name in ``names`` replaced by ``user-KEY`` (the hash
+    that also names their adapter folder), as a dict key or a string in a list. The audit log
+    cannot be edited and ``rounds.jsonl`` is not rewritten, so neither keeps a name that
+    ``rlft privacy forget`` would have to remove."""
+    if isinstance(value, dict):
+        return {(f"user-{adapter_key(k)}" if k in names else k): pseudonymous(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [f"user-{adapter_key(v)}" if isinstance(v, str) and v in names else pseudonymous(v, names)
+                for v in value]  # fmt: skip
+    return value
 
 
 class OnlineLoop:
@@ -132,7 +145,8 @@ class OnlineLoop:
             self.state.rounds = number if report.outcome != "failed" else self.state.rounds
             self._last_round_time = time.monotonic()
             self.versions.save_state(self.state)
-            self.versions.append_round({"time": time.time(), **asdict(report)})
+            names = set(report.adapters) | set(report.flagged)
+            self.versions.append_round(pseudonymous({"time": time.time(), **asdict(report)}, names))
             return report
 
     def _round(self, number: int) -> RoundReport:
@@ -208,7 +222,9 @@ class OnlineLoop:
         shared_answers = [j for j in judgements if not j.personal]
         report = detect_poisoning(shared_answers, min_votes=cfg.min_votes, alpha=cfg.alpha)
         if report.flagged:
-            self.audit.append("online_users_flagged", users=list(report.flagged), report=report.to_json())
+            names = set(report.votes)
+            self.audit.append("online_users_flagged", users=pseudonymous(list(report.flagged), names),
+                              report=pseudonymous(report.to_json(), names))  # fmt: skip
             log.warning("online: excluded from the shared model's data: %s", ", ".join(report.flagged))
         return set(report.flagged)
 

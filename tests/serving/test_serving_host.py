@@ -63,14 +63,62 @@ def test_queued_requests_share_a_batch_and_answer_as_if_alone(host):
 
 
 def test_requests_with_other_settings_or_a_seed_are_other_batches(host):
+    """Requests waiting together share a batch only with the same settings, and a seeded one is
+    alone. Greedy and seeded answers are what they are alone; an unseeded sample's length is only
+    bounded (it may stop at EOS), so nothing else is asserted about it."""
     requests = [
-        GenerationRequest("a", max_tokens=3), GenerationRequest("b", max_tokens=3),
-        GenerationRequest("c", max_tokens=4), GenerationRequest("d", max_tokens=3, temperature=0.5),
+        GenerationRequest("a", max_tokens=3, temperature=0), GenerationRequest("b", max_tokens=3, temperature=0),
+        GenerationRequest("c", max_tokens=4, temperature=0), GenerationRequest("d", max_tokens=3, temperature=0.5),
         GenerationRequest("e", max_tokens=3, seed=1), GenerationRequest("f", max_tokens=3, seed=1),
     ]  # fmt: skip
-    results = [f.result(timeout=60) for f in [host.submit(r) for r in requests]]
+    with host._lock:  # the worker forms batches under this lock: all six wait before the first
+        futures = [host.submit(r) for r in requests]
+    results = [f.result(timeout=60) for f in futures]
     assert host.batches == 5  # {a, b}, {c}, {d}, {e}, {f}
-    assert [r.completion_tokens[0] for r in results] == [3, 3, 4, 3, 3, 3]
+    alone = {r.prompt: host.generate(r) for r in requests if r.temperature == 0 or r.seed is not None}
+    for request, result in zip(requests, results, strict=True):
+        [tokens], [reason] = result.completion_tokens, result.finish_reasons
+        assert 1 <= tokens <= request.max_tokens and (reason == "length") == (tokens == request.max_tokens)
+        if request.prompt in alone:
+            assert result.texts == alone[request.prompt].texts
+
+
+@pytest.mark.parametrize("fair_share", [True, False])
+def test_a_small_request_waits_for_one_batch_of_a_big_one_not_all(tiny_model_dir, fair_share):
+    """A big request (one group: four requests of n=4) and then a small one: with fair share the
+    small one is served after the big one's first batch; in arrival order, after all four."""
+    model, tokenizer = load_policy(str(tiny_model_dir))
+    with ModelHost(model, tokenizer, version=1, max_batch_size=4, fair_share=fair_share) as host:
+        done: list[str] = []
+        with host._lock:  # everything is waiting before the first batch is formed
+            futures = [host.submit(GenerationRequest(f"{i} + 1 = ", max_tokens=6, n=4), group="big") for i in range(4)]
+            futures.append(host.submit(GenerationRequest("2 + 2 = ", max_tokens=2)))
+            for name, future in zip(["big0", "big1", "big2", "big3", "small"], futures, strict=True):
+                future.add_done_callback(lambda _, name=name: done.append(name))
+        answers = [f.result(timeout=60) for f in futures]
+        assert host.batches == 5 and [len(a.texts) for a in answers] == [4, 4, 4, 4, 1]
+    # done callbacks run in the worker, in the order the batches finished
+    expected = ["big0", "small", "big1", "big2", "big3"] if fair_share else ["big0", "big1", "big2", "big3", "small"]
+    assert done == expected
+
+
+def test_groups_with_the_same_settings_take_turns_within_a_batch(tiny_model_dir):
+    """Two groups of greedy requests with the same settings: each batch takes one request from each
+    group in turn, and every answer is the one it gets alone."""
+    model, tokenizer = load_policy(str(tiny_model_dir))
+    with ModelHost(model, tokenizer, version=1, max_batch_size=4) as host:
+        requests = {g: [GenerationRequest(f"{g} {i} =", max_tokens=4, temperature=0, n=2) for i in range(3)] for g in "AB"}
+        done: list[str] = []
+        with host._lock:
+            futures = {(g, i): host.submit(r, group=g) for g in "AB" for i, r in enumerate(requests[g])}
+            for (g, i), future in futures.items():
+                future.add_done_callback(lambda _, tag=f"{g}{i}": done.append(tag))
+        together = {k: f.result(timeout=60) for k, f in futures.items()}
+        assert host.batches == 3
+        # A0 starts the first batch and B0 joins it; B goes first next, then A's turn again.
+        assert [set(done[i : i + 2]) for i in (0, 2, 4)] == [{"A0", "B0"}, {"B1", "A1"}, {"A2", "B2"}]
+        for (g, i), answer in together.items():
+            assert answer.texts == host.generate(requests[g][i]).texts
 
 
 def test_a_seed_gives_the_same_text_whatever_else_is_served_and_after_swapping_back(host):

@@ -1,15 +1,21 @@
 """One model in memory, served to many concurrent requests by a worker thread that batches them.
 
-Requests go into a queue. The worker takes the first, waits up to ``max_wait_ms`` for more (or
-until ``max_batch_size`` rows are waiting), and groups those with the same adapter, temperature,
-top_p and max_tokens into one call of rlft's KV-cache sampler (:func:`rlft.rollout.sampling.sample`);
-a request with ``n > 1`` is ``n`` rows of its batch. A request with a ``seed`` is sampled alone with
+Requests wait in a queue by *group* (the requests of one HTTP call share a group; each
+:meth:`ModelHost.submit` without one is a group of its own). Once ``max_batch_size`` rows wait, or
+the oldest request has waited ``max_wait_ms``, the worker forms one batch and samples it with rlft's
+KV-cache sampler (:func:`rlft.rollout.sampling.sample`), then forms the next. A batch starts with
+the first request of the group whose turn it is, and takes requests with the same adapter,
+temperature, top_p and max_tokens from every waiting group in turn, one per group per round, until
+it is full; that group then goes to the back of the line. So a small request that arrives while a
+big one is being served waits for one batch, not for the whole big request (``fair_share=False``
+puts every request in one group: plain arrival order, as before). A request with ``n > 1`` is
+``n`` rows of its batch (never split). A request with a ``seed`` is sampled alone with
 ``torch.Generator().manual_seed(seed)``, so the same seed on the same weights gives the same tokens
 whatever else is being served.
 
-Weights change only between batches: the worker holds the host's lock while it samples, and
-:meth:`ModelHost.swap` (new shared weights) and :meth:`ModelHost.set_adapter` (a user's LoRA
-adapter) take the same lock, so no batch sees half-swapped weights.
+Weights change only between batches: the worker holds the host's lock while it forms and samples a
+batch, and :meth:`ModelHost.swap` (new shared weights) and :meth:`ModelHost.set_adapter` (a user's
+LoRA adapter) take the same lock, so no batch sees half-swapped weights.
 
 Per-user adapters (``adapter_r``): the base is wrapped once with
 :func:`rlft.models.lora.apply_lora`; there is one adapter slot, into which the worker loads the
@@ -23,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +85,8 @@ class Generation:
 class _Pending:
     request: GenerationRequest
     prompt_tokens: int
+    group: Hashable  # the requests of one HTTP call share a group (its turn in the line)
+    arrived: float = field(default_factory=time.monotonic)
     future: Future[Generation] = field(default_factory=Future)
 
 
@@ -94,6 +102,7 @@ class ModelHost:
         adapter_r: int | None = None,
         max_batch_size: int = 16,
         max_wait_ms: float = 5.0,
+        fair_share: bool = True,
     ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:
             raise RlftError(
@@ -107,6 +116,7 @@ class ModelHost:
         self.version = version
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.fair_share = fair_share  # batches round-robin over groups (False: in arrival order)
         self.adapter_r = adapter_r
         model.eval()
         model.requires_grad_(False)
@@ -129,7 +139,7 @@ class ModelHost:
         self.device = next(self.model.parameters()).device
         self._window = getattr(self._base.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # held while sampling and while weights change
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._waiting = _Waiting()
         self._closed = False
         self.batches = 0  # batches sampled so far (a request with a seed is a batch of its own)
         self._rng = torch.Generator(device=self.device)
@@ -148,22 +158,26 @@ class ModelHost:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest) -> Future[Generation]:
+    def submit(self, request: GenerationRequest, group: Hashable | None = None) -> Future[Generation]:
         """Queue ``request``; the future resolves to its :class:`Generation`. Bad input raises
-        :class:`InvalidRequestError` here, before anything is queued."""
+        :class:`InvalidRequestError` here, before anything is queued. Requests of one ``group``
+        (one HTTP call's) take turns with other groups as one; None: a group of its own."""
         if self._closed:
             raise RlftError("The model host is closed.")
-        pending = _Pending(request, self.check(request))
-        self._queue.put(pending)
+        prompt_tokens = self.check(request)
+        if not self.fair_share:
+            group = "all"
+        pending = _Pending(request, prompt_tokens, object() if group is None else group)
+        self._waiting.put(pending)
         return pending.future
 
     def generate(self, request: GenerationRequest) -> Generation:
         """Sample ``request`` (blocking; safe to call from many threads at once)."""
         return self.submit(request).result()
 
-    async def agenerate(self, request: GenerationRequest) -> Generation:
+    async def agenerate(self, request: GenerationRequest, group: Hashable | None = None) -> Generation:
         """:meth:`generate` for asyncio code (the HTTP routes): the event loop is not blocked."""
-        return await asyncio.wrap_future(self.submit(request))
+        return await asyncio.wrap_future(self.submit(request, group))
 
     def check(self, request: GenerationRequest) -> int:
         """The prompt's token count, or :class:`InvalidRequestError` naming what is wrong."""
@@ -250,13 +264,14 @@ class ModelHost:
             return {name: t.detach().clone() for name, t in self._served.items()}
 
     def close(self) -> None:
-        """Stop the worker; requests still queued fail with an :class:`RlftError`."""
+        """Stop taking requests; those already queued are answered (for up to 60 s), then any
+        still queued fail with an :class:`RlftError`."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._waiting.close()
         self._worker.join(timeout=60)
-        self._fail_queued()  # a request queued while the worker was stopping
+        self._fail_queued()
 
     def __enter__(self) -> ModelHost:
         return self
@@ -267,37 +282,18 @@ class ModelHost:
     # -- the worker -------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            pending, stop = self._collect(first)
+        while self._waiting.wait(self.max_batch_size, self.max_wait_s):
             with self._lock:  # adapters change under the lock
-                batches = _batches(pending, self.max_batch_size, self._adapter_key)
-            for adapter, batch in batches:
-                self._serve(adapter, batch)
-            if stop:
-                break
+                adapter, batch = self._waiting.take_batch(self.max_batch_size, self._batch_key)
+            self._serve(adapter, batch)
         self._fail_queued()
 
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        """``first`` and whatever arrives within ``max_wait_ms`` or until a batch is full; and
-        whether the host was closed meanwhile."""
-        pending, rows = [first], first.request.n
-        deadline = time.monotonic() + self.max_wait_s
-        while rows < self.max_batch_size:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is None:
-                return pending, True
-            pending.append(item)
-            rows += item.request.n
-        return pending, False
-
-    def _adapter_key(self, request: GenerationRequest) -> str | None:
-        return request.adapter if request.adapter in self._adapters else None
+    def _batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
+        """Requests with equal keys may share a batch; a seeded request's key equals no other."""
+        adapter = request.adapter if request.adapter in self._adapters else None
+        if request.seed is not None:
+            return (adapter, object())
+        return (adapter, float(request.temperature), float(request.top_p), request.max_tokens)
 
     def _serve(self, adapter: str | None, batch: list[_Pending]) -> None:
         live = [p for p in batch if p.future.set_running_or_notify_cancel()]
@@ -376,33 +372,82 @@ class ModelHost:
         yield
 
     def _fail_queued(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None and item.future.set_running_or_notify_cancel():
+        for item in self._waiting.drain():
+            if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(RlftError("The model host is closed."))
 
 
-def _batches(
-    pending: list[_Pending], max_rows: int, adapter_of: Callable[[GenerationRequest], str | None]
-) -> list[tuple[str | None, list[_Pending]]]:
-    """(adapter, requests) batches in order of arrival: each seeded request alone; the others
-    grouped by (adapter, temperature, top_p, max_tokens), each group cut into batches of at most
-    ``max_rows`` rows (a request's ``n`` rows are never split)."""
-    open_batch: dict[tuple[Any, ...], list[_Pending]] = {}
-    order: list[tuple[str | None, list[_Pending]]] = []
-    for p in pending:
-        r = p.request
-        adapter = adapter_of(r)
-        if r.seed is not None:
-            order.append((adapter, [p]))
-            continue
-        key = (adapter, float(r.temperature), float(r.top_p), r.max_tokens)
-        batch = open_batch.get(key)
-        if batch is None or sum(q.request.n for q in batch) + r.n > max_rows:
-            batch = open_batch[key] = []
-            order.append((adapter, batch))
-        batch.append(p)
-    return order
+class _Waiting:
+    """The requests waiting for the worker, in line by group (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._groups: dict[Hashable, deque[_Pending]] = {}  # in turn order; each in arrival order
+        self._rows = 0
+        self._closed = False
+
+    def put(self, pending: _Pending) -> None:
+        with self._changed:
+            self._groups.setdefault(pending.group, deque()).append(pending)
+            self._rows += pending.request.n
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def wait(self, max_rows: int, max_wait_s: float) -> bool:
+        """Block until a batch should be formed: ``max_rows`` rows wait, the oldest request has
+        waited ``max_wait_s``, or the host closed with requests left. False: closed and empty."""
+        with self._changed:
+            while True:
+                if not self._groups:
+                    if self._closed:
+                        return False
+                    self._changed.wait()
+                    continue
+                if self._closed or self._rows >= max_rows:
+                    return True
+                oldest = min(q[0].arrived for q in self._groups.values())
+                left = oldest + max_wait_s - time.monotonic()
+                if left <= 0:
+                    return True
+                self._changed.wait(left)
+
+    def take_batch(
+        self, max_rows: int, key_of: Callable[[GenerationRequest], tuple[Any, ...]]
+    ) -> tuple[str | None, list[_Pending]]:
+        """(adapter, requests) of the next batch: the first request of the group whose turn it
+        is, then requests with its key from each group in turn, one per group per round, while
+        they fit in ``max_rows`` rows. That group goes to the back of the line."""
+        with self._changed:
+            first_group = next(iter(self._groups))
+            head = self._groups[first_group].popleft()
+            key = key_of(head.request)
+            batch, rows = [head], head.request.n
+            turns = [*list(self._groups)[1:], first_group]
+            took = True
+            while took:
+                took = False
+                for group in turns:
+                    fits = (p for p in self._groups[group] if rows + p.request.n <= max_rows)
+                    match = next((p for p in fits if key_of(p.request) == key), None)
+                    if match is not None:
+                        self._groups[group].remove(match)
+                        batch.append(match)
+                        rows += match.request.n
+                        took = True
+            self._groups[first_group] = self._groups.pop(first_group)  # to the back of the line
+            for group in [g for g, q in self._groups.items() if not q]:
+                del self._groups[group]
+            self._rows -= rows
+            return key[0], batch
+
+    def drain(self) -> list[_Pending]:
+        """Every waiting request, removed from the line."""
+        with self._changed:
+            out = [p for q in self._groups.values() for p in q]
+            self._groups.clear()
+            self._rows = 0
+            return out

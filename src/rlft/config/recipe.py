@@ -35,6 +35,7 @@ from rlft.config.sections import (
     ModelConfig,
     PreferenceConfig,
     PrivacyConfig,
+    RewardLimitsConfig,
     RolloutConfig,
     TaskConfig,
     TrainConfig,
@@ -73,6 +74,9 @@ class RecipeConfig:
         None,
         "The reward (docs/rewards.md), e.g. {type: weighted, components: [...]}; empty: the task's own "
         "verifiable reward.",
+    )
+    reward_limits: RewardLimitsConfig = setting(
+        RewardLimitsConfig(), "What the reward may return and how long it may take."
     )
     preference: PreferenceConfig = setting(PreferenceConfig(), "Preference pairs and loss (algorithm.name: dpo).")
     privacy: PrivacyConfig = setting(PrivacyConfig(), "Privacy of the data a run reads.")

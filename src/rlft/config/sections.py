@@ -391,3 +391,22 @@ class PrivacyConfig:
         "backend) by typed placeholders in every prompt and preference record before training or "
         "logging; counts go to RUN/privacy.json.",
     )
+
+
+@dataclass(frozen=True)
+class RewardLimitsConfig:
+    """What a reward may return and how long it may take (docs/rewards.md); a breach stops the run
+    with an error naming the reward."""
+
+    max_abs: float | None = setting(
+        1e6,
+        "Largest magnitude a reward (or a weighted reward's component) may return; a larger one stops the "
+        "run, since advantages and metrics computed from it overflow. null: no bound.",
+        gt=0,
+    )
+    timeout: float | None = setting(
+        60.0,
+        "Seconds a reward of your own (type: python, --reward FILE.py:FUNCTION, rlft.train(reward=...)) may "
+        "take for one batch; longer stops the run. The built-in rewards are not timed. null: no limit.",
+        gt=0,
+    )

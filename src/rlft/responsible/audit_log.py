@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rlft.common.strict_json import finite_only
 from rlft.errors import RlftError
 
 LOG_NAME = "audit.jsonl"
@@ -93,7 +94,8 @@ class AuditLog:
             "seq": last["seq"] + 1 if last else 0,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "event": event,
-            "fields": json.loads(canonical_json(fields)),
+            # inf/NaN (a diverged metric in a summary) become null: the log stays JSON (strict_json).
+            "fields": json.loads(canonical_json(finite_only(fields)[0])),
             "prev": last["hash"] if last else GENESIS,
         }
         record["hash"] = record_hash(record)

@@ -15,7 +15,7 @@ that names the prompt that caused it, before anything reaches the weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +67,8 @@ def score(
         raw = reward(prompts, completions, **context)
     except RewardError:
         raise
+    except SystemExit as exc:  # sys.exit() in a reward would end the run silently, often with status 0
+        raise exit_error(_name(reward), exc) from None
     except Exception as exc:
         culprit = _first_failing_sample(reward, prompts, completions, context)
         where = f" on prompt {prompts[culprit]!r}" if culprit is not None else ""
@@ -77,13 +79,7 @@ def score(
         raise RewardError(
             f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}.{hint}"
         ) from exc
-    try:
-        out = _as_output(raw)
-    except (TypeError, ValueError):
-        raise RewardError(
-            f"Reward {_name(reward)} returned {type(raw).__name__} {str(raw)[:60]!r}; a reward returns one "
-            "number per completion (a list, a tensor or a RewardOutput)."
-        ) from None
+    out = as_output(raw, _name(reward))
     if len(out.rewards) != len(prompts):
         raise RewardError(
             f"Reward {_name(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
@@ -97,12 +93,46 @@ def score(
     return out
 
 
-def _as_output(raw: Any) -> RewardOutput:
+def as_output(raw: Any, name: str) -> RewardOutput:
+    """What a reward returned as a :class:`RewardOutput` of floats, or a :class:`RewardError`.
+
+    Numbers are taken as they are (bools as 1.0 and 0.0: ``completion == answer`` is a score);
+    text is refused, not converted: a reward that returns ``"0.5"`` more likely returns the wrong
+    thing than a number in disguise."""
     if isinstance(raw, RewardOutput):
-        return RewardOutput([float(v) for v in raw.rewards], raw.components)
-    if hasattr(raw, "tolist"):  # a tensor or an array
-        raw = raw.tolist()
-    return RewardOutput([float(v) for v in raw])
+        values, components = raw.rewards, raw.components
+    else:
+        values, components = raw, {}
+    if hasattr(values, "tolist"):  # a tensor or an array
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise RewardError(
+            f"Reward {name} returned {type(raw).__name__} {str(raw)[:60]!r}; a reward returns one "
+            "number per completion (a list, a tensor or a RewardOutput)."
+        )
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, (str, bytes)):
+            raise RewardError(
+                f"Reward {name} returned the text {value!r} as score {i}; a reward returns numbers, and rlft "
+                "does not convert text. Return float(...) of it if a number is meant."
+            )
+        try:
+            out.append(float(value))
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"Reward {name} returned {type(value).__name__} {str(value)[:60]!r} as score {i}; a reward "
+                "returns one number per completion (a list, a tensor or a RewardOutput)."
+            ) from None
+    return RewardOutput(out, components)
+
+
+def exit_error(name: str, exc: SystemExit) -> RewardError:
+    """The error for a reward that called ``sys.exit``: it ends the run, but with a message."""
+    return RewardError(
+        f"Reward {name} called sys.exit({exc.code!r}) (raised SystemExit); a reward returns scores and does "
+        "not end the process. The run stops here; raise an exception in the reward to report a problem."
+    )
 
 
 def _first_failing_sample(
@@ -130,7 +160,15 @@ def context_rows(context: dict[str, Any], rows: Sequence[int], n: int) -> dict[s
 
 
 def _name(reward: Any) -> str:
-    return getattr(reward, "name", None) or type(reward).__name__
+    return describe_reward(reward)
+
+
+def describe_reward(reward: Any) -> str:
+    """How an error names a reward: its type, with the function of a ``python`` reward
+    (``python (my_reward.py:score)``), or a plain callable's own name."""
+    name = getattr(reward, "name", None) or getattr(reward, "__qualname__", None) or type(reward).__name__
+    function = getattr(reward, "function", None)
+    return f"{name} ({function})" if isinstance(function, str) else str(name)
 
 
 def context_list(context: dict[str, Any], key: str, n: int, reward_name: str) -> list[Any]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlft.common import strict_json
 from rlft.common.hashing import combine_file_hashes, file_sha256, folder_file_hashes
 from rlft.common.optim import check_finite_weights
 from rlft.errors import NonFiniteError, RlftError
@@ -110,7 +111,7 @@ def save_checkpoint(
         )
     assert tmp is not None
     readable = {k: v for k, v in own.items() if isinstance(v, (bool, int, float, str))}
-    (tmp / "trainer_state.json").write_text(json.dumps({**asdict(state), **readable}, indent=2))
+    (tmp / "trainer_state.json").write_text(strict_json.dumps({**asdict(state), **readable}, "trainer_state.json", indent=2))
     checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / MANIFEST).write_text(json.dumps(checksums, indent=2) + "\n")
     for path in tmp.iterdir():

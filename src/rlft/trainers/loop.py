@@ -89,10 +89,13 @@ def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> Rewar
     ``reward:`` spec, else the task's own verifiable reward. A reward gets ``answers``,
     ``problems`` and every extra data column as keyword lists (rlft.tasks.reward_context)."""
     from rlft.rewards import score
+    from rlft.rewards.limits import LimitedReward, limit_reward
 
     reward = reward or getattr(task, "reward_function", None) or recipe_reward(config)
     if reward is None:
         return lambda completions, problems: (task.reward(completions, problems), {})
+    if not isinstance(reward, LimitedReward):  # a callable given to rlft.train
+        reward = limit_reward(reward, config.reward_limits.max_abs, config.reward_limits.timeout)
 
     def scored(completions: list[str], problems: list[Problem]) -> tuple[list[float], dict[str, list[float]]]:
         out = score(reward, [p.prompt for p in problems], completions, **reward_context(problems))

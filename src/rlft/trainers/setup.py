@@ -40,7 +40,7 @@ from rlft.trainers.warm_start import run_warm_start
 RESUMABLE_CHANGES = frozenset({"train.steps"})
 # Where metrics go changes nothing the run learns either: a resumed run may add or change trackers.
 # (Not in RESUMABLE_CHANGES, which the recipe hash also leaves out: existing runs keep their hash.)
-RESUMABLE_SECTIONS = ("log.",)
+RESUMABLE_SECTIONS = ("log.", "reward_limits.")
 
 
 def recipe_fingerprint(config: RecipeConfig) -> str:
@@ -121,8 +121,9 @@ def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
     if spec is None:
         return None
     from rlft.rewards import build_reward
+    from rlft.rewards.limits import limit_reward
 
-    return build_reward(spec)
+    return limit_reward(build_reward(spec), config.reward_limits.max_abs, config.reward_limits.timeout)
 
 
 def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:

@@ -134,6 +134,10 @@ class AgentConfig:
         3, "Stop after this many steps in a row with a non-finite loss or gradient.", ge=1
     )
     torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    dropout: bool = setting(
+        False, "Keep the model's dropout in training. false (the default): every dropout probability is set to 0 "
+        "(the warm start, the policy and the critics), so updates compute what sampling computes.",
+    )
     ilql: ILQLConfig = setting(ILQLConfig(), "ILQL settings.")
     archer: ArcherConfig = setting(ArcherConfig(), "ArCHer settings.")
 

@@ -46,6 +46,10 @@ class OnlineConfig:
         None, "KTO lambda_D; empty: balanced from the counts of ups and downs (Ethayarajh et al. eq. 8)."
     )
     undesirable_weight: float = setting(1.0, "KTO lambda_U.", gt=0)
+    dropout: bool = setting(
+        False, "Keep the model's dropout while a candidate trains. false (the default): every dropout probability is set "
+        "to 0, so the candidate's log-probs are comparable with the served model's.",
+    )
     heldout_fraction: float = setting(
         0.2, "Share of judgements (chosen by a hash of their id, so stable) kept for the gate.", gt=0, lt=1
     )

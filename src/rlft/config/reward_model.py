@@ -52,6 +52,10 @@ class RewardModelRecipe:
     )
     batch_size: int = setting(8, "Pairs per optimiser step.", ge=1)
     max_grad_norm: float = setting(1.0, "Clip the gradient norm to this.", gt=0)
+    dropout: bool = setting(
+        False, "Keep the model's dropout in training. false (the default): every dropout probability is set to 0, "
+        "as in the RL trainers (a checkpoint's dropout, e.g. GPT-2's 0.1, would otherwise add noise to every score).",
+    )
     margin: bool = setting(False, "Use each pair's 'margin' field in the loss (Llama 2, eq. 2).")
     max_length: int = setting(
         512, "Longest prompt + completion in tokens (the prompt's start is cut first).", ge=8

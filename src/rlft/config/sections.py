@@ -251,6 +251,12 @@ class TrainConfig:
         3, "Stop after this many steps in a row with a non-finite loss, gradient or reward.", ge=1
     )
     torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    dropout: bool = setting(
+        False,
+        "Keep the model's dropout in the updates (the warm start's and RL's or DPO's). false (the default): every "
+        "dropout probability is set to 0, as TRL does, so the update computes what the sampler and the reference "
+        "compute (step-1 KL 0; GPT-2 and OPT checkpoints have dropout 0.1). LoRA's lora.dropout is its own setting.",
+    )
     parallel: Literal["ddp", "fsdp"] = setting(
         "ddp",
         "How several processes (torchrun, rlft train --nproc N) share the update: ddp (every rank holds the "
@@ -304,8 +310,10 @@ class LoraConfig:
     alpha: float = setting(16.0, "The update is (alpha / r) * B A.", gt=0)
     dropout: float = setting(0.0, "Dropout on the adapter's input.", ge=0, lt=1)
     target_modules: list[str] = setting(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "Linear layers that get an adapter.",
+        ["all-linear"],
+        "Linear layers that get an adapter: [all-linear] (peft's name) is every linear layer of the decoder "
+        "except the output head, whatever the architecture calls them; or names such as [q_proj, v_proj] "
+        "(Phi-3: qkv_proj, GPT-2: c_attn), checked against the model before the run folder is written.",
     )
 
 

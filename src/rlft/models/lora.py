@@ -23,16 +23,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.errors import RlftError
 
-# Projections of Llama/Qwen2/Mistral-style blocks; a recipe may name others.
-DEFAULT_TARGET_MODULES = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
+# Every linear layer of the decoder except the output head (peft's "all-linear"): module names
+# differ by architecture (Llama's q_proj, Phi-3's qkv_proj, GPT-2's c_attn, GPT-NeoX's
+# query_key_value), so no list of names fits all; a recipe may name its own instead.
+ALL_LINEAR = "all-linear"
+DEFAULT_TARGET_MODULES = (ALL_LINEAR,)
+# Heads that are never adapted, whatever the model calls its output embedding.
+_HEAD_NAMES = frozenset({"lm_head", "embed_out", "score", "v_head", "value_head"})
 
 
 def _peft() -> Any:
@@ -55,25 +52,61 @@ def apply_lora(
     """Wrap ``model`` in a ``peft`` LoRA adapter; only the adapter's weights require grad.
 
     The LoRA update is ``(alpha / r) * B A`` with ``B`` initialised to zero, so the wrapped model
-    computes exactly what ``model`` did until the first optimiser step.
+    computes exactly what ``model`` did until the first optimiser step. ``target_modules``: see
+    :func:`resolve_target_modules` (default: every linear layer but the output head).
     """
     peft = _peft()
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in target_modules if t not in present]
-    if missing:
-        raise RlftError(
-            f"lora.target_modules names {missing}, which the model does not have; "
-            f"linear layers it has include: {sorted(n for n in present if n.endswith('proj'))[:12]}."
-        )
     config = peft.LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules),
+        target_modules=resolve_target_modules(model, target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
     return peft.get_peft_model(model, config)
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def linear_layers(model: torch.nn.Module) -> list[str]:
+    """Qualified names of the linear layers of ``model``'s decoder: every ``nn.Linear`` (and
+    GPT-2's ``Conv1D``) except the output head (``get_output_embeddings()``, ``lm_head``,
+    ``embed_out``) and value or score heads."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [
+        name for name, module in model.named_modules()
+        if _is_linear(module) and module is not output and name.rsplit(".", 1)[-1] not in _HEAD_NAMES
+    ]
+
+
+def resolve_target_modules(model: torch.nn.Module, target_modules: Sequence[str]) -> list[str]:
+    """The module names peft adapts: ``["all-linear"]`` is every layer of :func:`linear_layers`;
+    other names must each name at least one of those layers (by its last component, as peft
+    matches them), else one error lists the model's linear layers.
+
+    All-linear is given to peft as the layers' last name components (``q_proj``, ``c_attn``) when
+    these pick exactly the same layers (so ``adapter_config.json`` stays short), else by full name.
+    """
+    linear = linear_layers(model)
+    short = sorted({name.rsplit(".", 1)[-1] for name in linear})
+    if list(target_modules) == [ALL_LINEAR]:
+        picked = [n for n, _ in model.named_modules() if n and n.rsplit(".", 1)[-1] in short]
+        return short if sorted(picked) == sorted(linear) else linear
+    if ALL_LINEAR in target_modules:
+        raise RlftError(f"lora.target_modules: {ALL_LINEAR!r} stands alone; it already names every linear layer.")
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in linear)]
+    if missing:
+        raise RlftError(
+            f"lora.target_modules names {missing}, which are not linear layers of this model "
+            f"({type(model).__name__}); its linear layers are {short}. Name some of those, or use "
+            f"[{ALL_LINEAR}] (the default): every linear layer but the output head."
+        )
+    return list(target_modules)
 
 
 def is_lora(model: torch.nn.Module) -> bool:

@@ -195,7 +195,7 @@ class OnlineLoop:
     def _settings(self, steps: int, learning_rate: float, seed: int) -> TrainSettings:
         cfg = self.recipe.online
         return TrainSettings(steps, cfg.batch_size, learning_rate, cfg.beta, seed,
-                             cfg.desirable_weight, cfg.undesirable_weight)  # fmt: skip
+                             cfg.desirable_weight, cfg.undesirable_weight, cfg.dropout)  # fmt: skip
 
     def _train_and_gate(
         self, train: list[LiveJudgement], held: list[LiveJudgement], number: int

@@ -25,6 +25,7 @@ from rlft.algorithms.preference import (
 )
 from rlft.common.optim import adamw
 from rlft.errors import RlftError
+from rlft.models.dropout import disable_dropout
 from rlft.online.data import Example
 from rlft.rewards.pairs import PreferencePair
 from rlft.rollout.sampling import score_completions
@@ -44,6 +45,7 @@ class TrainSettings:
     seed: int
     desirable_weight: float | None = None  # KTO; None: balanced from the counts
     undesirable_weight: float = 1.0
+    dropout: bool = False  # keep the model's dropout (online.dropout); off by default
 
 
 def completion_logps(
@@ -80,6 +82,8 @@ def _train(
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], settings.learning_rate)
     rng = random.Random(settings.seed)
     losses = []
+    if not settings.dropout:
+        disable_dropout(policy)
     policy.train()
     for _ in range(settings.steps):
         batch = rng.sample(list(items), min(settings.batch_size, len(items)))

@@ -53,6 +53,38 @@ def _cache_forward(
 # Architectures whose decoder blocks :class:`_StaticKVDecoder` runs directly (same module names,
 # pre-norm blocks, rotary embeddings, grouped-query attention).
 _FAST_DECODE_ARCHITECTURES = ("Qwen2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM")
+# The modules the decoder calls, and nothing else: a model with any other (q/k norms, attention
+# sinks, extra norms) computes something the decoder would skip.
+_FAST_DECODE_MODULES = {
+    "model": {"embed_tokens", "layers", "norm", "rotary_emb"},
+    "layer": {"self_attn", "mlp", "input_layernorm", "post_attention_layernorm"},
+    "attention": {"q_proj", "k_proj", "v_proj", "o_proj"},
+}
+
+
+def attends_to_every_position(config: Any, length: int) -> bool:
+    """Whether every attention layer of a model with ``config`` sees every earlier position of a
+    sequence of ``length`` tokens, as plain ``softmax(q k^T * scaling) v`` with no capping.
+
+    False for a sliding window (``sliding_window``, ``use_sliding_window``, or ``layer_types``
+    with local layers) not longer than ``length``, for layer kinds other than full or sliding
+    attention, and for logit soft-capping (Gemma 2). Mistral turns its window on by
+    ``sliding_window`` alone; Qwen2 by ``use_sliding_window``; Gemma 2/3 by ``layer_types``.
+    """
+    layer_types = list(getattr(config, "layer_types", None) or [])
+    if any(kind not in ("full_attention", "sliding_attention") for kind in layer_types):
+        return False  # chunked, linear or other attention: not what the decoder computes
+    window = getattr(config, "sliding_window", None)
+    windowed = (
+        "sliding_attention" in layer_types
+        or bool(getattr(config, "use_sliding_window", False))
+        or (window is not None and not layer_types and not hasattr(config, "use_sliding_window"))
+    )
+    # transformers' window lets a query see the `window` most recent keys, itself included.
+    if windowed and (not isinstance(window, int) or window <= length):
+        return False
+    capped = any(getattr(config, f, None) for f in ("attn_logit_softcapping", "final_logit_softcapping"))
+    return not capped
 
 
 class _StaticKVDecoder:
@@ -86,15 +118,30 @@ class _StaticKVDecoder:
         self.length = length
 
     @staticmethod
-    def supports(model: torch.nn.Module, cache: Any) -> bool:
-        config = getattr(model, "config", None)
+    def supports(model: torch.nn.Module, cache: Any, length: int) -> bool:
+        """Whether the decoder computes exactly what ``model`` does for sequences of up to
+        ``length`` tokens (prompt + completion): a listed architecture whose attention sees every
+        position (:func:`attends_to_every_position`) and whose blocks hold only the modules the
+        decoder calls. Anything else decodes through the model's own forward."""
+        if type(model).__name__ not in _FAST_DECODE_ARCHITECTURES or model.training:
+            return False
+        inner = model.model
+
+        def children(module: torch.nn.Module) -> set[str]:
+            return {name for name, _ in module.named_children()}
+
+        plain_blocks = children(inner) <= _FAST_DECODE_MODULES["model"] and all(
+            children(layer) == _FAST_DECODE_MODULES["layer"]
+            and children(layer.self_attn) == _FAST_DECODE_MODULES["attention"]
+            and not list(layer.self_attn.named_parameters(recurse=False))  # e.g. attention sinks
+            for layer in inner.layers
+        )
         return (
-            type(model).__name__ in _FAST_DECODE_ARCHITECTURES
-            and not getattr(config, "use_sliding_window", False)
-            and not model.training
+            plain_blocks
+            and attends_to_every_position(model.config, length)
             and hasattr(cache, "layers")
             and all(getattr(layer, "keys", None) is not None for layer in cache.layers)
-            and len(cache.layers) == len(model.model.layers)
+            and len(cache.layers) == len(inner.layers)
         )
 
     def select(self, keep: torch.Tensor) -> None:
@@ -191,7 +238,9 @@ def sample(
     tokens the whole batch would have given.
 
     ``fast_decode`` runs the decoding steps of Llama-family models (Qwen2, Llama, Mistral) through
-    :class:`_StaticKVDecoder` (a preallocated KV cache); other models use their own forward.
+    :class:`_StaticKVDecoder` (a preallocated KV cache) when their attention sees every position
+    of prompt + completion (no sliding window that short, see :func:`attends_to_every_position`);
+    other models, and those, use their own forward.
     The loop runs under ``torch.inference_mode``; the returned tensors are ordinary tensors, so the
     update may use them in autograd.
     """
@@ -238,7 +287,7 @@ def _prefill(
     inner = model.get_base_model() if hasattr(model, "peft_config") else model
     decoder = (
         _StaticKVDecoder(inner, cache, max_new_tokens)
-        if fast_decode and _StaticKVDecoder.supports(inner, cache)
+        if fast_decode and _StaticKVDecoder.supports(inner, cache, prompt_ids.shape[1] + max_new_tokens)
         else None
     )
     return logits, cache, decoder, positions[:, -1] + 1

@@ -33,6 +33,7 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig, config_from_dict
 from rlft.config.agent import AgentConfig, agent_config_to_dict, policy_learning_rate
 from rlft.envs import ENV_FAMILIES, Env, EnvFamily
+from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
@@ -101,6 +102,8 @@ def prepare_agent(config: AgentConfig, family: EnvFamily, run: RunFolder) -> tup
         with tempfile.TemporaryDirectory() as tmp:
             model, tokenizer = build_agent_model(config, family, tmp)
         ws = config.warm_start
+        if not config.dropout:
+            disable_dropout(model)
         warm_start_agent(model, tokenizer, family, ws.steps, ws.batch_size, ws.learning_rate, config.seed)
         save_model_atomic(model, tokenizer, run.base_model)
     return load_policy(str(run.base_model))
@@ -187,6 +190,8 @@ class AgentTrainer:
         self.config, self.name, self.last_eval = config, config.algorithm, float("nan")
         self.family = make_family(config)
         self.policy, self.tokenizer = prepare_agent(config, self.family, session.run)
+        if not config.dropout:  # before archer's critic copies the policy
+            disable_dropout(self.policy)
         self.schedule = self.make_schedule(self.planned_steps(config) or 1, 1)
 
     def make_schedule(self, steps: int, steps_per_iteration: int) -> Schedule:

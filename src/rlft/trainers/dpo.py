@@ -41,6 +41,7 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.errors import ConfigError
 from rlft.evaluation import evaluate
+from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.models.tokens import encode_prompts
 from rlft.responsible.privacy import RunScrubber
@@ -221,6 +222,8 @@ class DPOTrainer:
         session.audit.append("data", path=str(data), sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
                              train_pairs=len(self.train_pairs), eval_pairs=len(self.eval_pairs))
         self.policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress)
+        if not config.train.dropout:
+            disable_dropout(self.policy)
         self.reference = frozen_reference(self.policy)
         self.optimizer = adamw(self.policy.parameters(), config.train.learning_rate, config.train.weight_decay)
         steps = config.preference.epochs * -(-len(self.train_pairs) // config.preference.batch_size)

@@ -28,6 +28,7 @@ from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bo
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
+from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.rollout.engine import RolloutEngine, build_rollout_engine
 from rlft.rollout.low_precision import low_precision_copy
@@ -64,7 +65,10 @@ def prepare_policy_and_reference(
 ) -> tuple[PreTrainedModel, PreTrainedModel]:
     """Apply gradient checkpointing, LoRA and compile; the KL reference is the base with the
     adapter disabled under LoRA (one copy of the weights), otherwise a frozen copy (in bf16 under
-    ``rollout.dtype: bfloat16``)."""
+    ``rollout.dtype: bfloat16``). Dropout is turned off first unless ``train.dropout`` (the
+    critic, a copy of the policy, and the reference inherit it)."""
+    if not config.train.dropout:
+        disable_dropout(policy)
     if config.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora.r:

@@ -40,6 +40,7 @@ from rlft.common.optim import adamw, advance, check_finite_weights, current_lr, 
 from rlft.common.run_folder import RunFolder
 from rlft.config.reward_model import RewardModelRecipe
 from rlft.errors import ConfigError
+from rlft.models.dropout import disable_dropout
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
@@ -177,6 +178,8 @@ class RewardModelTrainer:
         session.audit.append("data", path=str(data), sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
                              train_pairs=len(self.train_pairs), eval_pairs=len(self.eval_pairs))
         self.model, self.tokenizer = initial_model(recipe, self.train_pairs, session.run)
+        if not recipe.dropout:
+            disable_dropout(self.model)
         device = "cuda" if recipe.device == "auto" and torch.cuda.is_available() else recipe.device
         self.model.to("cpu" if device == "auto" else device)
         self.optimizer = adamw(self.model.parameters(), recipe.learning_rate, recipe.weight_decay)

@@ -59,6 +59,7 @@ def open_run(
     run = RunFolder(config.run_dir)
     recipe_hash = recipe_fingerprint(config)
     check_installed(config.log)  # a tracker whose library is missing: nothing is written
+    check_lora_targets(config, run)  # LoRA layers the model does not have: nothing is written
     run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
     if resume:
         old = flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
@@ -102,6 +103,38 @@ def open_run(
                                **({"trackers": trackers.state} if trackers else {}))
     session.trackers, trackers.audit = trackers, session.audit
     return session, task
+
+
+def check_lora_targets(config: RecipeConfig, run: RunFolder) -> None:
+    """Refuse ``lora.target_modules`` that name no linear layer of the model, before anything is
+    written: the model is built from its config on the meta device (no weights are read)."""
+    if not config.lora.r:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rlft.models.lora import ALL_LINEAR, resolve_target_modules
+    from rlft.models.tiny import tiny_model_config
+
+    if list(config.lora.target_modules) == [ALL_LINEAR]:
+        return  # fits every model
+    source = str(run.base_model) if run.base_model.exists() else config.model.path
+    if source:
+        model_config = AutoConfig.from_pretrained(source)
+    else:  # the tiny model: its layers' names do not depend on the vocabulary it will have
+        model_config = tiny_model_config(config.model.tiny, _TinyVocabulary())
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config)
+    resolve_target_modules(skeleton, config.lora.target_modules)
+
+
+class _TinyVocabulary:
+    """What :func:`tiny_model_config` reads of a tokenizer, before the tokenizer is trained."""
+
+    eos_token_id, pad_token_id = 0, 1
+
+    def __len__(self) -> int:
+        return 2
 
 
 def join_run(config: RecipeConfig, resume: bool, ranks: Ranks, reward: Any = None, task: Any = None

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.common.optim import adamw
+from rlft.models.dropout import disable_dropout
 from rlft.models.tokens import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
 
@@ -47,10 +48,14 @@ def warm_start(
     learning_rate: float,
     seed: int,
     progress: bool = True,
+    dropout: bool = False,
 ) -> list[float]:
-    """Train ``steps`` supervised steps in place; returns the loss of each step."""
+    """Train ``steps`` supervised steps in place; returns the loss of each step. Dropout is
+    turned off unless ``dropout`` (:func:`rlft.models.dropout.disable_dropout`)."""
     if steps == 0:
         return []
+    if not dropout:
+        disable_dropout(model)
     gen = torch.Generator().manual_seed(seed)
     optimizer = adamw(model.parameters(), learning_rate)
     model.train()

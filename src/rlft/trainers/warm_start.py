@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder, write_text_atomic
 from rlft.config import RecipeConfig, config_to_dict
+from rlft.models.dropout import disable_dropout
 from rlft.models.loading import save_model_atomic
 from rlft.models.tokens import positions_from_mask
 from rlft.tasks import Problem
@@ -44,6 +45,8 @@ class WarmStartTrainer:
                  draw_problems: Callable[[int, torch.Generator], list[Problem]], held_out: list[Problem],
                  base_model: Path) -> None:
         ws = config.warm_start
+        if not config.train.dropout:
+            disable_dropout(policy)
         self.policy, self.tokenizer, self.draw_problems = policy, tokenizer, draw_problems
         self.held_out, self.batch_size, self.base_model = held_out, ws.batch_size, base_model
         self.schedule = Schedule(ws.steps, ws.steps, config.checkpoint.every, config.checkpoint.keep,

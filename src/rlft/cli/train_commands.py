@@ -288,17 +288,40 @@ def _warn_if_data_changed(run_dir: Path, task: Any) -> None:
               "split below is drawn from the data as it is now.", file=sys.stderr)
 
 
+def _check_sample_args(args: argparse.Namespace) -> None:
+    """One clear error for each value `rlft sample` cannot use, before the model is loaded."""
+    import math
+
+    from rlft.errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError(f"-n {args.n}: give the number of completions to sample, 1 or more.")
+    if not args.prompt:
+        raise ConfigError("The prompt is empty: give the text the model continues, e.g. rlft sample RUN '12+34='.")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise ConfigError(
+            f"--temperature {args.temperature}: give a finite number >= 0 (0 is greedy; 1 samples from the "
+            "model's own distribution)."
+        )
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {args.max_new_tokens}: give 1 or more.")
+
+
 def _run_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from rlft.errors import ConfigError
     from rlft.models.tokens import decode_completions, encode_prompts
     from rlft.rollout.sampling import sample
 
+    _check_sample_args(args)
     _quiet_transformers()
     model_dir, _ = resolve_model_folder(args.target)
     model, tokenizer = load_model_for_use(model_dir)
     model.eval()
     ids, mask = encode_prompts(tokenizer, [args.prompt] * args.n)
+    if ids.shape[1] == 0 or not bool(mask.any()):
+        raise ConfigError(f"The prompt {args.prompt!r} is no tokens for this model's tokenizer; give some text.")
     rollout = sample(
         model, ids, mask,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -211,3 +211,80 @@ def test_page_health_and_consent(served):
     assert httpx.post(url + "/v1/consent", headers=headers).status_code == 204
     assert httpx.get(url + "/v1/me", headers=headers).json()["consented"] is True
     assert httpx.get(url + "/v1/models").status_code == 401
+
+
+def _post(served, path, body, name="alice", **kw):
+    url, _, _, tokens = served
+    return httpx.post(url + path, headers={"Authorization": f"Bearer {tokens.get(name, name)}"}, json=body, **kw)
+
+
+def _openai_error(response, status):
+    """The body of an error answer: OpenAI's {"error": {message, type, param, code}}."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == status
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", True), ("max_tokens", "8"), ("max_tokens", 8.0), ("n", True), ("seed", "1"),
+     ("temperature", "0.5"), ("temperature", False), ("max_completion_tokens", "4"), ("stream", 1)],
+)  # fmt: skip
+def test_values_of_the_wrong_type_are_refused_not_converted(served, field, value):
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, field: value}
+    error = _openai_error(_post(served, "/v1/chat/completions", body), 422)
+    assert error["param"] == field and field in error["message"]
+    if field != "max_completion_tokens":  # a chat field
+        with pytest.raises(openai.UnprocessableEntityError, match=field):
+            _client(served).completions.create(model="tiny", prompt="1+1=", extra_body={field: value})
+
+
+def test_every_error_is_in_openais_shape(served):
+    url, _, _, tokens = served
+    chat = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2}
+    too_big = _post(served, "/v1/chat/completions", {**chat, "messages": [{"role": "user", "content": "x" * 300_000}]})
+    assert "over 262144 bytes" in _openai_error(too_big, 413)["message"]
+    not_json = httpx.post(url + "/v1/chat/completions", content=b"{not json",
+                          headers={"Authorization": f"Bearer {tokens['alice']}", "Content-Type": "application/json"})  # fmt: skip
+    assert _openai_error(not_json, 422)["type"] == "invalid_request_error"
+    assert _openai_error(_post(served, "/v1/chat/completions", {"messages": MESSAGES}), 422)["param"] == "model"
+    assert _openai_error(_post(served, "/v1/chat/completions", {**chat, "stop": "\n"}), 400)["param"] == "stop"
+    assert _openai_error(_post(served, "/v1/chat/completions", chat, name="rlft_nobody"), 401)["type"] == "authentication_error"
+    assert _openai_error(_post(served, "/v1/chat/completions", {**chat, "user": "bob"}), 403)["type"] == "permission_error"
+    assert _openai_error(_post(served, "/v1/chat/completions", {**chat, "model": "gpt-4o"}), 404)["type"] == "not_found_error"
+    assert _openai_error(_post(served, "/v1/feedback", {"rating": "up"}), 422)["code"] == 422
+
+
+def test_a_request_for_too_many_answers_is_refused_naming_the_limit(served):
+    prompts = [f"{i}+1=" for i in range(16)]
+    with pytest.raises(openai.BadRequestError, match=r"128 answers.*at most 64 per request.*--max-rows-per-request"):
+        _client(served).completions.create(model="tiny", prompt=prompts, n=8, max_tokens=1)
+    error = _openai_error(_post(served, "/v1/completions", {"model": "tiny", "prompt": prompts, "n": 8}), 400)
+    assert error["param"] == "n"
+    at_the_limit = _client(served).completions.create(model="tiny", prompt=prompts, n=4, max_tokens=1)
+    assert len(at_the_limit.choices) == 64
+
+
+def test_chat_answers_of_a_model_without_a_chat_template_carry_a_warning(served, tiny_model_dir, tmp_path):
+    _, host, _, _ = served
+    assert not host.tokenizer.chat_template, "the tiny model has no chat template"
+    client = _client(served)
+    chat = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
+    assert "no chat template" in chat.model_extra["warning"] and "/v1/completions" in chat.model_extra["warning"]
+    chunks = list(client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2, stream=True))
+    assert all(c.model_extra["warning"] == chat.model_extra["warning"] for c in chunks)
+    text = client.completions.create(model="tiny", prompt="1+1=", max_tokens=2)
+    assert "warning" not in text.model_extra
+
+    templated = ModelHost.from_folder(tiny_model_dir)
+    templated.tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    store = Store(tmp_path / "feedback.db")
+    token = store.add_annotator("dora")
+    with templated, BackgroundServer(create_serving_app(templated, store, model_name="tiny")) as server:
+        answer = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0).chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=2
+        )
+    store.close()
+    assert "warning" not in answer.model_extra

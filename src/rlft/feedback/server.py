@@ -25,6 +25,7 @@ import hashlib
 import json
 import socket
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -104,11 +105,15 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 
 
 class BodyLimit:
-    """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI middleware)."""
+    """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI middleware).
+    ``error_body(message, status)`` shapes the answer (default: ``{"detail": message}``)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(
+        self, app: Any, max_bytes: int, error_body: Callable[[str, int], dict[str, Any]] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.error_body = error_body or (lambda message, status: {"detail": message})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -140,9 +145,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Any, receive: Any, send: Any) -> None:
-        response = JSONResponse(
-            {"detail": f"Request body over {self.max_bytes} bytes."}, status_code=413
-        )
+        message = f"Request body over {self.max_bytes} bytes."
+        response = JSONResponse(self.error_body(message, 413), status_code=413)
         await response(scope, receive, send)
 
 

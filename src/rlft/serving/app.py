@@ -18,8 +18,15 @@ needs ``Authorization: Bearer TOKEN``, a token from ``rlft feedback add-annotato
 ``GET /v1/me``                 ``{name, consented, consent_text, model, model_version, adapter}``
 =============================  ===================================================================
 
-Requests answer 400 for values the host refuses (:class:`~rlft.serving.host.InvalidRequestError`),
-403 when ``user`` names someone other than the token's annotator, 404 for another ``model``.
+Requests answer 400 for values the host refuses (:class:`~rlft.serving.host.InvalidRequestError`)
+and for more than ``max_rows_per_request`` answers (prompts x n) in one request, 403 when ``user``
+names someone other than the token's annotator, 404 for another ``model``, 413 for a body over
+``max_body_bytes``, 422 for a body that does not parse or has a field of the wrong type (strict:
+``"8"`` or ``true`` is not an integer). Every error body has OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``.
+
+The requests of one HTTP call are one group of the host (:meth:`ModelHost.submit`): batches take
+turns between calls, so a small request is not held behind a big one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route parameters' types at runtime,
@@ -49,11 +56,10 @@ from rlft.feedback.server import (
     BodyLimit,
     annotator_dependency,
     bind_socket,
-    validation_error,
 )
 from rlft.feedback.store import Annotator, Store
 from rlft.serving import openai_format as fmt
-from rlft.serving.chat import chat_prompt
+from rlft.serving.chat import NO_TEMPLATE_WARNING, chat_prompt, has_chat_template
 from rlft.serving.host import Generation, GenerationRequest, InvalidRequestError, ModelHost
 from rlft.serving.page import CHAT_PAGE
 
@@ -65,6 +71,7 @@ DEFAULT_CONSENT_TEXT = (
 MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_TOKENS = 256  # when a request gives none (capped to what fits the context window)
 MAX_PROMPTS = 16
+MAX_ROWS_PER_REQUEST = 64  # answers (prompts x n) one request may ask for
 # OpenAI parameters rlft does not implement: refused when set, rather than silently ignored.
 UNSUPPORTED = ("stop", "tools", "tool_choice", "functions", "function_call", "logit_bias",
                "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty",
@@ -72,9 +79,10 @@ UNSUPPORTED = ("stop", "tools", "tool_choice", "functions", "function_call", "lo
 
 
 class _Sampling(BaseModel):
-    """The sampling fields chat and text completions share (OpenAI's names and defaults)."""
+    """The sampling fields chat and text completions share (OpenAI's names and defaults). Strict:
+    ``"8"``, ``8.0`` and ``true`` are not integers, ``"0.5"`` is not a number (422)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(max_length=256)
     max_tokens: int | None = None
@@ -125,27 +133,52 @@ def create_serving_app(
     model_name: str,
     consent_text: str = DEFAULT_CONSENT_TEXT,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_rows_per_request: int = MAX_ROWS_PER_REQUEST,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> Any:
-    """The ASGI app serving ``host`` as the model ``model_name``; answers and votes go to ``store``."""
+    """The ASGI app serving ``host`` as the model ``model_name``; answers and votes go to ``store``.
+    A request may ask for at most ``max_rows_per_request`` answers (prompts x n); one without
+    ``max_tokens`` gets ``default_max_tokens`` (or what the context window leaves, if less)."""
+    if max_rows_per_request < 1 or default_max_tokens < 1:
+        raise RlftError(
+            f"max_rows_per_request and default_max_tokens must be at least 1 (got "
+            f"{max_rows_per_request}, {default_max_tokens})."
+        )
     app = FastAPI(
         title="rlft serve", docs_url=None, redoc_url=None, openapi_url=None,
         default_response_class=AsciiJSONResponse,
     )  # fmt: skip
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidRequestError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     who = annotator_dependency(store)
     live = LiveFeedback(store)
     started = fmt.now()
+    answerer = _Answerer(host, live, model_name, max_rows_per_request, default_max_tokens)
     _add_open_routes(app, host)
     _add_account_routes(app, host, store, who, model_name, consent_text, started)
-    _add_completion_routes(app, _Answerer(host, live, model_name), who)
+    _add_completion_routes(app, answerer, who)
     _add_feedback_route(app, live, who)
-    return BodyLimit(app, max_body_bytes)
+    return BodyLimit(app, max_body_bytes, error_body=fmt.error_body)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
-    return AsciiJSONResponse(fmt.error_body(str(exc), 400), status_code=400)
+    param = getattr(exc, "param", None)
+    return AsciiJSONResponse(fmt.error_body(str(exc), 400, param), status_code=400)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """422 in OpenAI's shape, naming each bad field; the rejected values are not echoed back
+    (they may be personal data, or not encodable at all)."""
+    assert isinstance(exc, RequestValidationError)
+    problems, params = [], []
+    for e in exc.errors():
+        where = ".".join(str(part) for part in e["loc"] if part != "body")
+        problems.append(f"{where}: {e['msg']}" if where else str(e["msg"]))
+        params.append(where)
+    message = "The request body is not valid: " + "; ".join(problems) + "."
+    param = params[0] if params and params[0] else None
+    return AsciiJSONResponse(fmt.error_body(message, 422, param), status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -191,8 +224,13 @@ def _add_account_routes(
 class _Answerer:
     """Sampling, recording and formatting of one request's answers."""
 
-    def __init__(self, host: ModelHost, live: LiveFeedback, model_name: str) -> None:
+    def __init__(
+        self, host: ModelHost, live: LiveFeedback, model_name: str, max_rows: int, default_max_tokens: int
+    ) -> None:
         self.host, self.live, self.model_name = host, live, model_name
+        self.max_rows, self.default_max_tokens = max_rows, default_max_tokens
+        # Chat answers of a model without a template carry a warning (the prompt is role lines).
+        self.chat_warning = None if has_chat_template(host.tokenizer) else NO_TEMPLATE_WARNING
 
     def check(self, body: _Sampling, who: Annotator) -> None:
         if body.user is not None and body.user != who.name:
@@ -208,14 +246,14 @@ class _Answerer:
             value = (body.model_extra or {}).get(name)
             if value in (None, False, 0, [], {}, {"type": "text"}) or (name == "best_of" and value == 1):
                 continue
-            raise InvalidRequestError(f"{name} is not supported by rlft serve; leave it out.")
+            raise InvalidRequestError(f"{name} is not supported by rlft serve; leave it out.", name)
 
     def request(self, body: _Sampling, prompt: str, max_tokens: int | None, who: Annotator) -> GenerationRequest:
         problem = text_problem(prompt)
         if problem is not None:
             raise InvalidRequestError(f"The prompt {problem}.")
         if max_tokens is None:
-            max_tokens = max(1, min(DEFAULT_MAX_TOKENS, self.host.max_tokens_for(prompt)))
+            max_tokens = max(1, min(self.default_max_tokens, self.host.max_tokens_for(prompt)))
         return GenerationRequest(
             prompt=prompt, max_tokens=max_tokens,
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -227,12 +265,21 @@ class _Answerer:
         self, kind: str, body: _Sampling, who: Annotator, requests: list[GenerationRequest]
     ) -> Response:
         """Sample every request (batched by the host), record the answers, send them."""
+        rows = sum(r.n for r in requests if isinstance(r.n, int))
+        if rows > self.max_rows:
+            raise InvalidRequestError(
+                f"This request asks for {rows} answers ({len(requests)} prompt(s) x n={requests[0].n}); "
+                f"this server answers at most {self.max_rows} per request (rlft serve "
+                "--max-rows-per-request). Send fewer prompts or a smaller n per request.", "n",
+            )  # fmt: skip
         for r in requests:  # all are checked before any is queued
             self.host.check(r)
-        generations = list(await asyncio.gather(*(self.host.agenerate(r) for r in requests)))
+        group = object()  # this call's requests take their turns in the host's line together
+        generations = list(await asyncio.gather(*(self.host.agenerate(r, group) for r in requests)))
         ids = [[new_response_id() for _ in g.texts] for g in generations]
         recorded = await run_in_threadpool(self._record, who, requests, generations, ids)
-        answer = fmt.Answer(kind, self.model_name, generations, ids, recorded, fmt.now())
+        warning = self.chat_warning if kind == "chat" else None
+        answer = fmt.Answer(kind, self.model_name, generations, ids, recorded, fmt.now(), warning)
         if not body.stream:
             return AsciiJSONResponse(fmt.response_body(answer))
         usage = bool((body.stream_options or {}).get("include_usage"))
@@ -267,7 +314,7 @@ def _add_completion_routes(app: FastAPI, answerer: _Answerer, Who: Any) -> None:
         answerer.check(body, who)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not 1 <= len(prompts) <= MAX_PROMPTS:
-            raise InvalidRequestError(f"prompt must be a string or a list of 1 to {MAX_PROMPTS} strings.")
+            raise InvalidRequestError(f"prompt must be a string or a list of 1 to {MAX_PROMPTS} strings.", "prompt")
         requests = [answerer.request(body, p, body.max_tokens, who) for p in prompts]
         return await answerer.answer("text", body, who, requests)
 

@@ -7,6 +7,16 @@ from typing import Any
 from rlft.serving.host import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant")
+NO_TEMPLATE_WARNING = (
+    "The model has no chat template, so this prompt was built as 'role: content' lines ending in "
+    "'assistant:', a format the model may never have seen; for such a model send your own prompt "
+    "text to /v1/completions."
+)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether chat messages are formatted by the tokenizer's own template (else: role lines)."""
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
@@ -30,7 +40,7 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
                 f"messages[{i}].role is {role!r}; use one of {', '.join(ROLES)}."
             )
         cleaned.append({"role": "system" if role == "developer" else role, "content": content})
-    if getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         text = tokenizer.apply_chat_template(cleaned, add_generation_prompt=True, tokenize=False)
         return str(text)
     return "".join(f"{m['role']}: {m['content']}\n" for m in cleaned) + "assistant:"

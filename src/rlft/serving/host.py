@@ -53,7 +53,12 @@ MAX_TOKENS_WITHOUT_WINDOW = 4096
 
 
 class InvalidRequestError(RlftError, ValueError):
-    """A generation request the host refuses (the HTTP app answers 400 with this message)."""
+    """A generation request the host refuses (the HTTP app answers 400 with this message);
+    ``param`` names the request field at fault, when one does."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)

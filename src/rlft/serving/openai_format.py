@@ -3,8 +3,9 @@
 Shapes follow OpenAI's API reference for ``chat.completion``, ``chat.completion.chunk`` and
 ``text_completion``, so the official ``openai`` client parses them. Fields rlft adds: each choice's
 ``response_id`` (the id to send feedback on; with ``n > 1`` each answer has its own),
-``model_version`` and ``adapter`` (what produced the answer) and ``recorded`` (whether the answer
-was stored, which needs the user's consent). The top-level ``id`` is the first choice's response id.
+``model_version`` and ``adapter`` (what produced the answer), ``recorded`` (whether the answer
+was stored, which needs the user's consent) and, only when there is one, ``warning`` (a chat answer
+of a model without a chat template). The top-level ``id`` is the first choice's response id.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Answer:
     response_ids: list[list[str]]  # per prompt, one id per text
     recorded: bool
     created: int
+    warning: str | None = None  # something the client should know about how it was answered
 
     @property
     def id(self) -> str:
@@ -52,11 +54,14 @@ class Answer:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def head(self, obj: str) -> dict[str, Any]:
-        return {
+        head = {
             "id": self.id, "object": obj, "created": self.created, "model": self.model,
             "system_fingerprint": f"rlft-v{self.version}", "model_version": self.version,
             "adapter": self.generations[0].adapter, "recorded": self.recorded,
         }  # fmt: skip
+        if self.warning is not None:
+            head["warning"] = self.warning
+        return head
 
 
 def now() -> int:
@@ -120,9 +125,10 @@ def models_body(model: str, version: int, created: int) -> dict[str, Any]:
     return {"object": "list", "data": [entry]}
 
 
-def error_body(message: str, status: int) -> dict[str, Any]:
-    """OpenAI's error shape, plus ``detail`` as the feedback app answers."""
+def error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape (``param``: the request field at fault, if one is), plus ``detail``
+    as the feedback app answers."""
     kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
             404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error"}.get(
         status, "api_error")  # fmt: skip
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}, "detail": message}
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}, "detail": message}

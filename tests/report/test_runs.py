@@ -73,9 +73,11 @@ def by_name(folder: Path) -> dict[str, RunInfo]:
 
 
 def with_running(tmp_path: Path, source: Path, record: dict, where: str = "") -> Path:
-    """A copy of run ``source`` whose running.json (in ``where``) is ``record``."""
+    """A copy of run ``source`` whose running.json (in ``where``) is ``record``, without a lock
+    file: a run of an rlft that did not lock its folder, whose liveness running.json alone tells."""
     copy = tmp_path / "copy"
     shutil.copytree(source, copy)
+    (copy / ".lock").unlink()
     (copy / where / "running.json").write_text(json.dumps(record))
     return copy
 

@@ -13,6 +13,7 @@
       privacy.json           PII counts (see rlft.responsible.privacy)
       privacy_state.json     short digests of the texts already counted, so a resumed run merges
       running.json           while a process trains it: pid, host, start, headline, planned steps
+      .lock                  held (fcntl.flock) by the one process that writes the run; names its pid
       trackers.json          each tracker's run id and last step (log.report_to; docs/trackers.md)
       tensorboard/ wandb/ mlflow.db mlartifacts/ trackio/   the trackers' own files
 
@@ -33,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rlft.common.folder_lock import FolderLock
 from rlft.errors import RlftError
 
 # What a run writes before its model is loaded; a folder holding nothing else never started.
@@ -53,6 +55,15 @@ BEFORE_START = {
     "mlartifacts",
     "trackio",
 }
+
+
+# What a second process opening a run folder in use is told (rlft.common.folder_lock).
+RUN_IN_USE = (
+    "Run folder {folder} is in use by another process: {holder}. Two processes in one run would "
+    "write over each other's metrics and checkpoints, so this one stops here (nothing was changed). "
+    "Wait for that run to end (`rlft runs` shows it as running) or stop it (kill {pid}), then run "
+    "the command again; or choose another folder with --set run_dir=PATH."
+)
 
 
 class RunFolder:
@@ -91,9 +102,58 @@ class RunFolder:
                     raise RlftError(f"{path}: line {i + 1} is not valid JSON (edited?).") from None
         return records
 
-    def check_can_open(self, resume: bool) -> None:
-        """Raise a clear error unless a run can be started (or, with ``resume``, continued) here;
-        creates the folder and checks that it is writable. Writes nothing else."""
+    def claim(self, resume: bool) -> FolderLock:
+        """Check that a run can be started (or, with ``resume``, continued) here and take the
+        folder's lock (``.lock``, see :mod:`rlft.common.folder_lock`) before anything else is
+        written; raise one clear error otherwise. Creates the folder and its lock file only. The
+        caller releases the lock when the run ends (the OS does if the process dies)."""
+        root = self.root
+        entries, is_run = self._entries()
+        if resume and not is_run:
+            if entries:
+                raise RlftError(
+                    f"--resume: {root} is not an rlft run folder (it holds files but no config.yaml), so "
+                    "there is nothing to resume. Give the folder of the run to resume, or start a new "
+                    "run in a new or empty folder with --set run_dir=PATH."
+                )
+            raise RlftError(f"--resume: {root} holds no run yet. Start it without --resume.")
+        if not resume and entries and not is_run:
+            raise RlftError(
+                f"Run folder {root} is not empty and holds no rlft run (no config.yaml); rlft "
+                "does not write into it. Choose a new or empty folder with --set run_dir=PATH."
+            )
+        try:
+            lock = FolderLock.acquire(root, RUN_IN_USE)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        with lock.released_on_error():
+            try:  # the lock file may predate a folder made read-only since
+                fd, probe = tempfile.mkstemp(dir=root, prefix=".write_check.")
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise self._unwritable(exc) from None
+            entries, is_run = self._entries()  # as the folder is now that no other process writes it
+            if not resume and entries:
+                if not set(entries) <= BEFORE_START:
+                    raise RlftError(
+                        f"Run folder {root} already holds a run. Continue it with --resume, or choose "
+                        "another folder with --set run_dir=PATH (nothing was changed)."
+                    )
+                print(
+                    f"rlft: {root} holds a run that never started (no base model); starting it again.",
+                    file=sys.stderr,
+                )
+        return lock
+
+    def _unwritable(self, exc: OSError) -> RlftError:
+        return RlftError(
+            f"Cannot write into run folder {self.root}: {exc.strerror}. Choose a writable folder with "
+            "--set run_dir=PATH."
+        )
+
+    def _entries(self) -> tuple[list[str], bool]:
+        """(the folder's entries but hidden ones, whether it holds config.yaml)."""
         root = self.root
         try:
             if root.exists() and not root.is_dir():
@@ -105,44 +165,11 @@ class RunFolder:
                 if root.exists()
                 else []
             )
-            is_run = self.config.exists()
+            return entries, self.config.exists()
         except OSError as exc:  # e.g. a parent folder this user may not enter
             raise RlftError(
                 f"Cannot read run folder {root}: {exc.strerror}. Choose a folder you can read and "
                 "write with --set run_dir=PATH."
-            ) from None
-        if resume and not is_run:
-            if entries:
-                raise RlftError(
-                    f"--resume: {root} is not an rlft run folder (it holds files but no config.yaml), so "
-                    "there is nothing to resume. Give the folder of the run to resume, or start a new "
-                    "run in a new or empty folder with --set run_dir=PATH."
-                )
-            raise RlftError(f"--resume: {root} holds no run yet. Start it without --resume.")
-        if not resume and entries:
-            if not is_run:
-                raise RlftError(
-                    f"Run folder {root} is not empty and holds no rlft run (no config.yaml); rlft "
-                    "does not write into it. Choose a new or empty folder with --set run_dir=PATH."
-                )
-            if not set(entries) <= BEFORE_START:
-                raise RlftError(
-                    f"Run folder {root} already holds a run. Continue it with --resume, or choose "
-                    "another folder with --set run_dir=PATH (nothing was changed)."
-                )
-            print(
-                f"rlft: {root} holds a run that never started (no base model); starting it again.",
-                file=sys.stderr,
-            )
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=root, prefix=".write_check.")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise RlftError(
-                f"Cannot write into run folder {root}: {exc.strerror}. Choose a writable folder with "
-                "--set run_dir=PATH."
             ) from None
 
     def truncate_jsonl(self, path: Path, keep_up_to_step: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from rlft.common.folder_lock import FolderLock
 from rlft.common.run_folder import write_json_atomic
 from rlft.errors import RlftError
 
@@ -53,29 +54,22 @@ class VersionStore:
         self.root = Path(root).expanduser()
         self.state_path = self.root / "state.json"
         self.rollback_path = self.root / "rollback.json"
-        self._lock_file: Any = None
+        self._lock: FolderLock | None = None
 
     # -- state ------------------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Hold ``OUTPUT_DIR/.lock`` until the process exits or :meth:`unlock`: two loops writing
-        one folder would lose each other's versions and state."""
-        import fcntl
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.root / ".lock").open("w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            raise RlftError(
-                f"Another rlft online is using {self.root}; stop it first, or give another output_dir."
-            ) from None
+        """Hold ``OUTPUT_DIR/.lock`` (``rlft.common.folder_lock``) until the process exits or
+        :meth:`unlock`: two loops writing one folder would lose each other's versions and state."""
+        self._lock = FolderLock.acquire(
+            self.root, "Another rlft online is using {folder}: {holder}. Stop it first (Ctrl-C in its "
+            "terminal, or kill {pid}), or give another output_dir.",
+        )
 
     def unlock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def exists(self) -> bool:
         return self.state_path.is_file()

@@ -1,12 +1,16 @@
-"""``rlft runs [DIR]``: what each run folder under DIR is doing, read from its files alone.
+"""``rlft runs [DIR]``: what each run folder under DIR is doing, read from its files and its lock
+(nothing is written).
 
 A run's status comes from which files it holds (docs/run-folder.md):
 
-    running      running.json names a process that is alive on this host (the harness writes it
-                 when training starts, the warm start's in ``warm_start/``, and removes it at the end)
+    running      a process holds the run folder's lock (``.lock``, rlft.common.folder_lock: the OS
+                 says so, from the moment the run opens its folder to its end); for a run of an
+                 older rlft without a lock file, running.json names a process alive on this host
+                 (the harness writes it when training starts, the warm start's in ``warm_start/``,
+                 and removes it at the end)
     finished     summary.json, and no running.json left behind
-    resumable    the process died (running.json names a dead pid, or the run stopped without
-                 finishing) and a checkpoint is kept: ``--resume`` continues from it
+    resumable    the process died (the lock is free but running.json is left, or the run stopped
+                 without finishing) and a checkpoint is kept: ``--resume`` continues from it
     crashed      it died before its first checkpoint: ``--resume`` restarts it at step 0
     not started  only what a run writes before its model is loaded (config.yaml, the audit log)
     unreadable   a file of the run is damaged (an edited config.yaml, a bad line in metrics.jsonl):
@@ -26,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rlft.common.folder_lock import LOCK_NAME, describe, lock_holder
 from rlft.common.run_folder import BEFORE_START, RunFolder
 from rlft.errors import RlftError
 
@@ -172,12 +177,16 @@ def run_status(root: Path) -> tuple[str, str]:
     """(status, detail) of the run in ``root`` (see the module docstring)."""
     warm = root / "warm_start"
     phases = [(root, ""), *([(warm, "warm start ")] if is_run_folder(warm) else [])]
+    holder = lock_holder(root)
+    if holder is not None:  # the OS says a process holds the run: it is running, whatever its files say
+        return "running", held_detail(root, phases, holder)
+    locked = (root / LOCK_NAME).exists()  # a run of an rlft that locks: the lock alone tells liveness
     died = ""
     for folder, phase in phases:
         record = read_running(folder)
         if record is None:
             continue
-        alive, who = liveness(record)
+        alive, who = (False, liveness(record)[1]) if locked else liveness(record)
         if alive is not False:
             done, planned = len(RunFolder(folder).read_jsonl(RunFolder(folder).metrics)), ""
             if phase:
@@ -192,6 +201,16 @@ def run_status(root: Path) -> tuple[str, str]:
     if died or started(root):
         return "crashed", ", ".join(filter(None, [died or "stopped", "no checkpoint: --resume restarts at step 0"]))
     return "not started", "only its recipe and audit log"
+
+
+def held_detail(root: Path, phases: list[tuple[Path, str]], holder: dict[str, Any]) -> str:
+    """'warm start step 3/10, pid 123 on host box since ...' for a run whose lock is held."""
+    who = describe(holder)
+    for folder, phase in reversed(phases):  # the warm start's running.json, while it trains
+        if phase and read_running(folder) is not None and not (root / "base_model").exists():
+            done = len(RunFolder(folder).read_jsonl(RunFolder(folder).metrics))
+            return f"{phase}step {done}/{(read_recipe(root).get('warm_start') or {}).get('steps', '?')}, {who}"
+    return who
 
 
 def resume_command(kind: str, root: Path, recipe: dict[str, Any]) -> str | None:

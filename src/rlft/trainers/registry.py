@@ -65,12 +65,13 @@ def train(
         session, task = open_run(config, resume, reward, task) if ranks.is_main else \
             join_run(config, resume, ranks, reward, task)
     session.ranks = ranks
-    try:
-        trainer = TRAINERS[kind](config, session, task, progress, **overrides)
-    except BaseException:  # a model that does not load, a warm start that fails: the trackers say so now
-        session.trackers.close(failed=True)
-        raise
-    summary = run_trainer(session, trainer, progress, on_step)
+    with session:  # rank 0 holds the run folder's lock until here, however the run ends
+        try:
+            trainer = TRAINERS[kind](config, session, task, progress, **overrides)
+        except BaseException:  # a model that does not load, a warm start that fails: the trackers say so now
+            session.trackers.close(failed=True)
+            raise
+        summary = run_trainer(session, trainer, progress, on_step)
     ranks.close()
     return summary
 
@@ -82,5 +83,5 @@ def train_agent(
     trainer = AGENT_TRAINERS[config.algorithm]
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    session = open_agent_run(config, resume, trainer)
-    return run_trainer(session, trainer(config, session, progress), progress, on_step)
+    with open_agent_run(config, resume, trainer) as session:  # holds the run folder's lock
+        return run_trainer(session, trainer(config, session, progress), progress, on_step)

@@ -248,4 +248,5 @@ def train_reward_model(
         resumable=frozenset({"epochs"}), data={"train_data": recipe.train_data, "eval_data": recipe.eval_data},
         copies=("recipe.yaml",), privacy=RunScrubber(recipe.scrub_pii),
     )
-    return run_trainer(session, RewardModelTrainer(recipe, session, progress), progress, on_step)
+    with session:  # the run folder's lock is held until the run ends
+        return run_trainer(session, RewardModelTrainer(recipe, session, progress), progress, on_step)

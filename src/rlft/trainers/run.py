@@ -20,7 +20,9 @@ run folder's files, and the decisions (evaluate the base? which checkpoint?) are
 broadcast, so that no rank takes a different path.
 
 Opening the run folder (a new run, or a resumed one whose recipe and data must not have changed)
-is :class:`RunSession`'s job; each kind of recipe opens its own (``trainers/setup.py`` for RL and
+is :class:`RunSession`'s job; the process that writes the folder holds its lock (``.lock``,
+``rlft.common.folder_lock``) from before its first write until the session ends, so a second
+process (a fresh start or a ``--resume``) is refused with the holder's pid and host; each kind of recipe opens its own (``trainers/setup.py`` for RL and
 DPO recipes, the agent and reward-model recipes in their trainers).
 """
 
@@ -39,6 +41,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from rlft.common.folder_lock import FolderLock
 from rlft.common.hashing import folder_sha256
 from rlft.common.run_folder import RunFolder, write_json_atomic
 from rlft.errors import NonFiniteError
@@ -133,15 +136,25 @@ class RunSession:
     ranks: Ranks = field(default_factory=Ranks)
     trackers: Trackers = field(default_factory=Trackers)
     """TensorBoard, W&B, MLflow, Trackio (``log.report_to``): rank 0 of a main recipe's run only."""
+    lock: FolderLock | None = None
+    """The run folder's lock (``RunFolder.claim``), held by the process that writes the folder
+    (rank 0) until the session ends: ``with session:`` releases it however the run ends."""
 
     @classmethod
     def start(cls, run: RunFolder, config: dict[str, Any], fingerprint: str, resume: bool,
-              privacy: Any = None, **fields: Any) -> RunSession:
+              privacy: Any = None, lock: FolderLock | None = None, **fields: Any) -> RunSession:
         """Open the audit log of a run folder that is ready to be written, with its start record."""
         audit = AuditLog(run.root)  # hash-chained record of the run (rlft audit verify RUN)
         audit.append("run_resume" if resume else "run_start", config=config, recipe_fingerprint=fingerprint,
                      provenance=run_provenance(), **fields)
-        return cls(run, audit, resume, fingerprint, privacy)
+        return cls(run, audit, resume, fingerprint, privacy, lock=lock)
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     @classmethod
     def join(cls, run: RunFolder, fingerprint: str, resume: bool, ranks: Ranks) -> RunSession:

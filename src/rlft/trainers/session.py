@@ -4,7 +4,8 @@
 The rules are those of ``trainers/setup.py``'s ``open_run`` for the main recipe: never overwrite
 an existing run; on ``--resume``, refuse a recipe or data files that changed (a field added to
 rlft since the run started is accepted at its default), move a damaged checkpoint aside before
-anything is written, then write ``config.yaml`` (the resolved recipe) and open the audit log.
+anything is written, then write ``config.yaml`` (the resolved recipe) and open the audit log; the
+folder's lock is taken before any of it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from rlft.common.folder_lock import FolderLock
 from rlft.common.hashing import file_sha256, folder_sha256
 from rlft.common.run_folder import ResumablePrivacy, RunFolder, write_json_atomic, write_text_atomic
 from rlft.errors import RlftError
@@ -96,9 +98,20 @@ def open_session(
     past them is refused); ``data``: the data files by recipe field, hashed into ``data.json``;
     ``copies``: more file names to write the recipe to (``config.json``, ``recipe.yaml``);
     ``privacy``: the run's PII scrubber, whose counts then survive resuming.
+
+    The session holds the folder's lock (one process per run): ``with session:`` releases it.
     """
     run = RunFolder(root)
-    run.check_can_open(resume)
+    lock = run.claim(resume)  # one process per run folder, from before its first write
+    with lock.released_on_error():
+        return _open_claimed(run, lock, recipe, resume, defaults, resumable, planned_steps, data, copies, privacy)
+
+
+def _open_claimed(
+    run: RunFolder, lock: FolderLock, recipe: Mapping[str, Any], resume: bool, defaults: Mapping[str, Any],
+    resumable: frozenset[str], planned_steps: int | None, data: Mapping[str, str | None] | None,
+    copies: tuple[str, ...], privacy: Any,
+) -> RunSession:
     hashes = data_hashes(data or {})
     if resume:
         refuse_changes(run, recipe, defaults, resumable, hashes)
@@ -111,5 +124,5 @@ def open_session(
         write_json_atomic(run.root / "data.json", {k: {"path": data[k], "sha256": v} for k, v in hashes.items()})  # type: ignore[index]
     if privacy is not None:
         privacy = ResumablePrivacy(privacy, run.root, resume)
-    return RunSession.start(run, dict(recipe), fingerprint(recipe, resumable), resume, privacy=privacy,
+    return RunSession.start(run, dict(recipe), fingerprint(recipe, resumable), resume, privacy=privacy, lock=lock,
                             data_sha256=hashes or None)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlft.common.folder_lock import FolderLock
 from rlft.common.run_folder import (
     ResumablePrivacy,
     RunFolder,
@@ -52,15 +53,24 @@ def open_run(
     config: RecipeConfig, resume: bool, reward: Any = None, task: Any = None
 ) -> tuple[RunSession, Any]:
     """Create (or, with ``resume``, reopen) the run folder of a recipe; never overwrites an
-    existing run. Returns the open session and the task (PII-scrubbed as the recipe says).
+    existing run. Returns the open session, which holds the run folder's lock (one process per
+    run), and the task (PII-scrubbed as the recipe says).
 
     ``task`` replaces the recipe's task (``rlft.train(..., task=...)``); ``reward`` is a Python
     callable that replaces the recipe's ``reward:`` (the dataset task is built with it)."""
     run = RunFolder(config.run_dir)
-    recipe_hash = recipe_fingerprint(config)
     check_installed(config.log)  # a tracker whose library is missing: nothing is written
     check_lora_targets(config, run)  # LoRA layers the model does not have: nothing is written
-    run.check_can_open(resume)  # a file, a folder that is not a run, read-only: one clear error
+    # A file, a folder that is not a run, read-only, in use by another process: one clear error.
+    lock = run.claim(resume)  # held until the session ends (``with session:``)
+    with lock.released_on_error():
+        return _open_claimed(config, run, lock, resume, reward, task)
+
+
+def _open_claimed(
+    config: RecipeConfig, run: RunFolder, lock: FolderLock, resume: bool, reward: Any, task: Any
+) -> tuple[RunSession, Any]:
+    recipe_hash = recipe_fingerprint(config)
     if resume:
         old = flatten(absolute_paths(yaml.safe_load(run.config.read_text())))
         new = flatten(config_to_dict(config))
@@ -98,7 +108,7 @@ def open_run(
     task.scrubber = ResumablePrivacy(task.scrubber, run.root, resume)  # a resumed run's counts merge
     # Before any training (the warm start included): a tracker that cannot start stops the run here.
     trackers = start_trackers(config.log, run.root, flatten(config_to_dict(config)))
-    session = RunSession.start(run, config_to_dict(config), recipe_hash, resume, privacy=task.scrubber,
+    session = RunSession.start(run, config_to_dict(config), recipe_hash, resume, privacy=task.scrubber, lock=lock,
                                data_sha256=getattr(task, "data_sha256", None),
                                **({"trackers": trackers.state} if trackers else {}))
     session.trackers, trackers.audit = trackers, session.audit

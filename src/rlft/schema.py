@@ -183,6 +183,41 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is refused: PyYAML keeps
+    the last one silently, so a recipe that sets ``lr`` twice trains with whichever came last."""
+
+    source = "<string>"
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # a merge (<<: *base) may be overridden by the mapping's own keys
+        key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"{loader.source}:{line}: the key {key_node.value!r} appears twice in one mapping (first at "
+                f"line {seen[key]}); YAML readers keep only the last, so rlft refuses it. Keep one of them."
+            )
+        seen[key] = line
+    yield from yaml.SafeLoader.construct_yaml_map(loader, node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _strict_mapping)
+
+
+def load_yaml(text: str, source: str = "<string>") -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys, naming the key and its line in ``source``."""
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """Parse ``key.sub=value`` strings; values are read as YAML (numbers, lists, null...)."""
     parsed = []
@@ -190,7 +225,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=50.")
         key, raw = item.split("=", 1)
-        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        parsed.append((key.strip(), load_yaml(raw, f"--set {key.strip()}") if raw.strip() else None))
     return parsed
 
 
@@ -208,7 +243,7 @@ def read_recipe_yaml(path: str | Path, hint: str = "") -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Recipe file {path} does not exist.{' ' + hint if hint else ''}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(), str(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -1,6 +1,13 @@
 import pytest
 
-from rlft.config import RecipeConfig, config_from_dict, dump_config, load_config, reference_markdown
+from rlft.config import (
+    RecipeConfig,
+    config_from_dict,
+    dump_config,
+    load_config,
+    read_recipe_yaml,
+    reference_markdown,
+)
 from rlft.errors import ConfigError
 
 
@@ -60,6 +67,17 @@ def test_malformed_yaml_names_the_file(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
         load_config(path)
+
+
+def test_a_key_given_twice_names_the_key_and_lines(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  steps: 5\n  learning_rate: 1.0e-5\n  steps: 50\n")  # PyYAML would keep 50
+    with pytest.raises(ConfigError, match=r"r.yaml:4: the key 'steps' appears twice in one mapping \(first at line 2\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"--set reward:1: the key 'type' appears twice"):
+        load_config(None, ["reward={type: exact_match, type: numeric}"])
+    path.write_text("defaults: &d\n  steps: 5\ntrain:\n  <<: *d\n  steps: 7\n")  # overriding a merge is fine
+    assert read_recipe_yaml(path)["train"] == {"steps": 7}
 
 
 def test_missing_recipe_file():

@@ -145,6 +145,12 @@ def test_every_format_and_a_saved_datasets_folder_load_alike(tmp_path):
         ('{"prompt": "a", "answer": "1", "completions": 3}\n' * 3, {}, r"column 'completions' would clash"),
         ('{"prompt": [{"role": "user", "content": "a"}], "answer": "1"}\n', {"chat_template": "none"}, r"list of messages but task.chat_template is 'none'"),
         ('{"prompt": "a", "answer": "1"}\n', {"system_prompt": "hi"}, r"system_prompt is set but every prompt is plain text"),
+        ('{"prompt": "a", "answer": "1"}\n{"prompt": [{"role": "usr", "content": "b"}], "answer": "2"}\n', {},
+         r"d.jsonl:2: message 0 has the role 'usr', which is not a chat role. Did you mean 'user'\? The roles are "
+         r"system, user, assistant, tool\."),
+        ('{"prompt": "a", "answer": "1", "answer": "2"}\n', {}, r"d.jsonl:1: the key 'answer' appears twice in one object"),
+        ('{"prompt": "a", "answer": "1"}\n{"prompt": [{"role": "user", "content": "b", "role": "system"}], "answer": "2"}\n',
+         {}, r"d.jsonl:2: the key 'role' appears twice"),
     ],
 )
 def test_bad_data_gets_one_clear_error_naming_the_place(tmp_path, content, fields, message):
@@ -152,6 +158,16 @@ def test_bad_data_gets_one_clear_error_naming_the_place(tmp_path, content, field
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         task_from(path, **fields)
+
+
+def test_a_repeated_key_in_a_json_file_names_the_row(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[{"prompt": "a", "answer": "1"}, {"prompt": "b", "prompt": "c", "answer": "2"}]')
+    with pytest.raises(ConfigError, match=r"d.json\[1\]: the key 'prompt' appears twice"):
+        load_rows(str(path))
+    path.write_text('{"data": [{"prompt": "a", "answer": "1"}], "data": []}')
+    with pytest.raises(ConfigError, match=r"d.json: the key 'data' appears twice"):
+        load_rows(str(path))
 
 
 def test_a_file_that_is_not_utf8_names_the_line(tmp_path):

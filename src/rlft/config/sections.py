@@ -403,8 +403,7 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class RewardLimitsConfig:
-    """What a reward may return and how long it may take (docs/rewards.md); a breach stops the run
-    with an error naming the reward."""
+    """What a reward may return and how long it may take; a breach stops the run (docs/rewards.md)."""
 
     max_abs: float | None = setting(
         1e6,

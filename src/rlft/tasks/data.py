@@ -76,6 +76,37 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+class _Duplicated(dict):  # type: ignore[type-arg]
+    """A JSON object in which ``key`` appeared more than once (the last value kept, as json does)."""
+
+    key = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that marks an object with a repeated key, to be refused with its row."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            marked = _Duplicated(pairs)
+            marked.key = key
+            return marked
+        out[key] = value
+    return out
+
+
+def _refuse_duplicates(value: Any, where: str) -> None:
+    """A ConfigError naming the row and the key if ``value`` holds an object with a repeated key."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Duplicated):
+            raise ConfigError(
+                f"{where}: the key {item.key!r} appears twice in one object; JSON readers keep only the "
+                "last, so rlft refuses it. Keep one of them."
+            )
+        stack += item.values() if isinstance(item, dict) else item if isinstance(item, list) else []
+
+
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
     # Lines end at "\n" only: str.splitlines would also split at U+2028 and other characters that
@@ -84,7 +115,7 @@ def _read_jsonl(path: Path) -> list[Row]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_object)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{path}:{number}: not valid JSON ({exc.msg}; column {exc.colno}). Each line of a "
@@ -92,6 +123,7 @@ def _read_jsonl(path: Path) -> list[Row]:
             ) from None
         if not isinstance(value, dict):
             raise ConfigError(f"{path}:{number}: expected a JSON object ({{...}}), got {type(value).__name__}.")
+        _refuse_duplicates(value, f"{path}:{number}")
         rows.append(Row(f"{path}:{number}", value))
     return rows
 
@@ -99,11 +131,13 @@ def _read_jsonl(path: Path) -> list[Row]:
 def _read_json(path: Path) -> list[Row]:
     text = _read_text(path)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON Lines saved as .json, as `datasets` accepts too
             return _read_jsonl(path)
         raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}; column {exc.colno}).") from None
+    if isinstance(data, _Duplicated):
+        _refuse_duplicates(data, str(path))
     if isinstance(data, dict):  # {"data": [...]}: the one list of records inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -115,6 +149,7 @@ def _read_json(path: Path) -> list[Row]:
     for i, value in enumerate(data):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}[{i}]: expected a JSON object, got {type(value).__name__}.")
+        _refuse_duplicates(value, f"{path}[{i}]")
         rows.append(Row(f"{path}[{i}]", value))
     return rows
 

@@ -13,6 +13,7 @@ trained on. Everything that can be wrong with the data is found here, before any
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import numbers
@@ -24,6 +25,9 @@ import torch
 from rlft.errors import ConfigError
 from rlft.tasks.base import RESERVED_CONTEXT, Problem, reward_context
 from rlft.tasks.data import Row, rows_sha256
+
+# The roles a message of a conversational prompt may have (those chat templates render).
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 # How many offending rows an error message lists before "and N more".
 _SHOWN = 5
@@ -188,6 +192,7 @@ class DatasetTask:
                     f"{row.where}: the prompt is a list of messages but task.chat_template is 'none'. "
                     "Set task.chat_template: auto to render it with the tokenizer's chat template."
                 )
+            _check_roles(prompt, row.where)
             prompt = [{"role": m["role"], "content": _message_text(m["content"], row.where)} for m in prompt]
         else:
             raise ConfigError(
@@ -234,6 +239,20 @@ def _draw(pool: list[Problem], n: int, gen: torch.Generator) -> list[Problem]:
         order = torch.randperm(len(pool), generator=gen).tolist()
         out += [pool[i] for i in order[: n - len(out)]]
     return out
+
+
+def _check_roles(messages: list[dict[str, Any]], where: str) -> None:
+    """Refuse a role chat templates do not know: most render any role as it is, so a typo
+    ("usr") would reach the model as a turn of its own instead of an error."""
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role not in CHAT_ROLES:
+            close = difflib.get_close_matches(role, CHAT_ROLES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}: message {i} has the role {role!r}, which is not a chat role.{hint} The roles are "
+                f"{', '.join(CHAT_ROLES)}."
+            )
 
 
 def _message_text(content: Any, where: str) -> str:

@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rlft.common import strict_json
 from rlft.common.folder_lock import FolderLock
 from rlft.errors import RlftError
 
@@ -84,7 +85,7 @@ class RunFolder:
 
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
         with path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(strict_json.dumps(record, path.name) + "\n")
             fh.flush()
 
     def read_jsonl(self, path: Path) -> list[dict[str, Any]]:
@@ -175,7 +176,7 @@ class RunFolder:
     def truncate_jsonl(self, path: Path, keep_up_to_step: int) -> None:
         """Drop records written after ``keep_up_to_step`` (they are redone on resume)."""
         records = [r for r in self.read_jsonl(path) if r.get("step", 0) <= keep_up_to_step]
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(path, "".join(strict_json.dumps(r, path.name) + "\n" for r in records))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -190,7 +191,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, strict_json.dumps(data, path.name, indent=2) + "\n")
 
 
 # errno -> what the user can do about it; anything else is a bug and keeps its traceback.

@@ -62,7 +62,10 @@ def test_rlft_serve_answers_the_openai_client_and_stores_feedback(tiny_model_dir
     finally:
         server.terminate()
         out, err = server.communicate(timeout=30)
-    assert "warning" not in err
+    assert "clear text" not in err
+    # The tiny model has no chat template: said once at start, and in each chat answer.
+    assert "'myrun' has no chat template" in err and "/v1/completions" in err
+    assert "no chat template" in answer.model_extra["warning"]
     assert "as model 'myrun'" in out and f"http://127.0.0.1:{port}/v1" in out
 
     from rlft.feedback.live import LiveFeedback
@@ -85,3 +88,34 @@ def test_rlft_serve_refusals_and_the_clear_text_warning(tmp_path):
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.0.0.2", "example.org")] == [
         True, True, True, False, False, False
     ]  # fmt: skip
+
+
+def test_rlft_serve_refuses_a_db_that_does_not_exist_or_is_not_a_database(tiny_model_dir, tmp_path, capsys):
+    """In-process (rlft.cli.main.main: the command's whole path but the interpreter start)."""
+    from rlft.cli.main import main
+    from rlft.feedback.store import Store
+
+    def serve(*args: str) -> tuple[int, str]:
+        status = main(["serve", str(tiny_model_dir), *args])
+        return status, capsys.readouterr().err
+
+    typo = tmp_path / "feedbak.db"
+    status, err = serve("--db", str(typo))
+    assert status == 2 and f"--db {typo} does not exist" in err and "--create" in err
+    assert not typo.exists()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    status, err = serve("--db", str(text))
+    assert status == 2 and "cannot be opened as a SQLite database" in err
+    assert text.read_text() == "not a database\n" * 100
+    status, err = serve("--db", str(tmp_path))
+    assert status == 2 and "is a folder" in err
+    status, err = serve("--max-rows-per-request", "0")
+    assert status == 2 and "--max-rows-per-request must be at least 1" in err
+    # --create makes the database, then the command goes on (here to a port that is taken).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        status, err = serve("--db", str(typo), "--create", "--port", str(taken.getsockname()[1]))
+    assert status == 2 and "Cannot listen" in err, err
+    assert Store(typo).counts()["annotators"] == 0

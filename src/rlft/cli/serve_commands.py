@@ -6,7 +6,10 @@ import argparse
 import ipaddress
 import sys
 
-DB_HELP = "SQLite file (default: feedback.db here) or a postgresql://user@host/db URL."
+DB_HELP = (
+    "SQLite file (default: feedback.db here), which must exist unless --create, or a "
+    "postgresql://user@host/db URL."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("target", metavar="RUN_OR_MODEL", help="A run folder (serves final_model/) or a model folder.")
     serve.add_argument("--db", default="feedback.db", help=DB_HELP)
+    serve.add_argument("--create", action="store_true", help="Create the --db SQLite file if it does not exist.")
     serve.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
     serve.add_argument("--model-name", help="The model's name in the API (default: the folder's name).")
     serve.add_argument("--max-batch-size", type=int, default=16,
                        help="Most sequences sampled together in one batch (default 16).")  # fmt: skip
+    serve.add_argument("--max-rows-per-request", type=int, default=64,
+                       help="Most answers (prompts x n) one request may ask for (default 64; more: 400).")  # fmt: skip
     serve.add_argument("--consent-text", help="Text users agree to before their answers and feedback are stored.")
     serve.set_defaults(run=_run_serve)
 
@@ -50,26 +56,33 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise RlftError(f"--port {args.port} is not a port; give one from 1 to 65535.")
     if args.max_batch_size < 1:
         raise RlftError(f"--max-batch-size must be at least 1 (got {args.max_batch_size}).")
+    if args.max_rows_per_request < 1:
+        raise RlftError(f"--max-rows-per-request must be at least 1 (got {args.max_rows_per_request}).")
     try:
         from rlft.serving import app as serving_app
     except ImportError as exc:
         raise RlftError(
             f"rlft serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'rlft[feedback]'."
         ) from None
-    from rlft.feedback.store import Store
+    from rlft.serving.chat import has_chat_template
     from rlft.serving.host import ModelHost
-    from rlft.serving.loading import model_folder
+    from rlft.serving.loading import model_folder, open_store
 
     folder, _ = model_folder(args.target)
     resolved = folder.resolve()
     name = args.model_name or (resolved.parent.name if resolved.name == "final_model" else resolved.name)
+    store = open_store(args.db, create=args.create)
     host = ModelHost.from_folder(args.target, max_batch_size=args.max_batch_size)
-    store = Store(args.db)
     app = serving_app.create_serving_app(
-        host, store, model_name=name, consent_text=args.consent_text or serving_app.DEFAULT_CONSENT_TEXT
-    )
+        host, store, model_name=name, consent_text=args.consent_text or serving_app.DEFAULT_CONSENT_TEXT,
+        max_rows_per_request=args.max_rows_per_request,
+    )  # fmt: skip
     counts = store.counts()
     print(f"rlft: serving {folder} as model {name!r} (version {host.version}); {counts['annotators']} users in {args.db}")
+    if not has_chat_template(host.tokenizer):
+        print(f"rlft: warning: {name!r} has no chat template: /v1/chat/completions builds 'role: content' "
+              "lines ending in 'assistant:', which the model may never have seen (each chat answer "
+              "says so in its warning field); send your own prompts to /v1/completions.", file=sys.stderr)  # fmt: skip
     print(f"rlft: chat page http://{args.host}:{args.port}/ ; API base_url http://{args.host}:{args.port}/v1  (Ctrl+C stops)")
     try:
         serving_app.serve(app, args.host, args.port)

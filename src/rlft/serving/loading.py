@@ -1,14 +1,20 @@
-"""The model ``rlft serve`` serves: a model folder, a LoRA adapter folder, or a run folder."""
+"""What ``rlft serve`` opens: the model (a model folder, a LoRA adapter folder, or a run folder)
+and the feedback database."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.errors import RlftError
 from rlft.models.loading import TOKENIZER_FILES, load_model, load_tokenizer
 from rlft.models.lora import find_adapter
+
+if TYPE_CHECKING:
+    from rlft.feedback.store import Store
 
 
 def model_folder(target: str | Path) -> tuple[Path, Path | None]:
@@ -53,3 +59,27 @@ def load_served_model(target: str | Path) -> tuple[PreTrainedModel, PreTrainedTo
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def open_store(db: str, create: bool = False) -> Store:
+    """The feedback store at ``db``: a ``postgresql://`` URL, or a SQLite file that must exist
+    unless ``create`` (a mistyped path would otherwise serve an empty database nobody can sign in
+    to). A file that is not a SQLite database is one :class:`RlftError`, not a traceback."""
+    from rlft.feedback.store import Store
+
+    if not db.startswith(("postgresql://", "postgres://")):
+        path = Path(db).expanduser()
+        if path.is_dir():
+            raise RlftError(f"--db {db} is a folder; give a SQLite file (or a postgresql:// URL).")
+        if not path.exists() and not create:
+            raise RlftError(
+                f"--db {db} does not exist. Add users to it first (rlft feedback add-annotator NAME "
+                f"--db {db}), or add --create to start with an empty database."
+            )
+    try:
+        return Store(db)
+    except sqlite3.Error as exc:
+        raise RlftError(
+            f"--db {db} cannot be opened as a SQLite database ({exc}); give the file that "
+            "`rlft feedback add-annotator` wrote, or a new path with --create."
+        ) from None

@@ -23,6 +23,7 @@ from rlft.report.compare import (
     recipe_differences,
     run_labels,
     write_comparison,
+    written_by_compare,
 )
 from rlft.trainers.registry import train
 
@@ -135,7 +136,7 @@ def test_a_run_without_learning_rate_or_metrics_is_shown_with_a_note(two_runs, t
     ("not_a_run", "is not a run folder (no config.yaml)"),
     ("missing", "does not exist"),
     ("twice", "is given more than once"),
-    ("input_file", "would overwrite a file of run"),
+    ("input_file", "rlft compare never writes there"),
     ("png", "is a PNG; give the HTML page's path"),
     ("folder", "is a folder; give a file name"),
 ])
@@ -154,6 +155,78 @@ def test_refusals_are_one_clear_message(two_runs, tmp_path, capsys, case, messag
     assert message in capsys.readouterr().err
     assert (two_runs[1] / "metrics.jsonl").read_bytes() == before
     assert not (tmp_path / "c.html").exists()
+
+
+def snapshot(*folders: Path) -> dict[str, bytes]:
+    """Every file under ``folders``, by path: what must be byte-identical after a refusal."""
+    return {str(p): p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def other_run(two_runs, tmp_path) -> Path:
+    """A run that is not one of the compared runs (a copy of one), with a report.html of its own."""
+    copy = tmp_path / "other" / "run"
+    shutil.copytree(two_runs[1], copy)
+    (copy / "report.html").write_text("<html>the run's own report</html>")
+    return copy
+
+
+@pytest.mark.parametrize("case", ["run_folder", "model_file", "metrics", "report", "report_forced", "subfolder_new"])
+def test_out_never_writes_over_a_file_of_any_run(two_runs, other_run, capsys, case):
+    """--out at a run folder, at a file inside a run (compared or not), at a run's report.html (even
+    with --force), or at a new name inside a run's model folder: refused, every file unchanged."""
+    out = {
+        "run_folder": other_run,
+        "model_file": other_run / "final_model" / "model.safetensors",
+        "metrics": other_run / "metrics.jsonl",
+        "report": two_runs[0] / "report.html",
+        "report_forced": other_run / "report.html",
+        "subfolder_new": other_run / "final_model" / "compare.html",
+    }[case]
+    if case == "report":
+        (two_runs[0] / "report.html").write_text("<html>the compared run's own report</html>")
+    before = snapshot(*two_runs, other_run)
+    try:
+        force = ["--force"] if case == "report_forced" else []
+        assert main(["compare", *map(str, two_runs), "--out", str(out), *force]) == 2
+        said = capsys.readouterr().err
+        assert "--out" in said and "Traceback" not in said
+        assert snapshot(*two_runs, other_run) == before
+    finally:
+        (two_runs[0] / "report.html").unlink(missing_ok=True)
+
+
+def test_out_replaces_only_its_own_output_unless_forced(two_runs, tmp_path, capsys):
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>my notes</html>")
+    assert main(["compare", *map(str, two_runs), "--out", str(mine)]) == 2
+    assert "already exists and was not written by rlft compare" in capsys.readouterr().err
+    assert mine.read_text() == "<html>my notes</html>" and not mine.with_suffix(".png").exists()
+
+    page = tmp_path / "cmp.html"
+    page.with_suffix(".png").write_bytes(b"someone else's picture")  # the page is new, its PNG is not
+    assert main(["compare", *map(str, two_runs), "--out", str(page)]) == 2
+    assert page.with_suffix(".png").read_bytes() == b"someone else's picture" and not page.exists()
+    page.with_suffix(".png").unlink()
+
+    before = snapshot(*two_runs)
+    assert main(["compare", *map(str, two_runs), "--out", str(page)]) == 0
+    first = page.read_bytes()
+    assert written_by_compare(page) and written_by_compare(page.with_suffix(".png"))
+    assert main(["compare", two_runs[0].as_posix(), "--out", str(page)]) == 0  # its own output: replaced
+    assert page.read_bytes() != first and "Comparing 1 run" in page.read_text()
+    assert snapshot(*two_runs) == before  # the compared runs are read, never written
+
+    assert main(["compare", *map(str, two_runs), "--out", str(mine), "--force"]) == 0
+    assert written_by_compare(mine) and "Comparing 2 runs" in mine.read_text()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_a_new_page_at_a_runs_top_level_is_allowed_and_replaced(two_runs, other_run):
+    out = other_run / "compare.html"
+    write_comparison(two_runs, out)
+    write_comparison(two_runs, out)  # compare's own page in a run folder: replaced
+    assert written_by_compare(out) and written_by_compare(out.with_suffix(".png"))
 
 
 def test_no_run_is_a_usage_error(capsys):

@@ -20,7 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("runs", nargs="+", metavar="RUN", help="Run folders (the run_dir of each run).")
     compare.add_argument("--out", default="compare.html", metavar="PAGE.html",
-                         help="Where to write the page (default: compare.html here); the PNG goes next to it.")
+                         help="Where to write the page (default: compare.html here); the PNG goes next to it. "
+                              "An existing file is replaced only if rlft compare wrote it; never a file of a run folder.")
+    compare.add_argument("--force", action="store_true",
+                         help="Replace an existing page or PNG that rlft compare did not write (outside run folders only).")
     compare.set_defaults(run=_run_compare)
 
     runs = sub.add_parser(
@@ -43,7 +46,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from rlft.report.compare import write_comparison
 
-    page, png, runs = write_comparison([Path(p) for p in args.runs], Path(args.out))
+    page, png, runs = write_comparison([Path(p) for p in args.runs], Path(args.out), force=args.force)
     print(f"rlft: compared {len(runs)} run{'s' * (len(runs) != 1)}: wrote {page.resolve()} and {png.resolve()}")
     return 0
 

@@ -6,6 +6,11 @@ it, one PNG with every panel. A panel per quantity: mean reward, the held-out he
 quantity that no run logs is left out with a note, and a run without data in a panel (one that has
 not finished a step yet) is named under it. Below: each run's status, steps and held-out result
 (``rlft.report.runs``), and a table of the recipe keys whose values differ between the runs.
+
+Compare reads run folders and writes only its own output: it never replaces a file of a run folder,
+writes nothing inside a run's subfolders, and replaces an existing file only when compare wrote it
+(a mark in the file: the page's ``<meta name="generator" content="rlft compare">``, the PNG's
+``Software: rlft compare`` text chunk) or, outside run folders, with ``--force``.
 """
 
 from __future__ import annotations
@@ -14,14 +19,12 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlft.common.run_folder import RunFolder
+from rlft.common.run_folder import RunFolder, write_bytes_atomic
 from rlft.errors import RlftError
 from rlft.report.document import Document
 from rlft.report.runs import RunInfo, inspect_run, is_run_folder, read_json, read_recipe
@@ -47,12 +50,17 @@ PANELS = [
 ]
 # Recipe keys that name the run's own folder: the legend names the runs already.
 FOLDER_KEYS = {"run_dir", "output_dir"}
-# Files a run keeps at its top level; the page and its PNG are never written over one of them.
+# Files a run keeps (or other commands write) at its top level: the page and its PNG never take
+# one of these names, even where no such file exists yet.
 RUN_FILES = {
     "config.yaml", "config.json", "recipe.yaml", "data.json", "python_task.json", "base_eval.json",
     "metrics.jsonl", "evals.jsonl", "samples.jsonl", "summary.json", "privacy.json",
     "privacy_state.json", "audit.jsonl", "audit.head", "running.json", "trackers.json", "mlflow.db",
+    "report.html", "model_card.md", "model_card.html",
 }  # fmt: skip
+# What marks a file as written by rlft compare (check_output replaces only such files).
+HTML_MARK = '<meta name="generator" content="rlft compare">'
+PNG_MARK = b"Software\x00rlft compare"  # a PNG tEXt chunk: keyword, NUL, text
 MARKERS = "osD^vP*Xph"
 
 
@@ -206,7 +214,7 @@ def pyplot() -> Any:
 
 def figure_png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={"Software": "rlft compare"})
     pyplot().close(fig)
     return buf.getvalue()
 
@@ -305,9 +313,27 @@ def build_comparison(runs: list[ComparedRun]) -> tuple[Document, list[Panel]]:
     return doc, drawn
 
 
-def check_output(out: Path, roots: list[Path]) -> Path:
-    """The PNG's path next to the page; refuses a page or PNG that would overwrite a run's own file
-    or land inside a run's model or checkpoint folders."""
+def written_by_compare(path: Path) -> bool:
+    """Whether the file at ``path`` is a page or PNG that ``rlft compare`` wrote: its head holds
+    the mark compare puts in both (the page's ``<meta name="generator">``, the PNG's ``Software``
+    text chunk, which precedes the image data)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    return HTML_MARK.encode() in head or PNG_MARK in head
+
+
+def enclosing_runs(path: Path) -> list[Path]:
+    """The run folders (folders holding config.yaml) that contain ``path``, nearest first."""
+    return [folder for folder in path.parents if is_run_folder(folder)]
+
+
+def check_output(out: Path, force: bool = False) -> Path:
+    """The PNG's path next to the page, once both targets are known to be safe to write: never a
+    folder, never a run's own file or anything inside a run's subfolders, never an existing file
+    that compare did not write (unless ``force``, and never inside a run folder)."""
     png = out.with_suffix(".png")
     if png == out:
         raise RlftError(f"--out {out} is a PNG; give the HTML page's path (the PNG is written next to it).")
@@ -315,33 +341,38 @@ def check_output(out: Path, roots: list[Path]) -> Path:
         if target.is_dir():
             raise RlftError(f"--out: {target} is a folder; give a file name such as {target / 'compare.html'}.")
         resolved = target.resolve()
-        for root in (r.resolve() for r in roots):
-            inside = resolved.is_relative_to(root)
-            if inside and (resolved.parent != root or resolved.name in RUN_FILES):
+        runs = enclosing_runs(resolved)
+        if runs and (runs[0] != resolved.parent or len(runs) > 1 or resolved.name in RUN_FILES):
+            raise RlftError(
+                f"--out: {target} is a file of run {runs[-1]} (or lies inside one of its folders); rlft compare "
+                "never writes there. Choose another path, e.g. --out compare.html."
+            )
+        if resolved.exists() and not written_by_compare(resolved):
+            if runs:
                 raise RlftError(
-                    f"--out: writing {target} would overwrite a file of run {root} (an input of this "
-                    "comparison). Choose another path, e.g. --out compare.html."
+                    f"--out: {target} already exists in run {runs[0]} and was not written by rlft compare; "
+                    "compare never replaces a file of a run folder (--force does not either). Choose another name."
+                )
+            if not force:
+                raise RlftError(
+                    f"--out: {target} already exists and was not written by rlft compare; nothing was "
+                    "changed. Choose another path, or add --force to replace it."
                 )
     return png
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # a page to share, not a private file like mkstemp's 0600
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def write_comparison(paths: list[Path], out: Path) -> tuple[Path, Path, list[ComparedRun]]:
-    """Write the page and its PNG; returns (page, PNG, the runs as read)."""
-    png = check_output(out, paths)
+def write_comparison(paths: list[Path], out: Path, force: bool = False) -> tuple[Path, Path, list[ComparedRun]]:
+    """Write the page and its PNG (atomically, each over nothing or over compare's own earlier
+    output: :func:`check_output`); returns (page, PNG, the runs as read)."""
+    png = check_output(out, force)
     pyplot()  # matplotlib missing: say so before reading anything
     runs = load_runs(paths)
     doc, drawn = build_comparison(runs)
-    page = doc.html().replace("</body>", f'<p class="png">All panels in one image: {html.escape(png.name)}</p>\n</body>')
-    write_bytes_atomic(png, overview_png(drawn, runs) if drawn else empty_png())
+    page = doc.html().replace('<meta charset="utf-8">', f'<meta charset="utf-8">{HTML_MARK}', 1)
+    page = page.replace("</body>", f'<p class="png">All panels in one image: {html.escape(png.name)}</p>\n</body>')
+    image = overview_png(drawn, runs) if drawn else empty_png()
+    check_output(out, force)  # again, just before writing: a file may have appeared meanwhile
+    write_bytes_atomic(png, image)
     write_bytes_atomic(out, page.encode())
     return out, png, runs
 

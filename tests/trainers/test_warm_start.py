@@ -60,3 +60,16 @@ def test_an_exploding_warm_start_stops_with_a_clear_error(tmp_path, tiny_recipe)
     with pytest.raises(NonFiniteError, match=r"warm_start.learning_rate"):
         train(config, progress=False)
     assert not (tmp_path / "run" / "base_model").exists()  # no NaN model is ever saved
+
+
+def test_the_warm_start_bar_shows_the_latest_held_out_loss(tmp_path, tiny_recipe, capsys):
+    config = config_from_dict({}, [*tiny_recipe, "warm_start.steps=6", "eval.every=3", "train.steps=0",
+                                   f"run_dir={tmp_path / 'run'}"])  # fmt: skip
+    train(config, progress=True)
+    folder = tmp_path / "run" / "warm_start"
+    evals = [json.loads(line) for line in (folder / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [3, 6]  # every eval.every steps and at the end
+    base = json.loads((folder / "base_eval.json").read_text())["eval/sft_loss"]
+    shown = [part.split("held-out sft_loss=")[1][:5] for part in capsys.readouterr().err.split("\r")
+             if "held-out sft_loss=" in part]
+    assert f"{evals[0]['eval/sft_loss']:.3f}" in shown and shown[-1] != f"{base:.3f}"

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train with a YAML recipe, or with none: `rlft train --data train.jsonl --reward "
             "my_reward.py:score [--model PATH_OR_ID] [--algorithm grpo]`. Flags map onto recipe "
-            "fields (and win over the recipe file); --set wins over both. docs/datasets.md"
+            "fields (and win over the recipe file); --set wins over both, but --run-dir wins over "
+            "--set run_dir=... docs/datasets.md"
         ),
     )
     train.add_argument("recipe", nargs="?", help="Path of a YAML recipe (see examples/ and docs/recipes.md); optional with --data.")
@@ -72,7 +73,7 @@ def _common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a recipe field, e.g. --set train.steps=50 (repeatable).")
     p.add_argument("--resume", action="store_true", help="Continue the run in run_dir from its last checkpoint.")
-    p.add_argument("--run-dir", help="Folder of the run (same as --set run_dir=...).")
+    p.add_argument("--run-dir", help="Folder of the run (run_dir; wins over --set run_dir=...).")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (for logs).")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="Train on N processes of this machine: runs the same command under torchrun "
@@ -153,7 +154,8 @@ def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
 
     data = read_recipe_yaml(recipe, "Check the path, or run `rlft demo`.") if recipe else {}
     flags = one_line_overrides(args, data) if hasattr(args, "data") else []
-    overrides = flags + list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    # --run-dir last: the more specific flag wins over --set run_dir=... (quoted: "2024" is a folder).
+    overrides = flags + list(args.set) + ([f"run_dir={json.dumps(args.run_dir)}"] if args.run_dir else [])
     config = config_from_dict(data, overrides)
     _quiet_transformers()
     from rlft.trainers.registry import train
@@ -266,14 +268,27 @@ def _run_eval(args: argparse.Namespace) -> int:
     out = {"model": model_dir, "task": config.task.name, "eval_size": len(task.eval_problems),
            **{k.removeprefix("eval/"): v for k, v in result.metrics().items()}}  # fmt: skip
     if args.json:
-        print(json.dumps(out))
+        from rlft.common import strict_json
+
+        print(strict_json.dumps(out, "rlft eval --json"))
     else:
-        shown = ", ".join(
-            f"{k.replace('_', ' ')} {v:.3f}" if k == "mean_reward" else f"{k.replace('_', ' ')} {v:.1%}"
-            for k, v in out.items() if k not in ("model", "task", "eval_size")
-        )
+        shown = eval_line(out, scored_by_recipe=getattr(task, "reward_function", None) is not None)
         print(f"{model_dir}: held-out {shown} on {out['eval_size']} problems ({config.task.name})")
     return 0
+
+
+def eval_line(result: dict[str, Any], scored_by_recipe: bool) -> str:
+    """`rlft eval`'s metrics as words. Where the task's own reward is the recipe's (the dataset
+    task), ``accuracy`` is the mean of that (partial-credit) reward: it is shown once, as the mean
+    reward, after the pass rate (the run's headline)."""
+    metrics = {k: v for k, v in result.items() if k not in ("model", "task", "eval_size")}
+    if scored_by_recipe:
+        metrics.pop("accuracy", None)
+        metrics = {k: metrics[k] for k in sorted(metrics, key=lambda k: k == "mean_reward")}
+    return ", ".join(
+        f"{k.replace('_', ' ')} {v:.3f}" if k == "mean_reward" else f"{k.replace('_', ' ')} {v:.1%}"
+        for k, v in metrics.items()
+    )
 
 
 def _warn_if_data_changed(run_dir: Path, task: Any) -> None:

@@ -5,7 +5,8 @@ Before RL (or DPO), the base policy learns the task's format from reference answ
 by the same harness as every other trainer: it checkpoints every ``checkpoint.every`` steps, a run
 killed mid-warm-start resumes it bit-exactly with ``--resume``, a non-finite loss skips the step
 (too many stop the run), and its audit log, metrics (``sft/loss``) and summary sit in that folder.
-The held-out loss of the reference answers before and after (``eval/sft_loss``) shows what it did.
+The held-out loss of the reference answers (``eval/sft_loss``), before, every ``eval.every`` steps
+and after, shows what it did.
 The result is saved as ``RUN/base_model/``, which RL starts from.
 """
 
@@ -49,7 +50,9 @@ class WarmStartTrainer:
             disable_dropout(policy)
         self.policy, self.tokenizer, self.draw_problems = policy, tokenizer, draw_problems
         self.held_out, self.batch_size, self.base_model = held_out, ws.batch_size, base_model
-        self.schedule = Schedule(ws.steps, ws.steps, config.checkpoint.every, config.checkpoint.keep,
+        # The held-out loss every eval.every steps (cheap: teacher forcing, no sampling), so the bar's
+        # held-out loss follows the warm start instead of showing the base model's all along.
+        self.schedule = Schedule(ws.steps, config.eval.every, config.checkpoint.every, config.checkpoint.keep,
                                  config.train.max_consecutive_nonfinite)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = adamw(policy.parameters(), ws.learning_rate)

@@ -16,9 +16,14 @@ from rlft.serving.host import ModelHost  # noqa: E402
 
 @pytest.fixture
 def chat_server(tiny_model_dir, tmp_path):
+    """The page asks for no max_tokens, so answers run to the server's default. The untrained tiny
+    model rarely ends an answer early: at the default (256) three answers were 400-800 decoding
+    steps, 54 s on 2 cores kept busy by other processes (torch's threads wait on each other at every
+    step) against 4 s on idle cores. 16 tokens are plenty to show an answer."""
     store = Store(tmp_path / "feedback.db")
     host = ModelHost.from_folder(tiny_model_dir)
-    with host, BackgroundServer(create_serving_app(host, store, model_name="tiny")) as server:
+    app = create_serving_app(host, store, model_name="tiny", default_max_tokens=16)
+    with host, BackgroundServer(app) as server:
         yield server.url, store
     store.close()
 
@@ -32,7 +37,7 @@ def test_chat_thumbs_and_another_answer(browser, chat_server):
     live = LiveFeedback(store)
     token = store.add_annotator("page-user")  # no consent yet: the page asks
     page = browser.new_page()
-    page.set_default_timeout(90_000)  # answers are sampled on CPU; a busy CI machine is slow
+    page.set_default_timeout(60_000)  # a margin for a busy machine; answers take well under 1 s idle
     page.goto(url + "/")
     page.fill("#token", "rlft_wrong")
     page.click("#signin")
@@ -80,7 +85,7 @@ def test_without_consent_the_page_chats_but_offers_no_feedback(browser, chat_ser
     url, store = chat_server
     token = store.add_annotator("no-consent")
     page = browser.new_page()
-    page.set_default_timeout(90_000)  # answers are sampled on CPU; a busy CI machine is slow
+    page.set_default_timeout(60_000)  # a margin for a busy machine; answers take well under 1 s idle
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("#signin")

@@ -27,6 +27,9 @@ def hangs(prompts, completions, **context):
 
 def exits(prompts, completions, **context):
     sys.exit(0)
+
+def huge_when_wrong(prompts, completions, answers, **context):  # passes the preflight (reference answers)
+    return [1.0 if c.strip() == a else 1e308 for c, a in zip(completions, answers)]
 '''
 
 
@@ -38,6 +41,7 @@ def exits(prompts, completions, **context):
         ("text", [], "returned the text '0.5' as score 0"),
         ("hangs", ["reward_limits.timeout=1"], "did not return within reward_limits.timeout=1 s"),
         ("exits", [], "called sys.exit(0)"),
+        ("huge_when_wrong", [], "beyond reward_limits.max_abs=1e+06"),  # the model's own answers, in training
     ],
 )
 def test_a_misbehaving_reward_stops_the_run_with_its_name(tmp_path, tiny_recipe, function, settings, message):

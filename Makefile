@@ -6,17 +6,35 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel by default; set TORCH_SPEC to e.g. "torch==2.13.0 --index-url ..." on a GPU box.
 TORCH_SPEC ?= torch==2.13.0
+PIP_VERSION ?= 26.3
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo test lint lock clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# Every package but torch comes from requirements.lock: exact versions with their hashes, no
+# dependency resolution at install time, so the same commit installs the same set on every machine
+# (the demo's figures moved by 20 points across transformers/tokenizers releases before the lock).
+# torch is pinned by TORCH_SPEC instead, so a GPU box can take a CUDA build of the same release.
+$(VENV)/.installed: pyproject.toml requirements.lock Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[dev,feedback,responsible,scale,tracking]"
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# Refresh requirements.lock after changing the dependencies in pyproject.toml (or to take newer
+# releases): resolves every extra, writes exact versions and hashes, leaves torch to TORCH_SPEC.
+# Re-measure the README's figures (make demo; docs/learning.md) with the new set.
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install -q pip==$(PIP_VERSION) pip-tools==7.7.0
+	$(VENV)-lock/bin/pip-compile -q --upgrade --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --unsafe-package torch --extra dev --extra feedback \
+		--extra responsible --extra scale --extra tracking -o requirements.lock pyproject.toml
+	rm -rf $(VENV)-lock
 
 # Debian's Chromium (browser test) and PostgreSQL (store test), installed only when missing and
 # only as root; otherwise a note, and the tests that need them skip with a reason.

@@ -1,9 +1,9 @@
 """The serving app: an OpenAI-compatible API in front of a :class:`~rlft.serving.host.ModelHost`,
 with feedback on its answers kept in a :class:`~rlft.feedback.store.Store` (docs/serving.md).
 
-This module imports FastAPI; nothing else in rlft.serving does. Auth, body limits and the 422
-answer are the feedback app's (:mod:`rlft.feedback.server`): every route but ``/`` and ``/health``
-needs ``Authorization: Bearer TOKEN``, a token from ``rlft feedback add-annotator NAME``.
+This module imports FastAPI; nothing else in rlft.serving does. Auth and the body limit are the
+feedback app's (:mod:`rlft.feedback.server`), with OpenAI's error shape: every route but ``/`` and
+``/health`` needs ``Authorization: Bearer TOKEN``, a token from ``rlft feedback add-annotator NAME``.
 
 =============================  ===================================================================
 ``GET /``                      the chat page (thumbs up/down, "another answer" to compare two)

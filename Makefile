@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel by default; set TORCH_SPEC to e.g. "torch==2.13.0 --index-url ..." on a GPU box.
-TORCH_SPEC ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
 PIP_VERSION ?= 26.3
 
 .PHONY: setup system-deps demo test lint lock clean
@@ -31,9 +32,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock Makefile
 lock:
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/python -m pip install -q pip==$(PIP_VERSION) pip-tools==7.7.0
-	$(VENV)-lock/bin/pip-compile -q --upgrade --generate-hashes --strip-extras --no-emit-index-url \
-		--no-emit-find-links --unsafe-package torch --extra dev --extra feedback \
-		--extra responsible --extra scale --extra tracking -o requirements.lock pyproject.toml
+	rm -f requirements.lock
+	$(VENV)-lock/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links -P torch==$(TORCH_VERSION)+cpu --unsafe-package torch \
+		--extra dev --extra feedback --extra responsible --extra scale --extra tracking \
+		-o requirements.lock pyproject.toml
 	rm -rf $(VENV)-lock
 
 # Debian's Chromium (browser test) and PostgreSQL (store test), installed only when missing and

@@ -55,7 +55,7 @@ demo: setup
 	$(BIN)/rlft demo
 
 test: setup system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -43,3 +43,14 @@ def test_the_audit_log_stays_json(tmp_path):
     records = [strict_loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert records[-1]["fields"]["summary"]["final_mean_reward"] is None
     assert log.verify().ok  # the hash chain holds over the written (null) values
+
+
+def test_exported_feedback_and_logged_episodes_are_json_too(tmp_path):
+    from rlft.feedback.exchange import write_jsonl
+    from rlft.rollout.episodes import write_episodes
+    from rlft.rollout.multiturn import Episode
+
+    write_jsonl([{"prompt": "p", "score": math.nan}], tmp_path / "pairs.jsonl")
+    assert strict_loads((tmp_path / "pairs.jsonl").read_text()) == {"prompt": "p", "score": None}
+    write_episodes(tmp_path / "episodes.jsonl", [Episode(segments=["hi", "yo"], rewards=[math.inf], success=False)])
+    assert strict_loads((tmp_path / "episodes.jsonl").read_text())["rewards"] == [None]

@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
+from rlft.common import strict_json
 from rlft.errors import RlftError
 from rlft.feedback.store import (
     Item,
@@ -221,7 +222,7 @@ def write_jsonl(records: list[dict[str, Any]], out: str | Path, overwrite: bool 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.write(strict_json.dumps(record, str(out), ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; an export is an ordinary readable file

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from rlft.common import strict_json
 from rlft.common.folder_lock import FolderLock
 from rlft.common.run_folder import write_json_atomic
 from rlft.errors import RlftError
@@ -169,4 +170,4 @@ class VersionStore:
 
     def append_round(self, record: dict[str, Any]) -> None:
         with (self.root / "rounds.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.write(strict_json.dumps(record, "rounds.jsonl", sort_keys=True) + "\n")

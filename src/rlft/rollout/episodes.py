@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlft.common import strict_json
 from rlft.common.run_folder import write_text_atomic
 from rlft.errors import RlftError
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration
@@ -24,7 +25,7 @@ from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstrati
 
 def write_episodes(path: str | Path, episodes: Sequence[Episode]) -> None:
     """Write ``episodes`` as JSONL, atomically (a crash leaves the old file or the whole new one)."""
-    lines = [json.dumps({"segments": e.segments, "rewards": e.rewards, "success": e.success}) + "\n" for e in episodes]
+    lines = [strict_json.dumps({"segments": e.segments, "rewards": e.rewards, "success": e.success}, str(path)) + "\n" for e in episodes]
     write_text_atomic(Path(path), "".join(lines))
 
 

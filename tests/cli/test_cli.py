@@ -28,6 +28,9 @@ def test_help_lists_commands():
         (["demo", "--set", "train.stepz=3"], "Did you mean 'train.steps'"),
         (["demo", "--set", "train.batch_size=100"], "not a multiple of algorithm.group_size"),
         (["demo", "--set", "model.path=/no/such/model"], "does not exist"),
+        # the LoRA target check reads the model's config first: a missing model is still one message
+        (["demo", "--set", "model.path=/no/such/model", "--set", "lora.r=4", "--set", "lora.target_modules=[q_proj]"],
+         "does not exist"),
         (["eval", "/no/such/model"], "does not exist"),
     ],
 )

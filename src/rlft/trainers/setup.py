@@ -130,7 +130,10 @@ def check_lora_targets(config: RecipeConfig, run: RunFolder) -> None:
         return  # fits every model
     source = str(run.base_model) if run.base_model.exists() else config.model.path
     if source:
-        model_config = AutoConfig.from_pretrained(source)
+        try:
+            model_config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError):
+            return  # no such model here: loading it says so, in one clear error
     else:  # the tiny model: its layers' names do not depend on the vocabulary it will have
         model_config = tiny_model_config(config.model.tiny, _TinyVocabulary())
     with torch.device("meta"):

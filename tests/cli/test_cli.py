@@ -31,6 +31,7 @@ def test_help_lists_commands():
         # the LoRA target check reads the model's config first: a missing model is still one message
         (["demo", "--set", "model.path=/no/such/model", "--set", "lora.r=4", "--set", "lora.target_modules=[q_proj]"],
          "does not exist"),
+        (["demo", "--set", "lora.r=4", "--set", "lora.target_modules=[]"], "lora.target_modules is empty"),
         (["eval", "/no/such/model"], "does not exist"),
     ],
 )

@@ -97,6 +97,11 @@ def resolve_target_modules(model: torch.nn.Module, target_modules: Sequence[str]
     if list(target_modules) == [ALL_LINEAR]:
         picked = [n for n, _ in model.named_modules() if n and n.rsplit(".", 1)[-1] in short]
         return short if sorted(picked) == sorted(linear) else linear
+    if not target_modules:
+        raise RlftError(
+            f"lora.target_modules is empty: no layer would get an adapter and nothing would train. Name "
+            f"layers such as {short[:3]}, or use [{ALL_LINEAR}] (the default)."
+        )
     if ALL_LINEAR in target_modules:
         raise RlftError(f"lora.target_modules: {ALL_LINEAR!r} stands alone; it already names every linear layer.")
     missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in linear)]

@@ -68,7 +68,7 @@ def score(
     except RewardError:
         raise
     except SystemExit as exc:  # sys.exit() in a reward would end the run silently, often with status 0
-        raise exit_error(_name(reward), exc) from None
+        raise exit_error(describe_reward(reward), exc) from None
     except Exception as exc:
         culprit = _first_failing_sample(reward, prompts, completions, context)
         where = f" on prompt {prompts[culprit]!r}" if culprit is not None else ""
@@ -77,17 +77,17 @@ def score(
             hint = (f" A reward is called with every context list ({', '.join(sorted(context))}): accept the "
                     "ones it does not use with **context, e.g. def score(prompts, completions, answers, **context).")
         raise RewardError(
-            f"Reward {_name(reward)} raised{where}: {type(exc).__name__}: {exc}.{hint}"
+            f"Reward {describe_reward(reward)} raised{where}: {type(exc).__name__}: {exc}.{hint}"
         ) from exc
-    out = as_output(raw, _name(reward))
+    out = as_output(raw, describe_reward(reward))
     if len(out.rewards) != len(prompts):
         raise RewardError(
-            f"Reward {_name(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
+            f"Reward {describe_reward(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
         )
     for i, value in enumerate(out.rewards):
         if not math.isfinite(value):
             raise RewardError(
-                f"Reward {_name(reward)} returned {value} for prompt {prompts[i]!r} "
+                f"Reward {describe_reward(reward)} returned {value} for prompt {prompts[i]!r} "
                 f"(completion {completions[i]!r}); rewards must be finite."
             )
     return out
@@ -157,10 +157,6 @@ def context_rows(context: dict[str, Any], rows: Sequence[int], n: int) -> dict[s
         k: [v[i] for i in rows] if isinstance(v, (list, tuple)) and len(v) == n else v
         for k, v in context.items()
     }
-
-
-def _name(reward: Any) -> str:
-    return describe_reward(reward)
 
 
 def describe_reward(reward: Any) -> str:

@@ -1,5 +1,6 @@
 """vLLM backend: the truncated importance-sampling correction (hand values, everywhere) and the
-engine itself (only with a CUDA GPU and vllm installed; skipped with the reason otherwise)."""
+engine itself (only with a CUDA GPU and vllm installed; skipped with the reason otherwise; the push
+and the sleep/wake order are tested without vLLM in test_vllm_push.py)."""
 
 import math
 
@@ -35,15 +36,19 @@ OK, REASON = vllm_available()
 @pytest.mark.gpu
 @pytest.mark.skipif(not OK, reason=REASON)
 def test_vllm_samples_and_matches_trainer_logprobs(tiny_model_dir):
+    from rlft.config import VLLMConfig
     from rlft.models.loading import load_policy
     from rlft.models.tokens import encode_prompts
     from rlft.rollout.sampling import score_completions
     from rlft.rollout.vllm_engine import VLLMRolloutEngine
 
     policy, tok = load_policy(str(tiny_model_dir))
-    engine = VLLMRolloutEngine(str(tiny_model_dir), gpu_memory_utilization=0.2)
-    engine.sync_weights(policy)
+    policy.to("cuda:0")
+    engine = VLLMRolloutEngine(str(tiny_model_dir), VLLMConfig(gpu_memory_utilization=0.2), device="cuda:0",
+                               max_model_len=512)
+    engine.push_weights(policy)
     ids, mask = encode_prompts(tok, ["1+2=", "33+44="])
+    ids, mask = ids.to("cuda:0"), mask.to("cuda:0")
     rollout = engine.sample(
         policy,
         ids,
@@ -53,6 +58,7 @@ def test_vllm_samples_and_matches_trainer_logprobs(tiny_model_dir):
         max_new_tokens=6,
         generator=torch.Generator().manual_seed(0),
     )
+    assert rollout.completion_ids.device == policy.device
     with torch.no_grad():
         trainer, _, _ = score_completions(policy, rollout)
     w = truncated_importance_weights(trainer, rollout.logprobs, rollout.completion_mask)

@@ -8,6 +8,7 @@ afterwards. ``docs/recipes.md`` is generated from the fields (``python -m rlft.c
 
   sections.py      the sections of the main recipe (model, task, algorithm, train, ...)
   recipe.py        RecipeConfig: resolving, cross-field checks, reading and writing
+  vllm.py          the rollout.vllm section (vLLM beside the learner) and its checks
   agent.py         the multi-turn agent recipe (``rlft agent``)
   reward_model.py  the reward-model recipe (``rlft rm train``)
 """
@@ -49,6 +50,7 @@ from rlft.config.sections import (
     TrainConfig,
     WarmStartConfig,
 )
+from rlft.config.vllm import VLLMConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import parse_overrides, read_recipe_yaml
@@ -57,7 +59,7 @@ __all__ = [
     "ALGORITHMS", "ALGORITHM_PRESETS", "OFFLINE_ALGORITHMS", "AgentConfig", "AlgorithmConfig", "ArcherConfig",
     "CheckpointConfig", "ConfigError", "DistributedConfig", "EnvConfig", "EpisodeConfig", "EvalConfig", "ILQLConfig",
     "LogConfig", "LoraConfig", "ModelConfig", "PreferenceConfig", "PrivacyConfig", "RecipeConfig", "RewardModelRecipe",
-    "RolloutConfig", "TaskConfig", "TinyModelConfig", "TrainConfig", "WarmStartConfig", "absolute_paths",
+    "RolloutConfig", "TaskConfig", "TinyModelConfig", "TrainConfig", "VLLMConfig", "WarmStartConfig", "absolute_paths",
     "agent_config_from_dict", "agent_config_to_dict", "config_from_dict", "config_to_dict", "dump_config",
     "load_agent_config", "load_config", "load_rm_recipe", "parse_overrides", "read_recipe_yaml",
     "reference_markdown", "policy_learning_rate", "rm_recipe_from_dict",

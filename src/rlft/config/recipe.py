@@ -42,6 +42,7 @@ from rlft.config.sections import (
     WarmStartConfig,
     check_schedule,
 )
+from rlft.config.vllm import check_vllm_recipe
 from rlft.errors import ConfigError
 from rlft.schema import (
     build,
@@ -242,9 +243,11 @@ class RecipeConfig:
                 )
         if self.rollout.backend == "vllm" and self.distributed.engine == "ray":
             raise ConfigError(
-                "rollout.backend='vllm' and distributed.engine='ray' cannot be combined yet: vLLM "
-                "generates on the learner's GPU. Use one of them."
+                "rollout.backend='vllm' and distributed.engine='ray' cannot be combined yet: vLLM runs in the "
+                "learner's process, on the learner's GPU (colocated), while Ray samples in worker processes. Use one "
+                "of them."
             )
+        check_vllm_recipe(self)  # before the GPU check below: these refusals hold on any machine
         if self.rollout.backend == "vllm":
             import torch
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.config.vllm import VLLMConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
 from rlft.schema import setting
@@ -131,6 +132,7 @@ class RolloutConfig:
         "(bf16 copies; the learner stays float32; truncated importance weights correct the mismatch; "
         "docs/performance.md).",
     )
+    vllm: VLLMConfig = setting(VLLMConfig(), "vLLM beside the learner (read when backend is vllm).")
 
 
 @dataclass(frozen=True)

@@ -107,8 +107,10 @@ def _ray(config: RecipeConfig, policy: PreTrainedModel) -> RolloutEngine:
 def _vllm(config: RecipeConfig, policy: PreTrainedModel) -> RolloutEngine:
     from rlft.rollout.vllm_engine import VLLMRolloutEngine
 
-    engine = VLLMRolloutEngine(policy.name_or_path, seed=config.seed)
-    engine.push_weights(policy)
+    # rollout.vllm's settings, the policy's folder (vLLM's architecture) and device (vLLM's GPU).
+    engine = VLLMRolloutEngine.for_recipe(config, policy)
+    engine.push_weights(policy)  # the folder holds the weights from before the warm start
+    engine.sleep()  # the GPU is the learner's until the first generation
     return engine
 
 

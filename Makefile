@@ -39,11 +39,13 @@ lock:
 		-o requirements.lock pyproject.toml
 	rm -rf $(VENV)-lock
 
-# Debian's Chromium (browser test) and PostgreSQL (store test), installed only when missing and
-# only as root; otherwise a note, and the tests that need them skip with a reason.
+# Debian's Chromium (browser test), PostgreSQL (store test) and bubblewrap (the sandbox's isolation,
+# docs/sandbox.md), installed only when missing and only as root; otherwise a note, and the tests
+# that need them skip with a reason.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \

@@ -20,10 +20,10 @@ OTHER_TEST_FOLDERS = {"examples", "data"}
 
 # Bottom to top. A package may import from its own layer and the layers before it.
 LAYERS: list[set[str]] = [
-    {"errors", "types", "version", "schema", "algorithms"},
+    {"errors", "types", "version", "schema", "algorithms", "plugins"},
     {"common"},
     {"models"},
-    {"rewards"},
+    {"rewards", "sandbox"},
     {"tasks"},
     {"config", "envs"},
     {"rollout"},
@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"trainers"},
     {"online"},
     {"report"},
-    {"api"},
+    {"api", "extend"},
     {"cli", "__init__", "__main__"},
 ]
 MAX_FILE_LINES = 500

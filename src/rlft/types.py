@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+R = TypeVar("R", bound="Rollout")
 
 
 @dataclass
@@ -37,6 +41,12 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
+
+    def to(self: R, device: torch.device | str) -> R:
+        """Every tensor field on ``device`` (a subclass's fields too); itself when all are there."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        moved = {k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.device != torch.device(device)}
+        return dataclasses.replace(self, **moved) if moved else self
 
     def select(self, index: slice | torch.Tensor) -> Rollout:
         """Rows ``index`` of every field (for micro-batches)."""

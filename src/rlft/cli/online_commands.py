@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     online.add_argument("target", help="RECIPE.yaml, or `rollback` / `status`.")
     online.add_argument("version", nargs="?", type=int, help="With rollback: the version to serve.")
     online.add_argument("--dir", default=None, help="With rollback/status: the loop's output_dir.")
+    online.add_argument("--device", default=None,
+                        help="Where the model is served and trained: auto, cpu, cuda, cuda:N (default: the recipe's "
+                        "device, auto).")
     online.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a recipe field, e.g. --set online.every_judgements=20.")  # fmt: skip
     online.set_defaults(run=_run_online)
@@ -67,7 +70,7 @@ def _run_online(args: argparse.Namespace) -> int:
 def _serve_online(args: argparse.Namespace) -> int:
     from rlft.config.online import load_online_recipe
 
-    recipe = load_online_recipe(args.target, args.set)
+    recipe = load_online_recipe(args.target, args.set + ([f"device={args.device}"] if args.device else []))
     try:
         import uvicorn
 

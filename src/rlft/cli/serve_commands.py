@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="Most sequences sampled together in one batch (default 16).")  # fmt: skip
     serve.add_argument("--max-rows-per-request", type=int, default=64,
                        help="Most answers (prompts x n) one request may ask for (default 64; more: 400).")  # fmt: skip
+    serve.add_argument("--device", default="auto",
+                       help="Where the model runs: auto (the GPU when CUDA is visible, else cpu), cpu, cuda, cuda:N.")
     serve.add_argument("--consent-text", help="Text users agree to before their answers and feedback are stored.")
     serve.set_defaults(run=_run_serve)
 
@@ -72,7 +74,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     resolved = folder.resolve()
     name = args.model_name or (resolved.parent.name if resolved.name == "final_model" else resolved.name)
     store = open_store(args.db, create=args.create)
-    host = ModelHost.from_folder(args.target, max_batch_size=args.max_batch_size)
+    host = ModelHost.from_folder(args.target, max_batch_size=args.max_batch_size, device=args.device)
     app = serving_app.create_serving_app(
         host, store, model_name=name, consent_text=args.consent_text or serving_app.DEFAULT_CONSENT_TEXT,
         max_rows_per_request=args.max_rows_per_request,

@@ -134,6 +134,10 @@ class AgentConfig:
         3, "Stop after this many steps in a row with a non-finite loss or gradient.", ge=1
     )
     torch_threads: int = setting(0, "torch.set_num_threads; 0 leaves the default.", ge=0)
+    device: str = setting(
+        "auto", "Where the agent trains: auto (cuda:LOCAL_RANK when CUDA is visible, else cpu), cpu, cuda or cuda:N; "
+        "the warm start, the policy, reference, critics and episodes' tensors all live there.",
+    )
     dropout: bool = setting(
         False, "Keep the model's dropout in training. false (the default): every dropout probability is set to 0 "
         "(the warm start, the policy and the critics), so updates compute what sampling computes.",
@@ -149,6 +153,9 @@ def policy_learning_rate(config: AgentConfig) -> float:
 
 def agent_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AgentConfig:
     config = build(AgentConfig, with_overrides(data, overrides))
+    from rlft.models.device import check_device_spec
+
+    check_device_spec(config.device, "device")
     # grpo and ppo are the main loop's presets; an estimator that compares episodes needs groups.
     preset = ALGORITHM_PRESETS.get(config.algorithm)
     if preset and preset["algorithm"]["advantage_estimator"] in GROUP_ESTIMATORS and config.group_size < 2:

@@ -110,6 +110,10 @@ class OnlineRecipe:
     personalization: PersonalizationConfig = setting(PersonalizationConfig(), "Per-user adapters.")
     poisoning: PoisoningConfig = setting(PoisoningConfig(), "Poisoning defence.")
     torch_threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", ge=0)
+    device: str = setting(
+        "auto", "Where the model is served and the rounds train (rlft online --device): auto (the GPU when CUDA is "
+        "visible, else cpu), cpu, cuda or cuda:N.",
+    )
 
 
 def online_recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> OnlineRecipe:
@@ -118,6 +122,9 @@ def online_recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = 
         raise ConfigError("model is empty; give the model folder or run folder to serve first.")
     if recipe.online.probe is not None and not Path(recipe.online.probe).is_file():
         raise ConfigError(f"online.probe: no file {recipe.online.probe}; give a JSONL of {{prompt, answer}}.")
+    from rlft.models.device import check_device_spec
+
+    check_device_spec(recipe.device, "device")
     return recipe
 
 

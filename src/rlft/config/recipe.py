@@ -211,6 +211,9 @@ class RecipeConfig:
             )
 
     def _check_model(self) -> None:
+        from rlft.models.device import check_device_spec
+
+        check_device_spec(self.train.device)
         if self.train.autocast != "none" and self.model.dtype != "float32":
             raise ConfigError(
                 f"train.autocast={self.train.autocast!r} needs float32 weights, but model.dtype={self.model.dtype}. "

@@ -67,7 +67,9 @@ class RewardModelRecipe:
         "tokenizer or the model sees it; counts go to OUTPUT_DIR/privacy.json.",
     )
     torch_threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", ge=0)
-    device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: cuda when available.")
+    device: str = setting(
+        "auto", "Where the reward model trains: auto (cuda:LOCAL_RANK when CUDA is visible, else cpu), cpu, cuda or cuda:N."
+    )
     output_dir: str = setting(
         "runs/reward_model", "Folder to write model/, metrics.jsonl and summary.json into."
     )
@@ -91,6 +93,9 @@ def rm_recipe_from_dict(
             "train_data is empty; give the preference pairs file (e.g. from `rlft feedback export`)."
         )
     check_schedule("", recipe.lr_scheduler, recipe.warmup_steps, recipe.warmup_ratio)
+    from rlft.models.device import check_device_spec
+
+    check_device_spec(recipe.device, "device")
     return recipe
 
 

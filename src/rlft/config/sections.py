@@ -268,7 +268,24 @@ class TrainConfig:
     autocast: Literal["none", "bfloat16"] = setting(
         "none",
         "Mixed precision of the learner's passes: none (the model's dtype) or bfloat16 (torch.autocast; "
-        "weights, gradients and optimiser state stay float32). float16 is not offered: it needs loss scaling.",
+        "weights, gradients and optimiser state stay float32; logits and log-softmax in float32). float16 is not "
+        "offered: it needs loss scaling.",
+    )
+    device: str = setting(
+        "auto",
+        "Where the run trains: auto (cuda:LOCAL_RANK when CUDA is visible, else cpu), cpu, cuda (cuda:LOCAL_RANK) or "
+        "cuda:N. The policy, reference, critic, rollout and batches all live there (docs/distributed.md).",
+    )
+    deterministic: bool = setting(
+        False,
+        "Deterministic CUDA kernels (torch.use_deterministic_algorithms): a GPU run resumed after kill -9 is then "
+        "bit-identical to an uninterrupted one, at some speed. CPU runs are deterministic without it.",
+    )
+    optimizer_dtype: Literal["model", "float32"] = setting(
+        "model",
+        "Precision of the optimiser for low-precision weights (model.dtype: bfloat16 or float16): model (AdamW's "
+        "state in the weights' dtype) or float32 (float32 master weights and moments; the model's weights are "
+        "their rounded copies, so small updates are not lost to bf16 rounding).",
     )
 
     def resolved(self, algorithm: str) -> TrainConfig:

@@ -78,7 +78,8 @@ class OnlineLoop:
         self.versions = versions
         self.audit = AuditLog(versions.root)
         self.state: OnlineState = versions.load_state()
-        self.served_model = versions.load_version(self.state.served_version)
+        # The copy rounds train from, on the host's device (a round's candidate is a copy of it).
+        self.served_model = versions.load_version(self.state.served_version).to(host.device)
         self.tokenizer = host.tokenizer
         self._lock = threading.Lock()  # one round, rollback or forget at a time
         self._stop = threading.Event()
@@ -270,7 +271,7 @@ class OnlineLoop:
     def rollback(self, version: int) -> None:
         """Serve ``version`` again (a version kept in ``output_dir/versions``)."""
         with self._lock:
-            model = self.versions.load_version(version)
+            model = self.versions.load_version(version).to(self.host.device)
             self.host.swap(version, model.state_dict())
             previous = self.state.served_version
             self.served_model = model

@@ -72,7 +72,7 @@ def _open(recipe: OnlineRecipe, versions: VersionStore) -> OnlineSession:
     adapter_r = recipe.personalization.r if recipe.personalization.method == "adapter" else None
     host = ModelHost.from_folder(
         versions.version_folder(state.served_version), version=state.served_version,
-        adapter_r=adapter_r, max_batch_size=recipe.serve.max_batch_size,
+        adapter_r=adapter_r, max_batch_size=recipe.serve.max_batch_size, device=recipe.device,
     )  # fmt: skip
     for user, (lora_state, _meta) in versions.load_adapters().items():
         if adapter_r is None:

@@ -25,6 +25,7 @@ from rlft.algorithms.preference import (
 )
 from rlft.common.optim import adamw
 from rlft.errors import RlftError
+from rlft.models.device import model_device
 from rlft.models.dropout import disable_dropout
 from rlft.online.data import Example
 from rlft.rewards.pairs import PreferencePair
@@ -53,7 +54,7 @@ def completion_logps(
 ) -> torch.Tensor:
     """log pi(completion + EOS | prompt) summed over tokens, (B,); differentiable unless the
     caller is in ``torch.no_grad``."""
-    batch = completion_rollout(tokenizer, prompts, completions)
+    batch = completion_rollout(tokenizer, prompts, completions).to(model_device(model))  # type: ignore[arg-type]
     logprobs, _, _ = score_completions(model, batch)  # type: ignore[arg-type]
     return sequence_logps(logprobs, batch.completion_mask)
 
@@ -120,7 +121,7 @@ def train_kto(
                 completion_logps(reference, tokenizer, prompts, mismatched),
             )
         logps = completion_logps(policy, tokenizer, prompts, completions)
-        desirable = torch.tensor([e.desirable for e in batch])
+        desirable = torch.tensor([e.desirable for e in batch], device=logps.device)
         return kto_loss(logps, ref_logps, desirable, z0, settings.beta, w_d, w_u)[0]
 
     return _train(policy, examples, settings, batch_loss)

@@ -146,7 +146,8 @@ class RewardModelReward:
         None, "Clip the (normalised) score to [-clip, clip]; null for no clipping.", gt=0
     )
     device: str = setting(
-        "auto", "Where the reward model runs: auto (cuda if available), cpu, cuda, cuda:1 ..."
+        "auto", "Where the reward model runs: auto (in a training recipe, the learner's train.device; else "
+        "cuda:LOCAL_RANK when CUDA is visible, else cpu), cpu, cuda, cuda:N.",
     )
 
     def __post_init__(self) -> None:
@@ -166,10 +167,13 @@ class RewardModelReward:
         self, prompts: Sequence[str], completions: Sequence[str], **context: Any
     ) -> list[float]:
         if self._model is None:
-            device = self.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model, self._tokenizer = load_reward_model(self._folder, device)
+            from rlft.models.device import resolve_device
+
+            try:
+                device = resolve_device(self.device, "reward_model.device")
+            except RlftError as exc:
+                raise RewardSpecError(str(exc)) from None
+            self._model, self._tokenizer = load_reward_model(self._folder, str(device))
         raw = reward_scores(
             self._model, self._tokenizer, prompts, completions, self.batch_size, self.max_length
         )

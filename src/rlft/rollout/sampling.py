@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 
 from rlft.algorithms.logprobs import entropy_from_logits, selective_log_softmax
+from rlft.models.device import model_device, sampling_generator
 from rlft.models.tokens import forward_accepts, positions_from_mask
 from rlft.rollout.fast_decode import StaticKVDecoder as _StaticKVDecoder
 from rlft.types import Rollout
@@ -111,7 +112,13 @@ def sample(
     other models, and those, use their own forward.
     The loop runs under ``torch.inference_mode``; the returned tensors are ordinary tensors, so the
     update may use them in autograd.
+
+    Sampling runs on the model's device: the prompts are moved there, and off the CPU the noise
+    comes from a generator on that device seeded from ``generator`` (:func:`rlft.models.device.sampling_generator`).
     """
+    device = model_device(model)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    generator = sampling_generator(generator, device)
     with torch.inference_mode():
         ids, logps, masks = _sample_loop(
             model,
@@ -349,6 +356,7 @@ def score_completions(
     and without gradients the log-softmax runs in chunks of the sequence, so no (B, T, V) float32
     copy of the logits is made.
     """
+    rollout = rollout.to(model_device(model))  # a no-op when the batch is already there
     logits, hidden = _completion_outputs(model, rollout, value_head is not None, share_prompts)
     if torch.is_grad_enabled():
         scaled = logits.float() / temperature

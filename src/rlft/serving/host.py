@@ -153,13 +153,16 @@ class ModelHost:
         self._worker.start()
 
     @classmethod
-    def from_folder(cls, folder: str | Path, version: int = 1, **kw: Any) -> ModelHost:
+    def from_folder(cls, folder: str | Path, version: int = 1, device: str = "cpu", **kw: Any) -> ModelHost:
         """A host for a model folder, a LoRA adapter folder (merged into its base) or a run folder
-        (its ``final_model/``). Keyword arguments go to :class:`ModelHost`."""
+        (its ``final_model/``), on ``device`` (``--device``: auto, cpu, cuda, cuda:N). Keyword
+        arguments go to :class:`ModelHost`."""
+        from rlft.models.device import resolve_device
         from rlft.serving.loading import load_served_model
 
+        where = resolve_device(device, "--device")  # a missing GPU: one error before the weights are read
         model, tokenizer = load_served_model(folder)
-        return cls(model, tokenizer, version, **kw)
+        return cls(model.to(where), tokenizer, version, **kw)
 
     # -- requests ---------------------------------------------------------------------------------
 

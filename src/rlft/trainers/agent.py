@@ -33,6 +33,7 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig, config_from_dict
 from rlft.config.agent import AgentConfig, agent_config_to_dict, policy_learning_rate
 from rlft.envs import ENV_FAMILIES, Env, EnvFamily
+from rlft.models.device import model_device, move_model
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
@@ -89,11 +90,13 @@ def warm_start_agent(
     return losses
 
 
-def prepare_agent(config: AgentConfig, family: EnvFamily, run: RunFolder) -> tuple[PreTrainedModel, Any]:
-    """The warm-started base every agent method starts from, saved as ``base_model/`` the first
-    time (a copy of the recipe's ``base_model``, else the tiny model, its tokenizer trained on the
-    family's text, then the warm start on scripted dialogues) and loaded from there, so a resumed
-    run starts from the same weights."""
+def prepare_agent(config: AgentConfig, family: EnvFamily, run: RunFolder,
+                  device: torch.device | None = None) -> tuple[PreTrainedModel, Any]:
+    """The warm-started base every agent method starts from, on ``device`` (the CPU when None),
+    saved as ``base_model/`` the first time (a copy of the recipe's ``base_model``, else the tiny
+    model, its tokenizer trained on the family's text, then the warm start on scripted dialogues,
+    on the device) and loaded from there, so a resumed run starts from the same weights."""
+    device = device or torch.device("cpu")
     if not run.base_model.exists() and config.base_model:
         copied = Path(tempfile.mkdtemp(dir=run.root, prefix=".base_model.", suffix=".tmp"))
         shutil.copytree(config.base_model, copied, dirs_exist_ok=True)
@@ -104,26 +107,29 @@ def prepare_agent(config: AgentConfig, family: EnvFamily, run: RunFolder) -> tup
         ws = config.warm_start
         if not config.dropout:
             disable_dropout(model)
+        if ws.steps:
+            move_model(model, device)
         warm_start_agent(model, tokenizer, family, ws.steps, ws.batch_size, ws.learning_rate, config.seed)
         save_model_atomic(model, tokenizer, run.base_model)
-    return load_policy(str(run.base_model))
+    model, tokenizer = load_policy(str(run.base_model))
+    return move_model(model, device), tokenizer
 
 
 def play(
     policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, envs: list[Env], config: AgentConfig,
     gen: torch.Generator, greedy: bool = False,
 ) -> tuple[MultiTurnRollout, list[Episode]]:
-    """Play ``envs`` with the recipe's caps."""
+    """Play ``envs`` with the recipe's caps; the rollout is on the policy's device."""
     ep = config.episode
     was_training = policy.training
     policy.eval()
-    out = rollout_episodes(
+    rollout, episodes = rollout_episodes(
         policy, tokenizer, envs, max_turns=config.env.max_turns, max_turn_tokens=ep.max_turn_tokens,
         max_total_tokens=ep.max_total_tokens, temperature=ep.temperature, generator=gen, greedy=greedy,
         on_env_error=ep.on_env_error,
     )
     policy.train(was_training)
-    return out
+    return rollout.to(model_device(policy)), episodes
 
 
 @dataclass
@@ -189,7 +195,8 @@ class AgentTrainer:
     def __init__(self, config: AgentConfig, session: RunSession, progress: bool = True) -> None:
         self.config, self.name, self.last_eval = config, config.algorithm, float("nan")
         self.family = make_family(config)
-        self.policy, self.tokenizer = prepare_agent(config, self.family, session.run)
+        self.device = session.ranks.device
+        self.policy, self.tokenizer = prepare_agent(config, self.family, session.run, self.device)
         if not config.dropout:  # before archer's critic copies the policy
             disable_dropout(self.policy)
         self.schedule = self.make_schedule(self.planned_steps(config) or 1, 1)
@@ -258,7 +265,7 @@ def collect_episodes(
     G, train = recipe.algorithm.group_size, recipe.train
     envs = [copy.deepcopy(e) for e in family.train_envs(train.batch_size // G, gen) for _ in range(G)]
     rollout, episodes = play(learner.policy, tokenizer, envs, config, gen)
-    returns = torch.tensor([e.total_reward for e in episodes])  # (B,)
+    returns = torch.tensor([e.total_reward for e in episodes], device=rollout.completion_mask.device)  # (B,)
     batch = score_rollout(
         recipe.algorithm, learner, reference, rollout, returns, rollout.token_rewards,
         temperature=recipe.rollout.temperature, kl_coef=kl_coef, sampler=Sampler(),

@@ -39,6 +39,7 @@ from rlft.algorithms.q_learning import polyak
 from rlft.algorithms.utterance import spread_over_turns, utterance_td
 from rlft.common.optim import adamw
 from rlft.config.agent import AgentConfig, policy_learning_rate
+from rlft.models.device import model_device
 from rlft.models.value_head import ValueHead
 from rlft.rollout.multiturn import MultiTurnRollout
 from rlft.rollout.replay import ReplayBuffer, ReplayEntry
@@ -50,7 +51,7 @@ from rlft.trainers.run import RunSession
 class Critic(torch.nn.Module):
     def __init__(self, trunk: PreTrainedModel) -> None:
         super().__init__()
-        self.trunk, self.head = trunk, ValueHead(trunk.config.hidden_size)
+        self.trunk, self.head = trunk, ValueHead(trunk.config.hidden_size).to(model_device(trunk))
 
     def forward(self, rollout: MultiTurnRollout) -> torch.Tensor:
         return score_completions(self.trunk, rollout, 1.0, False, self.head)[2]  # (B, T)
@@ -141,9 +142,10 @@ def replay_state(buffer: ReplayBuffer) -> dict[str, Any]:
             "versions": [e.version for e in buffer.entries]}
 
 
-def load_replay_state(buffer: ReplayBuffer, state: dict[str, Any]) -> None:
+def load_replay_state(buffer: ReplayBuffer, state: dict[str, Any], device: torch.device) -> None:
+    """The buffer a checkpoint saved, its episodes on ``device`` (checkpoints load on the CPU)."""
     buffer.entries.clear()
-    buffer.entries.extend(ReplayEntry(MultiTurnRollout(**item), version)
+    buffer.entries.extend(ReplayEntry(MultiTurnRollout(**item).to(device), version)
                           for item, version in zip(state["items"], state["versions"], strict=True))
 
 
@@ -171,7 +173,7 @@ class ArcherTrainer(AgentTrainer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["generator"])
-        load_replay_state(self.buffer, state["replay"])
+        load_replay_state(self.buffer, state["replay"], self.device)
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         config, cfg, gen = self.config, self.config.archer, self.gen

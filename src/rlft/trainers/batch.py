@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.kl import KL_ESTIMATORS, kl_penalised_rewards
+from rlft.models.device import model_device
 from rlft.models.value_head import ValueHead
 from rlft.rollout.sampling import score_completions, sequence_logprobs
 from rlft.types import Rollout
@@ -105,8 +106,9 @@ def build_learner(config: Any, policy: PreTrainedModel) -> Learner:
     critic = config.algorithm.critic
     if critic == "none":
         return Learner(policy, autocast=autocast)
-    trunk = policy if critic == "value_head" else copy.deepcopy(policy)
-    return Learner(policy, ValueHead(policy.config.hidden_size), trunk, autocast)
+    trunk = policy if critic == "value_head" else copy.deepcopy(policy)  # (a copy stays on the policy's device)
+    head = ValueHead(policy.config.hidden_size).to(model_device(policy))
+    return Learner(policy, head, trunk, autocast)
 
 
 def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:

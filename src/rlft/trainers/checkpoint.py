@@ -51,17 +51,26 @@ class TrainerState:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": np.random.get_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()  # (CPU byte tensors, one per GPU)
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore the RNG states a checkpoint saved. The CUDA states are restored where this process
+    sees as many GPUs; a checkpoint made on a GPU resumes on a CPU-only machine without them (its
+    sampling noise on the CPU is drawn from the step generators, which do not depend on them)."""
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def save_checkpoint(
@@ -182,11 +191,13 @@ def load_checkpoint(
             "and this run shards the model. Resume it with train.parallel: ddp (or one process)."
         )
     try:
-        extra = torch.load(path / "optimizer.pt", weights_only=False)
+        # On the CPU whatever device saved it: a GPU checkpoint resumes on a CPU-only machine;
+        # load_state_dict then puts each tensor on its parameter's device.
+        extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
         if sharded:
             load_sharded(path, model, optimizers)
         else:
-            weights = load_file(str(path / "model.safetensors"))
+            weights = load_file(str(path / "model.safetensors"))  # CPU tensors, copied into place
     except Exception as exc:  # noqa: BLE001 - a damaged file raises anything from its parser
         raise RlftError(
             f"Checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}). Move it "

@@ -41,6 +41,7 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.errors import ConfigError
 from rlft.evaluation import evaluate
+from rlft.models.device import model_device
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.models.tokens import encode_prompts
@@ -100,7 +101,9 @@ def completion_rollout(
 def chosen_rejected_logps(
     model: PreTrainedModel, batch: Rollout
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi(chosen | prompt), log pi(rejected | prompt): (B,) each, from one (2B, ...) pass."""
+    """log pi(chosen | prompt), log pi(rejected | prompt): (B,) each, from one (2B, ...) pass on
+    the model's device."""
+    batch = batch.to(model_device(model))
     logprobs, _, _ = score_completions(model, batch)  # (2B, T)
     logps = sequence_logps(logprobs, batch.completion_mask)  # (2B,)
     n = len(batch) // 2
@@ -221,7 +224,8 @@ class DPOTrainer:
         data = Path(config.preference.data)
         session.audit.append("data", path=str(data), sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
                              train_pairs=len(self.train_pairs), eval_pairs=len(self.eval_pairs))
-        self.policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress)
+        self.policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress,
+                                                          device=session.ranks.device)
         if not config.train.dropout:
             disable_dropout(self.policy)
         self.reference = frozen_reference(self.policy)

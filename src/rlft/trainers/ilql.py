@@ -161,8 +161,8 @@ class ILQLTrainer(AgentTrainer):
         super().__init__(config, session, progress)
         cfg = config.ilql
         records = logged_episodes(config, session, self.policy, self.tokenizer, self.family)
-        self.data = episodes_to_rollout(self.tokenizer, records)
-        self.heads = ILQLHeads(self.policy.config.hidden_size, self.policy.config.vocab_size)
+        self.data = episodes_to_rollout(self.tokenizer, records).to(self.device)
+        self.heads = ILQLHeads(self.policy.config.hidden_size, self.policy.config.vocab_size).to(self.device)
         self.acting = ILQLPolicy(self.policy, self.heads, cfg.decode_beta)
         self.params = [p for p in list(self.policy.parameters()) + list(self.heads.parameters()) if p.requires_grad]
         self.optimizer = adamw(self.params, cfg.learning_rate)

@@ -28,6 +28,7 @@ from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bo
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
+from rlft.models.device import cuda_memory_metrics
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.rollout.engine import RolloutEngine, build_rollout_engine
@@ -302,7 +303,9 @@ def rl_step(
     if finite:
         update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef, parallel.ranks)
     # Workers serve the new version from the next step.
+    pushed = time.perf_counter()
     engine.push_weights(parallel.weights_for_engine(engine, learner.policy))
+    update_metrics["perf/weight_sync_s"] = time.perf_counter() - pushed
     update_metrics.update(engine.metrics())
     seconds = time.perf_counter() - started
     mask = batch.rollout.completion_mask
@@ -322,6 +325,7 @@ def rl_step(
         "perf/rollout_seconds": rollout_seconds,
         "perf/step_seconds": seconds,
         "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this rank's (Linux: KiB)
+        **cuda_memory_metrics(mask.device),  # this step's peak GPU memory (on a GPU)
         "train/skipped": 0 if finite else 1,
     }
     return metrics, finite
@@ -346,8 +350,10 @@ class RLTrainer:
         self.reward_fn = make_reward_fn(config, task, reward)
         self.eval_scores = held_out_scores(config, task, reward, self.reward_fn)
         self.parallel = Parallel(session.ranks)
+        self.device = session.ranks.device
         with session.ranks.main_first():  # rank 0 warm-starts and saves base_model/; the others load it
-            policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores)
+            policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores,
+                                                         self.device)
         self.headline, self.last_eval = headline_metric(task), float("nan")
         policy, self.reference = prepare_policy_and_reference(config, policy)
         self.parallel.keep_plain_copy(policy)

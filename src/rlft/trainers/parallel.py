@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from rlft.errors import ConfigError
+from rlft.models.device import to_device
 from rlft.rollout.engine import LocalSampler
 from rlft.trainers.batch import Learner, RowScores
 from rlft.types import Rollout
@@ -46,6 +47,10 @@ class Ranks:
     world: int = 1
     mode: str = "single"
     """single (no process group), ddp or fsdp."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """The run's device (``train.device``, resolved): every model and batch of this process lives there."""
+    mesh: Any = None
+    """The device mesh of the ranks (fsdp shards over it); None in one process."""
 
     @property
     def is_main(self) -> bool:
@@ -86,7 +91,8 @@ class Ranks:
         if not self.several or not values:
             return values
         keys = sorted(values)
-        total = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        # On the run's device: NCCL reduces CUDA tensors only (gloo, the CPU's, takes CPU ones).
+        total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return dict(zip(keys, total.tolist(), strict=True))
 
@@ -134,16 +140,26 @@ class Ranks:
 BUCKET_BYTES = 32 * 2**20
 
 
-def init_ranks(parallel: str) -> Ranks:
-    """The ranks of this process: from torchrun's environment (``WORLD_SIZE``, ``RANK``), with
-    gloo (the learner runs on the CPU; NCCL when CUDA holds the model is left to a GPU learner);
-    one process (no ``WORLD_SIZE``) is rank 0 of 1 and opens no process group."""
+def init_ranks(parallel: str, device: torch.device | None = None) -> Ranks:
+    """The ranks of this process on ``device`` (the run's, resolved; the CPU when None): from
+    torchrun's environment (``WORLD_SIZE``, ``RANK``), with NCCL when the device is a GPU (after
+    ``torch.cuda.set_device``, so that NCCL and the object collectives use this rank's GPU) and
+    gloo on the CPU, and a one-dimensional device mesh over the ranks for ``fully_shard``. One
+    process (no ``WORLD_SIZE``) is rank 0 of 1 and opens no process group."""
+    device = device or torch.device("cpu")
     if "WORLD_SIZE" not in os.environ:
-        return Ranks()
+        return Ranks(device=device)
     release_large_frees()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size(), parallel)
+        dist.init_process_group("nccl" if cuda else "gloo", **({"device_id": device} if cuda else {}))
+    from torch.distributed.device_mesh import init_device_mesh
+
+    world = dist.get_world_size()
+    mesh = init_device_mesh(device.type, (world,))
+    return Ranks(dist.get_rank(), world, parallel, device, mesh)
 
 
 def release_large_frees() -> None:
@@ -221,13 +237,15 @@ class Parallel:
                 f"more than the memory saved; train.parallel: ddp is faster while the model fits each device.",
                 stacklevel=2,
             )
+        precision = mixed_precision_policy(learner.autocast, self.ranks.device)
         for model in (*learner.modules().values(), reference):
             units = [*_decoder_layers(model), model]
             for unit in units:
                 # The root too (its default is to stay gathered after a forward): a no-grad pass
                 # (the reference's, the old log-probs') would otherwise leave the root's weights
                 # gathered, and the training pass's gradients of them would never be reduced.
-                fully_shard(unit, reshard_after_forward=True)
+                fully_shard(unit, reshard_after_forward=True, mesh=self.ranks.mesh,
+                            **({"mp_policy": precision} if precision is not None else {}))
             for unit in units:  # per unit: the setting is not recursive
                 unit.set_gradient_divide_factor(1.0)  # type: ignore[operator]
                 unit.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  # gloo: no pre-multiplied sum
@@ -262,6 +280,18 @@ class Parallel:
         return self.sampling_policy(policy)
 
 
+def mixed_precision_policy(autocast: torch.dtype | None, device: torch.device) -> Any:
+    """FSDP2's mixed precision for ``train.autocast: bfloat16`` on a GPU, as peers train: each
+    unit's gathered parameters in bf16 for the passes, gradients reduced in float32 and the sharded
+    master weights and optimiser state float32. None otherwise (the CPU keeps torch.autocast, and
+    gloo's bf16 collectives are not what CPU runs were measured with)."""
+    if autocast is None or device.type != "cuda":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32)
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Whole tensors of a (possibly sharded) model's state; a collective under fsdp."""
     from torch.distributed.tensor import DTensor
@@ -293,11 +323,14 @@ def gather_shares(
     step's generator is set to the state of the rank that sampled longest, which is where one
     process sampling the whole batch would have left it (mini-batch shuffling draws from it next).
     """
-    shares = ranks.gather({
+    device = rollout.completion_mask.device
+    # Pickled through the CPU: an unpickled CUDA tensor would land on the GPU of the rank that sent it.
+    shares = ranks.gather(to_device({
         "ids": rollout.completion_ids, "mask": rollout.completion_mask, "logprobs": rollout.logprobs,
         "rewards": rewards, "ref": scores.ref_logprobs, "old": scores.old_logprobs, "values": scores.old_values,
         "completions": completions, "components": components, "gen": gen.get_state(),
-    })  # fmt: skip
+    }, torch.device("cpu")))  # fmt: skip
+    shares = [{k: v if k == "gen" else to_device(v, device) for k, v in share.items()} for share in shares]
     length = max(share["ids"].shape[1] for share in shares)
     gen.set_state(max(shares, key=lambda share: share["ids"].shape[1])["gen"])
 

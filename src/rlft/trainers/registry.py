@@ -22,7 +22,8 @@ from rlft.trainers.archer import ArcherTrainer
 from rlft.trainers.dpo import DPOTrainer
 from rlft.trainers.ilql import ILQLTrainer
 from rlft.trainers.loop import RLTrainer
-from rlft.trainers.parallel import check_parallel_recipe, init_ranks
+from rlft.models.device import resolve_device, set_deterministic
+from rlft.trainers.parallel import Ranks, check_parallel_recipe, init_ranks
 from rlft.trainers.run import OnStep, run_trainer
 from rlft.trainers.setup import join_run, open_run
 
@@ -57,7 +58,9 @@ def train(
         raise RlftError(f"algorithm.name={config.algorithm.name!r} trains on preference pairs; it takes no reward or task.")
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
-    ranks = init_ranks(config.train.parallel)  # one process, or this rank of torchrun's
+    device = resolve_device(config.train.device)  # before anything is written: a missing GPU is one error
+    set_deterministic(device, config.train.deterministic)
+    ranks = init_ranks(config.train.parallel, device)  # one process, or this rank of torchrun's
     if ranks.several and kind not in TAKES_REWARD_AND_TASK:
         raise RlftError(f"algorithm.name={config.algorithm.name!r} runs in one process; start it without torchrun.")
     check_parallel_recipe(config, ranks)
@@ -83,5 +86,7 @@ def train_agent(
     trainer = AGENT_TRAINERS[config.algorithm]
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    device = resolve_device(config.device, "device")
     with open_agent_run(config, resume, trainer) as session:  # holds the run folder's lock
+        session.ranks = Ranks(device=device)
         return run_trainer(session, trainer(config, session, progress), progress, on_step)

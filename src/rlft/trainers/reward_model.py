@@ -40,6 +40,7 @@ from rlft.common.optim import adamw, advance, check_finite_weights, current_lr, 
 from rlft.common.run_folder import RunFolder
 from rlft.config.reward_model import RewardModelRecipe
 from rlft.errors import ConfigError
+from rlft.models.device import resolve_device
 from rlft.models.dropout import disable_dropout
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
@@ -180,8 +181,7 @@ class RewardModelTrainer:
         self.model, self.tokenizer = initial_model(recipe, self.train_pairs, session.run)
         if not recipe.dropout:
             disable_dropout(self.model)
-        device = "cuda" if recipe.device == "auto" and torch.cuda.is_available() else recipe.device
-        self.model.to("cpu" if device == "auto" else device)
+        self.model.to(resolve_device(recipe.device, "device"))  # once, before the optimiser is built
         self.optimizer = adamw(self.model.parameters(), recipe.learning_rate, recipe.weight_decay)
         self.per_epoch = -(-len(self.train_pairs) // recipe.batch_size)
         steps = self.per_epoch * recipe.epochs

@@ -56,8 +56,10 @@ def sample_round(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedToke
     reward_list, components = reward_fn(completions, problems[lo:hi])
     cut = truncated(rollout.completion_ids, rollout.completion_mask, tokenizer.eos_token_id,
                     config.rollout.max_new_tokens)
-    return Sampled(problems, prompt_ids, prompt_mask, rollout, completions,
-                   torch.tensor(reward_list, dtype=torch.float32), components, cut)
+    # The whole batch's prompts, on the device the rollout was sampled on (gather_shares uses them).
+    device = rollout.completion_mask.device
+    return Sampled(problems, prompt_ids.to(device), prompt_mask.to(device), rollout, completions,
+                   torch.tensor(reward_list, dtype=torch.float32, device=device), components, cut)
 
 
 def sample_batch(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any,

@@ -7,6 +7,7 @@ import sys
 import tempfile
 from typing import Any
 
+import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -26,6 +27,7 @@ from rlft.config import (
 )
 from rlft.errors import RlftError
 from rlft.evaluation import EvalResult, evaluate
+from rlft.models.device import move_model
 from rlft.models.loading import check_max_new_tokens, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
 from rlft.responsible.privacy import private_task
@@ -166,10 +168,25 @@ def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
     spec = reward if reward is not None else config.reward
     if spec is None:
         return None
+    spec = on_learner_device(spec, config.train.device)
     from rlft.rewards import build_reward
     from rlft.rewards.limits import limit_reward
 
     return limit_reward(build_reward(spec), config.reward_limits.max_abs, config.reward_limits.timeout)
+
+
+def on_learner_device(spec: Any, device: str) -> Any:
+    """A reward spec whose reward models run on the learner's device (``train.device``) unless
+    their own ``device`` names one: a reward model scores on the GPU that trains, not the CPU."""
+    if isinstance(spec, list):
+        return [on_learner_device(item, device) for item in spec]
+    if not isinstance(spec, dict):
+        return spec  # a Python callable
+    out = {key: on_learner_device(value, device) if key in ("components", "reward") else value
+           for key, value in spec.items()}
+    if out.get("type") == "reward_model" and out.get("device", "auto") == "auto":
+        out["device"] = device
+    return out
 
 
 def write_data_record(run: RunFolder, config: RecipeConfig, task: Any) -> None:
@@ -234,15 +251,17 @@ def preflight_rewards(task: Any, reward_fn: Any = None) -> None:
 
 
 def prepare_base_policy(
-    config: RecipeConfig, task: Any, run: RunFolder, progress: bool, reward_fn: Any = None
+    config: RecipeConfig, task: Any, run: RunFolder, progress: bool, reward_fn: Any = None,
+    device: torch.device | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The policy training starts from.
+    """The policy training starts from, on ``device`` (the run's; the CPU when None).
 
     The first time: build the tiny model (or load ``model.path``), check the task's prompts and
     rewards (``reward_fn``, ``(completions, problems) -> scores``, is the recipe's reward when it
-    is not the task's own), warm-start it and save it as ``base_model/``. On resume,
+    is not the task's own), warm-start it on the device and save it as ``base_model/``. On resume,
     ``base_model/`` is loaded as it is. (The harness evaluates it: ``base_eval.json``.)
     """
+    device = device or torch.device("cpu")
     if not run.base_model.exists():
         if config.model.path:
             policy, tokenizer = load_policy(config.model.path, config.model.dtype)
@@ -254,10 +273,11 @@ def prepare_base_policy(
         prepare_task(config, task, policy, tokenizer)
         preflight_rewards(task, reward_fn)
         if config.warm_start.steps:
-            run_warm_start(config, run, policy, tokenizer, task, progress)  # saves base_model/
+            run_warm_start(config, run, move_model(policy, device), tokenizer, task, progress)  # saves base_model/
         else:
             save_model_atomic(policy, tokenizer, run.base_model)
     policy, tokenizer = load_policy(str(run.base_model), config.model.dtype)
+    move_model(policy, device)  # once, before any copy of it (reference, critic, rollout engine) is made
     prepare_task(config, task, policy, tokenizer)
     return policy, tokenizer
 

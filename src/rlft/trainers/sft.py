@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.common.optim import adamw
+from rlft.models.device import model_device, to_device
 from rlft.models.dropout import disable_dropout
 from rlft.models.tokens import positions_from_mask, prompt_token_ids
 from rlft.tasks import Problem
@@ -81,7 +82,8 @@ def supervised_update(
     ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
 ) -> tuple[float, float]:  # fmt: skip
     """:func:`supervised_step` returning (loss, gradient norm before clipping); a non-finite loss
-    or gradient leaves the weights untouched."""
+    or gradient leaves the weights untouched. The batch (built on the CPU) moves to the model's device."""
+    ids, mask, labels = to_device((ids, mask, labels), model_device(model))
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
     # Position i predicts token i + 1.
     loss = torch.nn.functional.cross_entropy(

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder, write_text_atomic
 from rlft.config import RecipeConfig, config_to_dict
+from rlft.models.device import model_device, to_device
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import save_model_atomic
 from rlft.models.tokens import positions_from_mask
@@ -89,7 +90,8 @@ class WarmStartTrainer:
         self.policy.eval()
         total, tokens = 0.0, 0
         for start in range(0, len(self.held_out), 64):
-            ids, mask, labels = sft_batch(self.tokenizer, self.held_out[start : start + 64])
+            ids, mask, labels = to_device(sft_batch(self.tokenizer, self.held_out[start : start + 64]),
+                                          model_device(self.policy))
             logits = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits.float()
             losses = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,

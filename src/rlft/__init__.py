@@ -1,12 +1,29 @@
 """rlft: fine-tune language models with reinforcement learning.
 
 ``import rlft`` stays light: torch, transformers and the heavy backends load only in the modules
-that use them.
+that use them. The ``register_*`` calls that extend rlft from a file of your own (a policy loss,
+an advantage estimator, an environment, a reward, ...) are ``rlft.extend``'s (docs/extending.md).
 """
+
+from typing import Any
 
 from rlft.version import __version__
 
-__all__ = ["__version__", "dataset_task", "train"]
+EXTEND = (
+    "register_advantage_estimator", "register_algorithm", "register_env", "register_kl_estimator",
+    "register_policy_loss", "register_reward", "register_task",
+)  # fmt: skip
+
+__all__ = ["__version__", "dataset_task", "train", *EXTEND]
+
+
+def __getattr__(name: str) -> Any:
+    """``rlft.register_policy_loss`` and the other ``rlft.extend`` calls, imported when first used."""
+    if name in EXTEND:
+        from rlft import extend
+
+        return getattr(extend, name)
+    raise AttributeError(f"module 'rlft' has no attribute {name!r}")
 
 
 def train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see rlft.api.train

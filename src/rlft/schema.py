@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib
 import math
 import types
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -42,9 +43,41 @@ def setting(default: Any, help: str, **checks: Any) -> Any:
     return field(default=default, metadata={"help": help, **checks})
 
 
+@dataclass(frozen=True)
+class Registered:
+    """The choices of a field that names a registry entry: ``Annotated[str, Registered(...)]``.
+
+    Unlike a ``Literal``, the choices are read from the live registry when a value is checked, so
+    a name a plugin registered is as valid as a built-in one. ``registry`` is ``"module:NAME"``: a
+    mapping whose keys are the names, or a function returning them; it is imported only then, so
+    a config module stays light (the registries of maths import torch).
+    """
+
+    registry: str
+
+    def names(self) -> list[str]:
+        module, _, attr = self.registry.partition(":")
+        found = getattr(importlib.import_module(module), attr)
+        return list(found() if callable(found) else found)
+
+
+PLUGIN_HINT = "A name of your own is valid once its plugin is loaded (--plugin FILE.py, or plugins: in the recipe; docs/extending.md)."
+
+
+def registered(tp: Any) -> Registered | None:
+    """The :class:`Registered` marker of ``Annotated[str, Registered(...)]``, else None."""
+    if get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Registered)), None)
+    return None
+
+
 def type_name(tp: Any) -> str:
     """How a field's type reads in an error message or a reference table."""
     origin = get_origin(tp)
+    if (marker := registered(tp)) is not None:
+        return " | ".join(repr(name) for name in marker.names())
+    if origin is Annotated:
+        return type_name(get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -63,7 +96,7 @@ def type_name(tp: Any) -> str:
 def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """An instance of the dataclass ``cls`` from plain data; ``prefix`` is the dotted path of
     ``data`` in the whole (``"train"``), so that errors name the full key."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -83,6 +116,10 @@ def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """``value`` as the type ``tp``, or a ConfigError naming ``where``, the value and the type."""
     origin = get_origin(tp)
+    if (marker := registered(tp)) is not None:
+        return _convert_registered(value, marker, where)
+    if origin is Annotated:
+        return _convert(value, get_args(tp)[0], where)
     if origin is Literal:
         return _convert_choice(value, tp, where)
     if origin in (typing.Union, types.UnionType):
@@ -111,6 +148,16 @@ def _convert_choice(value: Any, tp: Any, where: str) -> Any:
     close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"{where}={value!r} is not allowed; choose one of {type_name(tp)}.{hint}")
+
+
+def _convert_registered(value: Any, marker: Registered, where: str) -> Any:
+    names = marker.names()
+    if isinstance(value, str) and value in names:
+        return value
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    choices = " | ".join(repr(name) for name in names)
+    raise ConfigError(f"{where}={value!r} is not allowed; choose one of {choices}.{hint} {PLUGIN_HINT}")
 
 
 def _convert_union(value: Any, tp: Any, where: str) -> Any:
@@ -161,6 +208,17 @@ def _check_range(value: Any, f: dataclasses.Field[Any], where: str) -> None:
     ):
         if key in md and value is not None and not ok(value, md[key]):
             raise ConfigError(f"{where}={value!r} is out of range; it must be {RANGE_CHECKS[key]} {md[key]}.")
+
+
+def gather_settings(section: dict[str, Any], own_fields: set[str]) -> dict[str, Any]:
+    """A section whose keys that are not among ``own_fields`` are moved under its ``settings``
+    mapping: a registered entry's own settings, written flat next to its name
+    (``env: {name: mine, size: 3}`` reads as ``env: {name: mine, settings: {size: 3}}``)."""
+    extra = {key: value for key, value in section.items() if key not in own_fields}
+    settings = section.get("settings") or {}
+    if not extra or not isinstance(settings, dict):
+        return section
+    return {**{k: v for k, v in section.items() if k in own_fields}, "settings": {**settings, **extra}}
 
 
 def plain_copy(data: Any) -> Any:
@@ -254,7 +312,7 @@ def read_recipe_yaml(path: str | Path, hint: str = "") -> dict[str, Any]:
 def dataclass_markdown(cls: type[Any], prefix: str = "") -> list[str]:
     """Markdown lines documenting ``cls``: a table of its fields (key, type, default, help and
     range) under a ``## `prefix``` heading, then one such section per nested dataclass."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     lines = [f"## `{prefix or 'top level'}`", "", (cls.__doc__ or "").strip(), ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[type[Any], str]] = []

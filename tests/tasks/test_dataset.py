@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import torch
@@ -45,11 +44,12 @@ def chat_tokenizer(tmp_path_factory):
 
 
 def test_the_registry_and_the_recipe_name_the_same_tasks():
-    import dataclasses
     import typing
 
-    name_field = {f.name: f for f in dataclasses.fields(TaskConfig)}["name"]
-    assert set(get_args(typing.get_type_hints(TaskConfig)[name_field.name])) == set(TASKS)
+    from rlft.schema import registered
+
+    marker = registered(typing.get_type_hints(TaskConfig, include_extras=True)["name"])
+    assert marker is not None and marker.names() == list(TASKS) and "dataset" in TASKS
 
 
 def test_conversational_rows_are_rendered_by_the_tokenizers_own_template(tmp_path, chat_tokenizer):

@@ -1,6 +1,7 @@
 """Advantage estimators.
 
-All estimators share one signature so the trainer never branches on an algorithm's name:
+All estimators share one signature so the trainer never branches on an algorithm's name (a plugin
+adds one with ``rlft.register_advantage_estimator``; docs/extending.md):
 
     estimator(token_rewards, completion_mask, *, values, group_size, gamma, lam, scale_rewards, eps)
         -> (advantages, returns)       both (B, T), zero where completion_mask is 0
@@ -34,8 +35,11 @@ terminal, and one cut at the length limit is treated as terminal too (there is n
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+
+from rlft.algorithms.registry import Registry
 
 AdvantageFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -262,10 +266,20 @@ def gae_advantages(
     return adv, returns
 
 
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
-    "reinforce": reinforce_advantages,
-    "rloo": rloo_advantages,
-    "grpo": grpo_advantages,
-    "reinforce_pp": reinforce_pp_advantages,
-    "gae": gae_advantages,
-}
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """What the recipe checks need to know of an advantage estimator."""
+
+    needs_critic: bool = False
+    """It reads ``values``: the recipe must have a critic (``algorithm.critic``), and a critic
+    without such an estimator is refused (it would train for nothing)."""
+    needs_groups: bool = False
+    """It compares the completions of one prompt: ``algorithm.group_size`` must be 2 or more."""
+
+
+ADVANTAGE_ESTIMATORS: Registry[AdvantageFn, EstimatorInfo] = Registry("advantage estimator", EstimatorInfo())
+ADVANTAGE_ESTIMATORS.add("reinforce", reinforce_advantages)
+ADVANTAGE_ESTIMATORS.add("rloo", rloo_advantages, EstimatorInfo(needs_groups=True))
+ADVANTAGE_ESTIMATORS.add("grpo", grpo_advantages, EstimatorInfo(needs_groups=True))
+ADVANTAGE_ESTIMATORS.add("reinforce_pp", reinforce_pp_advantages)
+ADVANTAGE_ESTIMATORS.add("gae", gae_advantages, EstimatorInfo(needs_critic=True))

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlft.algorithms.registry import Registry
+
 LOG_RATIO_CLAMP = 20.0
 KL_CLAMP = 10.0
 
@@ -80,11 +82,10 @@ def kl_k3(
 
 
 # name -> estimator(logprobs, ref_logprobs, clamp=KL_CLAMP); see the module docstring for the clamp.
-KL_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
-    "k1": kl_k1,
-    "k2": kl_k2,
-    "k3": kl_k3,
-}
+# A plugin adds one with rlft.register_kl_estimator (docs/extending.md).
+KL_ESTIMATORS: Registry[Callable[..., torch.Tensor], None] = Registry(
+    "KL estimator", None, {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+)
 
 
 def kl_penalised_rewards(

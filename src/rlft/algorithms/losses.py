@@ -1,6 +1,7 @@
 """Policy and value losses, per token. Aggregation into one number is separate (aggregation.py).
 
-Every policy loss shares one signature, so the trainer picks one from ``POLICY_LOSSES`` by name:
+Every policy loss shares one signature, so the trainer picks one from ``POLICY_LOSSES`` by name
+(a plugin adds one with ``rlft.register_policy_loss``; docs/extending.md):
 
     policy_loss(logprobs, old_logprobs, advantages, *, clip_low, clip_high, clip_ratio_c, mask)
         -> (loss, clipped)       both (B, T)
@@ -15,10 +16,12 @@ arguments and return an all-zero ``clipped``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from rlft.algorithms.kl import LOG_RATIO_CLAMP
+from rlft.algorithms.registry import Registry
 
 PolicyLossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -186,9 +189,20 @@ def clipped_value_loss(
     return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
 
 
-POLICY_LOSSES: dict[str, PolicyLossFn] = {
-    "vanilla_pg": policy_gradient_loss,
-    "ppo_clip": clipped_surrogate_loss,
-    "gspo": gspo_loss,
-    "gspo_token": gspo_token_loss,
-}
+@dataclass(frozen=True)
+class PolicyLossInfo:
+    """What the recipe checks need to know of a policy loss."""
+
+    needs_old_logprobs: bool = True
+    """It has an importance ratio against ``old_logprobs``, so a batch may be reused (several
+    epochs or mini-batches). False: correct only for one on-policy update per batch."""
+    sequence_level: bool = False
+    """Its ratio (or the whole loss) is one per sequence (GSPO), placed on every token; pair it
+    with ``loss_agg_mode: seq_mean_token_mean`` for the paper's mean over sequences."""
+
+
+POLICY_LOSSES: Registry[PolicyLossFn, PolicyLossInfo] = Registry("policy loss", PolicyLossInfo())
+POLICY_LOSSES.add("vanilla_pg", policy_gradient_loss, PolicyLossInfo(needs_old_logprobs=False))
+POLICY_LOSSES.add("ppo_clip", clipped_surrogate_loss)
+POLICY_LOSSES.add("gspo", gspo_loss, PolicyLossInfo(sequence_level=True))
+POLICY_LOSSES.add("gspo_token", gspo_token_loss, PolicyLossInfo(sequence_level=True))

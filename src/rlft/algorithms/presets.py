@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from rlft.algorithms.registry import Registry
+
 
 class TrainingDefaults(TypedDict):
     """Defaults of the recipe's ``train:`` section that depend on the algorithm."""
@@ -38,7 +40,8 @@ def rl(**fields: Any) -> dict[str, Any]:
 # One update per batch, on policy.
 ONE_UPDATE = TrainingDefaults(epochs_per_batch=1, mini_batches=1, learning_rate=1e-4)
 
-ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
+# A plugin adds one with rlft.register_algorithm (docs/extending.md).
+ALGORITHM_PRESETS: Registry[AlgorithmPreset, None] = Registry("algorithm", None, {
     # Shao et al. (2024), DeepSeekMath: group-normalised outcome advantages, clipped surrogate,
     # k3 KL in the loss. Token-mean aggregation (as in DAPO / TRL) rather than the paper's
     # sequence mean, so long completions are not down-weighted per token.
@@ -128,9 +131,10 @@ ALGORITHM_PRESETS: dict[str, AlgorithmPreset] = {
     # Rafailov et al. (2023): offline, on the recipe's preference pairs (its preference: section);
     # the RL fields of the algorithm section are not read.
     "dpo": AlgorithmPreset(trainer="dpo", algorithm={}, train=ONE_UPDATE),
-}
+})
 
-# The online algorithms (they sample from the policy), and those that train on a fixed data set.
+# The built-in online algorithms (they sample from the policy), and those that train on a fixed
+# data set (a plugin's algorithm is online: rlft.register_algorithm builds on an online preset).
 ALGORITHMS = tuple(name for name, preset in ALGORITHM_PRESETS.items() if preset["trainer"] == "rl")
 OFFLINE_ALGORITHMS = tuple(name for name, preset in ALGORITHM_PRESETS.items() if preset["trainer"] != "rl")
 # Each algorithm's algorithm-section defaults alone (what a reader of a run's config.yaml needs).
@@ -138,12 +142,7 @@ ALGORITHM_FIELDS: dict[str, dict[str, Any]] = {
     name: preset["algorithm"] for name, preset in ALGORITHM_PRESETS.items() if preset["algorithm"]
 }
 
-# What registry entries need of the rest of a recipe, checked when it loads (rlft.config).
-# Advantage estimators that read a critic's values (GAE) ...
-VALUE_ESTIMATORS = frozenset({"gae"})
-# ... and those that compare the completions of one prompt, so they need groups of two or more.
-GROUP_ESTIMATORS = frozenset({"grpo", "rloo"})
-# Policy losses without an importance ratio: correct only for one on-policy update per batch.
-ON_POLICY_LOSSES = frozenset({"vanilla_pg"})
+# What advantage estimators and policy losses need of the rest of a recipe (a critic, groups, one
+# update per batch) is their registries' metadata (ADVANTAGE_ESTIMATORS.info, POLICY_LOSSES.info).
 # Preference losses that take label smoothing (conservative DPO).
 SMOOTHED_PREFERENCE_LOSSES = frozenset({"dpo"})

@@ -33,10 +33,15 @@ def _run_agent(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from rlft.config.agent import load_agent_config
+    from rlft.cli.train_commands import resumed_plugins
+    from rlft.config.agent import AgentConfig, agent_config_from_dict
+    from rlft.schema import read_recipe_yaml
     from rlft.trainers.registry import train_agent
 
-    config = load_agent_config(args.recipe, args.set)
+    data = read_recipe_yaml(args.recipe) if args.recipe else {}
+    plugins = resumed_plugins(data, args.set, AgentConfig.run_dir) if args.resume else []
+    config = agent_config_from_dict(data, args.set, plugins + args.plugin)
+
     summary = train_agent(config, resume=args.resume, progress=not args.no_progress)
     logged = Path(config.run_dir) / "logged_episodes.jsonl"
     if args.log_episodes and logged.exists():

@@ -36,7 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():
+        add_plugin_option(command)
     return parser
+
+
+PLUGIN_HELP = (
+    "Import your own code first: a .py file or a module name (repeatable), whose rlft.register_* calls add "
+    "policy losses, advantage estimators, environments, rewards, ... the recipe may name (docs/extending.md). "
+    "A training run records it in config.yaml."
+)
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """``--plugin`` on ``parser``, or on each of its subcommands when it has some."""
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subcommands:
+        for command in dict.fromkeys(action.choices.values()):
+            add_plugin_option(command)
+    if not subcommands:
+        parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE", help=PLUGIN_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        from rlft.plugins import load_plugins
+
+        load_plugins(getattr(args, "plugin", []))  # and the installed packages' rlft.plugins entry points
         return int(args.run(args) or 0)
     except RlftError as exc:
         print(f"rlft: error: {exc}", file=sys.stderr)

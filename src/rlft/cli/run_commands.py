@@ -42,10 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
+    from rlft.errors import ConfigError
+    from rlft.plugins import load_recorded_plugins
     from rlft.report.compare import write_comparison
 
+    for run in args.runs:  # their plugins, as their recipes were checked with them; none is needed to compare
+        try:
+            load_recorded_plugins(run)
+        except ConfigError as exc:
+            print(f"rlft: warning: {exc} rlft compare reads only the run's files, so it goes on without it.",
+                  file=sys.stderr)
     page, png, runs = write_comparison([Path(p) for p in args.runs], Path(args.out), force=args.force)
     print(f"rlft: compared {len(runs)} run{'s' * (len(runs) != 1)}: wrote {page.resolve()} and {png.resolve()}")
     return 0

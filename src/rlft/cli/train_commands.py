@@ -150,13 +150,14 @@ def one_line_overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> list
 
 
 def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
-    from rlft.config import config_from_dict, read_recipe_yaml
+    from rlft.config import RecipeConfig, config_from_dict, read_recipe_yaml
 
     data = read_recipe_yaml(recipe, "Check the path, or run `rlft demo`.") if recipe else {}
     flags = one_line_overrides(args, data) if hasattr(args, "data") else []
     # --run-dir last: the more specific flag wins over --set run_dir=... (quoted: "2024" is a folder).
     overrides = flags + list(args.set) + ([f"run_dir={json.dumps(args.run_dir)}"] if args.run_dir else [])
-    config = config_from_dict(data, overrides)
+    plugins = resumed_plugins(data, overrides, RecipeConfig.run_dir) if args.resume else []
+    config = config_from_dict(data, overrides, plugins + args.plugin)
     _quiet_transformers()
     from rlft.trainers.registry import train
 
@@ -167,6 +168,17 @@ def _train_and_report(recipe: str | None, args: argparse.Namespace) -> int:
     if main:
         _print_summary(summary)
     return 0
+
+
+def resumed_plugins(data: dict[str, Any], overrides: list[str], default_run_dir: str) -> list[str]:
+    """--resume: the plugins the run recorded in its config.yaml, imported before the recipe is
+    checked (so its names are valid and the recorded list compares equal); a missing one is one
+    error naming it."""
+    from rlft.plugins import load_recorded_plugins
+    from rlft.schema import with_overrides
+
+    run_dir = with_overrides(data, overrides).get("run_dir") or default_run_dir
+    return load_recorded_plugins(str(run_dir))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -224,6 +236,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from rlft.config import config_from_dict
     from rlft.errors import RlftError
+    from rlft.plugins import load_recorded_plugins
     from rlft.tasks import TASKS, build_task
     from rlft.trainers.setup import evaluate_policy, prepare_task, recipe_reward
 
@@ -231,6 +244,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     model_dir, run_dir = resolve_model_folder(args.target)
     recipe: dict[str, Any] = {}
     if run_dir is not None:  # the run's own task, reward and decoding settings
+        load_recorded_plugins(run_dir)  # its task or reward may be a plugin's
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         if (run_dir / "python_task.json").exists():
             raise RlftError(

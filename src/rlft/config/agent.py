@@ -11,13 +11,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from rlft.algorithms.presets import ALGORITHM_PRESETS, GROUP_ESTIMATORS
-from rlft.config.sections import CheckpointConfig, WarmStartConfig
+from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.config.recipe import RecipeConfig, config_from_dict
+from rlft.config.sections import AlgorithmConfig, CheckpointConfig, WarmStartConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
-from rlft.schema import build, read_recipe_yaml, setting, with_overrides
+from rlft.plugins import with_plugins
+from rlft.schema import (
+    Registered,
+    build,
+    gather_settings,
+    read_recipe_yaml,
+    setting,
+    with_overrides,
+)
 
 # The default policy learning rate of each agent algorithm (grpo, ppo and archer read it; ilql has
 # its own, ilql.learning_rate). grpo and ppo run the main loop's presets over whole dialogues; ppo
@@ -34,10 +43,20 @@ AGENT_LEARNING_RATES: dict[str, float] = {
 class EnvConfig:
     """The environment family and its split."""
 
-    name: Literal["guess", "calculator"] = setting("guess", "Which environment family (rlft.envs.ENV_FAMILIES).")
+    name: Annotated[str, Registered("rlft.envs:agent_env_names")] = setting(
+        "guess", "Which environment family (rlft.envs.ENV_FAMILIES; a plugin's: rlft.register_env, docs/extending.md)."
+    )
     high: int = setting(9, "guess: the hidden number lies in 1..high.", ge=2)
     max_turns: int = setting(3, "Agent turns before the episode is cut.", ge=1)
     seed: int = setting(1234, "Seed of the train / held-out split.")
+    settings: dict[str, Any] = setting(
+        {},
+        "A plugin's environment (rlft.register_env): its own settings, checked by its settings dataclass. Write "
+        "them in the env section next to name (env: {name: mine, size: 3}); config.yaml records them here.",
+    )
+
+
+ENV_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,17 @@ class AgentConfig:
         "compare methods from one base): no tiny model is built and no warm start is run. Empty: build and "
         "warm-start the tiny model.",
     )
+    plugins: list[str] = setting(
+        [],
+        "Your own code to import before the recipe is checked (.py files or module names; --plugin adds more), "
+        "e.g. an environment registered with rlft.register_env (docs/extending.md). config.yaml records them.",
+    )
+    policy_gradient: dict[str, Any] = setting(
+        {},
+        "grpo / ppo: fields of the main recipe's algorithm section over the preset's, e.g. {policy_loss: cispo, "
+        "advantage_estimator: grpo, kl_coef: 0.0} (registered names, a plugin's too; docs/recipes.md). Not "
+        "name or group_size (the fields algorithm and group_size above).",
+    )
     env: EnvConfig = setting(EnvConfig(), "Environment.")
     episode: EpisodeConfig = setting(EpisodeConfig(), "Episode caps and sampling.")
     warm_start: WarmStartConfig = setting(
@@ -151,28 +181,108 @@ def policy_learning_rate(config: AgentConfig) -> float:
     return config.learning_rate or AGENT_LEARNING_RATES[config.algorithm]
 
 
-def agent_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AgentConfig:
-    config = build(AgentConfig, with_overrides(data, overrides))
+def agent_config_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, plugins: list[str] | None = None
+) -> AgentConfig:
+    """Validate an agent recipe given as plain data; its plugins (and ``plugins``, from --plugin)
+    are imported first."""
+    data = _gather_env_settings(with_plugins(with_overrides(data, overrides), plugins or []))
+    config = build(AgentConfig, data)
+    config = dataclasses.replace(config, env=_with_env_settings(config.env))
     from rlft.models.device import check_device_spec
 
     check_device_spec(config.device, "device")
-    # grpo and ppo are the main loop's presets; an estimator that compares episodes needs groups.
-    preset = ALGORITHM_PRESETS.get(config.algorithm)
-    if preset and preset["algorithm"]["advantage_estimator"] in GROUP_ESTIMATORS and config.group_size < 2:
-        raise ConfigError(
-            f"algorithm {config.algorithm!r} compares episodes of the same spec: group_size must be >= 2."
-        )
     if config.episodes_per_iteration % config.group_size:
         raise ConfigError(
             f"episodes_per_iteration={config.episodes_per_iteration} is not a multiple of group_size={config.group_size}."
         )
+    _check_policy_gradient(config)
     return config
 
 
-def load_agent_config(path: str | Path | None, overrides: list[str] | None = None) -> AgentConfig:
+def load_agent_config(
+    path: str | Path | None, overrides: list[str] | None = None, plugins: list[str] | None = None
+) -> AgentConfig:
     if path is None:
-        return agent_config_from_dict({}, overrides)
-    return agent_config_from_dict(read_recipe_yaml(path), overrides)
+        return agent_config_from_dict({}, overrides, plugins)
+    return agent_config_from_dict(read_recipe_yaml(path), overrides, plugins)
+
+
+def agent_rl_recipe(config: AgentConfig) -> RecipeConfig:
+    """The main loop's recipe that grpo / ppo run over whole episodes: the preset, with the
+    recipe's ``policy_gradient`` fields over it."""
+    return config_from_dict({
+        "seed": config.seed,
+        "algorithm": {**config.policy_gradient, "name": config.algorithm, "group_size": config.group_size,
+                      "gamma": config.policy_gradient.get("gamma", 1.0)},
+        "train": {"batch_size": config.episodes_per_iteration, "learning_rate": policy_learning_rate(config)},
+        "rollout": {"temperature": config.episode.temperature, "max_new_tokens": config.episode.max_total_tokens},
+    })
+
+
+# Fields of the main recipe's algorithm section that the episode loop does not read.
+UNREAD_BY_EPISODES = {
+    "dynamic_sampling", "max_sampling_rounds", "overlong_buffer", "overlong_buffer_fraction", "overlong_penalty",
+    "mask_truncated", "kl_controller", "kl_target", "kl_horizon",
+}
+
+
+def _check_policy_gradient(config: AgentConfig) -> None:
+    """grpo and ppo are the main loop's presets: their fields are checked as the main recipe's
+    (errors name ``policy_gradient.KEY``); the other methods read none of them."""
+    fields = config.policy_gradient
+    if config.algorithm not in ALGORITHM_PRESETS:
+        if fields:
+            raise ConfigError(
+                f"policy_gradient is set, but algorithm={config.algorithm!r} does not read it (grpo and ppo do). Remove it."
+            )
+        return
+    for key in ("name", "group_size"):
+        if key in fields:
+            own = "algorithm" if key == "name" else key
+            raise ConfigError(f"policy_gradient.{key} is the agent recipe's own field {own}; set that instead.")
+    unread = sorted(set(fields) & UNREAD_BY_EPISODES)
+    if unread:
+        raise ConfigError(
+            f"policy_gradient.{unread[0]} is not read over whole episodes (the agent loop has no dynamic sampling, "
+            "overlong shaping or adaptive KL controller). Remove it."
+        )
+    build(AlgorithmConfig, fields, "policy_gradient")
+    try:
+        agent_rl_recipe(config)
+    except ConfigError as exc:
+        message = str(exc).replace("algorithm.group_size", "group_size").replace("algorithm.", "policy_gradient.")
+        raise ConfigError(message) from None
+
+
+def _gather_env_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's environment takes its own settings next to its name (``env: {name: mine,
+    size: 3}``): the keys that are not EnvConfig's go under ``env.settings``."""
+    section = data.get("env")
+    if not isinstance(section, dict) or set(section) <= ENV_FIELDS:
+        return data
+    from rlft.envs import ENV_FAMILIES  # imports torch: only for a section with keys of its own
+
+    name = section.get("name", EnvConfig.name)
+    if name not in ENV_FAMILIES or ENV_FAMILIES.info(name).settings is None:
+        return data
+    return {**data, "env": gather_settings(section, ENV_FIELDS)}
+
+
+def _with_env_settings(env: EnvConfig) -> EnvConfig:
+    """``env.settings`` checked by the family's settings dataclass (errors name ``env.KEY``) and
+    recorded with every default filled in."""
+    from rlft.envs import ENV_FAMILIES  # imports torch: only when a recipe is checked
+
+    cls = ENV_FAMILIES.info(env.name).settings
+    if cls is None:
+        if env.settings:
+            raise ConfigError(
+                f"env.settings is set, but env.name={env.name!r} has no settings of its own (a plugin's environment "
+                "declares them: rlft.register_env(name, settings=...)). Remove it."
+            )
+        return env
+    return dataclasses.replace(env, settings=dataclasses.asdict(build(cls, env.settings, "env")))
 
 
 def agent_config_to_dict(config: AgentConfig) -> dict[str, Any]:

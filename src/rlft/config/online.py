@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlft.errors import ConfigError
+from rlft.plugins import with_plugins
 from rlft.schema import build, read_recipe_yaml, setting, with_overrides
 
 
@@ -97,6 +98,10 @@ class PoisoningConfig:
 class OnlineRecipe:
     """What ``rlft online`` reads."""
 
+    plugins: list[str] = setting(
+        [], "Your own code to import before the recipe is checked: .py files or module names (--plugin adds more; "
+        "docs/extending.md).",
+    )
     model: str = setting("", "The model to serve first (version 1): a model folder or a run folder.")
     output_dir: str = setting(
         "runs/online", "Versions, adapters, state.json, rounds.jsonl and the audit log go here."
@@ -117,7 +122,7 @@ class OnlineRecipe:
 
 
 def online_recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> OnlineRecipe:
-    recipe = build(OnlineRecipe, with_overrides(data, overrides))
+    recipe = build(OnlineRecipe, with_plugins(with_overrides(data, overrides)))
     if not recipe.model:
         raise ConfigError("model is empty; give the model folder or run folder to serve first.")
     if recipe.online.probe is not None and not Path(recipe.online.probe).is_file():

@@ -19,13 +19,11 @@ import yaml
 
 from rlft.algorithms.presets import (
     ALGORITHM_PRESETS,
-    GROUP_ESTIMATORS,
     OFFLINE_ALGORITHMS,
-    ON_POLICY_LOSSES,
     SMOOTHED_PREFERENCE_LOSSES,
-    VALUE_ESTIMATORS,
 )
 from rlft.config.sections import (
+    TASK_FIELDS,
     AlgorithmConfig,
     CheckpointConfig,
     DistributedConfig,
@@ -44,9 +42,11 @@ from rlft.config.sections import (
 )
 from rlft.config.vllm import check_vllm_recipe
 from rlft.errors import ConfigError
+from rlft.plugins import with_plugins
 from rlft.schema import (
     build,
     dataclass_markdown,
+    gather_settings,
     plain_copy,
     read_recipe_yaml,
     setting,
@@ -60,6 +60,12 @@ class RecipeConfig:
 
     seed: int = setting(0, "Seed of sampling, data order and initialisation.")
     run_dir: str = setting("runs/demo", "Folder of this run (config, metrics, checkpoints, samples, summary).")
+    plugins: list[str] = setting(
+        [],
+        "Your own code to import before the recipe is checked: .py files or module names whose registrations "
+        "(rlft.register_policy_loss, register_env, ...) the recipe then names (docs/extending.md). --plugin adds "
+        "more; config.yaml records them all (files as absolute paths) for --resume, rlft eval and rlft report.",
+    )
     model: ModelConfig = setting(ModelConfig(), "The policy model.")
     task: TaskConfig = setting(TaskConfig(), "The task and its reward.")
     warm_start: WarmStartConfig = setting(WarmStartConfig(), "Supervised warm start before RL.")
@@ -91,6 +97,7 @@ class RecipeConfig:
         task = dataclasses.replace(self.task, data=_absolute(self.task.data), eval_data=_absolute(self.task.eval_data))
         warm_start = dataclasses.replace(self.warm_start, data=_absolute(self.warm_start.data))
         reward = _absolute_reward_files(self.reward)
+        task = _with_task_settings(task)
         return dataclasses.replace(self, algorithm=algorithm, train=train, task=task, warm_start=warm_start, reward=reward)
 
     def check(self) -> None:
@@ -161,26 +168,32 @@ class RecipeConfig:
 
     def _check_rl(self) -> None:
         """The sections the online RL loop reads."""
+        # The registries of maths import torch: only when a recipe is checked.
+        from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
+        from rlft.algorithms.losses import POLICY_LOSSES
+
         algo = self.algorithm
-        if algo.advantage_estimator in VALUE_ESTIMATORS and algo.critic == "none":
+        estimator = ADVANTAGE_ESTIMATORS.info(str(algo.advantage_estimator))
+        critics = {name: ADVANTAGE_ESTIMATORS.info(name).needs_critic for name in ADVANTAGE_ESTIMATORS}
+        if estimator.needs_critic and algo.critic == "none":
             raise ConfigError(
                 f"algorithm.advantage_estimator={algo.advantage_estimator!r} needs a critic to estimate "
                 "values, but algorithm.critic='none'. Set algorithm.critic: value_head (or separate), or "
-                "use a critic-free estimator (grpo, rloo, reinforce, reinforce_pp)."
+                f"use a critic-free estimator ({', '.join(n for n, needs in critics.items() if not needs)})."
             )
-        if algo.critic != "none" and algo.advantage_estimator not in VALUE_ESTIMATORS:
+        if algo.critic != "none" and not estimator.needs_critic:
             raise ConfigError(
                 f"algorithm.critic={algo.critic!r} would be trained but never used: the "
                 f"{algo.advantage_estimator!r} estimator ignores values. Use advantage_estimator: "
-                f"{' or '.join(sorted(VALUE_ESTIMATORS))}, or critic: none."
+                f"{' or '.join(n for n, needs in critics.items() if needs)}, or critic: none."
             )
-        if algo.advantage_estimator in GROUP_ESTIMATORS and algo.group_size < 2:
+        if estimator.needs_groups and algo.group_size < 2:
             raise ConfigError(
                 f"algorithm.advantage_estimator={algo.advantage_estimator!r} compares completions of "
                 "the same prompt, so algorithm.group_size must be at least 2."
             )
         reuses = (self.train.epochs_per_batch or 1) > 1 or (self.train.mini_batch_size or 0) < self.train.batch_size
-        if algo.policy_loss in ON_POLICY_LOSSES and reuses:
+        if not POLICY_LOSSES.info(str(algo.policy_loss)).needs_old_logprobs and reuses:
             raise ConfigError(
                 f"algorithm.policy_loss={algo.policy_loss!r} has no importance ratio, so it is only correct "
                 "for one on-policy update per batch; set train.epochs_per_batch=1 and "
@@ -305,19 +318,52 @@ def _absolute_reward_files(spec: Any) -> Any:
     return out
 
 
-def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> RecipeConfig:
-    """Validate a recipe given as plain data, with optional ``key=value`` overrides."""
-    config = build(RecipeConfig, with_overrides(data, overrides)).resolved()
+def config_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, plugins: list[str] | None = None
+) -> RecipeConfig:
+    """Validate a recipe given as plain data, with optional ``key=value`` overrides; its plugins
+    (and ``plugins``, from --plugin) are imported first, so the names they register are valid."""
+    data = with_plugins(with_overrides(data, overrides), plugins or [])
+    data = _gather_task_settings(data)
+    config = build(RecipeConfig, data).resolved()
     config.check()
     return config
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, plugins: list[str] | None = None
+) -> RecipeConfig:
     """Load and validate a YAML recipe. ``None`` gives the embedded default (the demo)."""
     if path is None:
-        return config_from_dict({}, overrides)
+        return config_from_dict({}, overrides, plugins)
     data = read_recipe_yaml(path, "Check the path, or run `rlft demo`.")
-    return config_from_dict(data, overrides)
+    return config_from_dict(data, overrides, plugins)
+
+
+def _gather_task_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's task takes its own settings next to its name (``task: {name: mine, size: 3}``):
+    the keys of the task section that are not TaskConfig's go under ``task.settings``. Other
+    tasks keep them, so that building the section names them as unknown keys."""
+    section = data.get("task")
+    if not isinstance(section, dict) or set(section) <= TASK_FIELDS:
+        return data
+    from rlft.tasks import TASKS  # imports torch: only for a section with keys of its own
+
+    entry = TASKS.get(section.get("name", TaskConfig.name))
+    if entry is None or entry.settings is None:
+        return data
+    return {**data, "task": gather_settings(section, TASK_FIELDS)}
+
+
+def _with_task_settings(task: TaskConfig) -> TaskConfig:
+    """``task.settings`` checked by the named task's settings dataclass (errors name ``task.KEY``)
+    and recorded with every default filled in; a task without one reads no settings."""
+    from rlft.tasks import TASKS  # imports torch: only when a recipe is checked
+
+    cls = TASKS[task.name].settings
+    if cls is None:
+        return task
+    return dataclasses.replace(task, settings=dataclasses.asdict(build(cls, task.settings, "task")))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from rlft.config.sections import CheckpointConfig, check_schedule
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
+from rlft.plugins import with_plugins
 from rlft.schema import build, read_recipe_yaml, setting, with_overrides
 
 
@@ -17,6 +18,10 @@ from rlft.schema import build, read_recipe_yaml, setting, with_overrides
 class RewardModelRecipe:
     """What ``rlft rm train`` reads."""
 
+    plugins: list[str] = setting(
+        [], "Your own code to import before the recipe is checked: .py files or module names (--plugin adds more; "
+        "docs/extending.md).",
+    )
     train_data: str = setting(
         "", "Preference pairs {prompt, chosen, rejected}: .jsonl, .parquet or a dataset folder."
     )
@@ -87,7 +92,7 @@ class RewardModelRecipe:
 def rm_recipe_from_dict(
     data: dict[str, Any], overrides: list[str] | None = None
 ) -> RewardModelRecipe:
-    recipe = build(RewardModelRecipe, with_overrides(data, overrides))
+    recipe = build(RewardModelRecipe, with_plugins(with_overrides(data, overrides)))
     if not recipe.train_data:
         raise ConfigError(
             "train_data is empty; give the preference pairs file (e.g. from `rlft feedback export`)."

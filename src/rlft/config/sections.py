@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
 from rlft.config.vllm import VLLMConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
-from rlft.schema import setting
+from rlft.schema import Registered, setting
+
+# Fields that name a registry entry accept any registered name, a plugin's too (docs/extending.md);
+# the registry is read when a recipe is checked.
+TaskName = Annotated[str, Registered("rlft.tasks:TASKS")]
+AlgorithmName = Annotated[str, Registered("rlft.algorithms.presets:ALGORITHM_PRESETS")]
+AdvantageEstimatorName = Annotated[str, Registered("rlft.algorithms.advantages:ADVANTAGE_ESTIMATORS")]
+PolicyLossName = Annotated[str, Registered("rlft.algorithms.losses:POLICY_LOSSES")]
+KLEstimatorName = Annotated[str, Registered("rlft.algorithms.kl:KL_ESTIMATORS")]
+KLControllerName = Annotated[str, Registered("rlft.algorithms.kl:KL_CONTROLLERS")]
+LossAggModeName = Annotated[str, Registered("rlft.algorithms.aggregation:LOSS_AGG_MODES")]
+PreferenceLossName = Annotated[str, Registered("rlft.algorithms.preference:PREFERENCE_LOSSES")]
 
 
 @dataclass(frozen=True)
@@ -36,11 +47,12 @@ class ModelConfig:
 class TaskConfig:
     """The task: prompts, answers and the verifiable reward."""
 
-    name: Literal["arithmetic", "reviews", "dataset"] = setting(
+    name: TaskName = setting(
         "arithmetic",
         "Which task (rlft.tasks.TASKS): 'arithmetic' (verifiable answers), 'reviews' (two-clause "
-        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md) or 'dataset' "
-        "(your own prompts and answers from a file, scored by the recipe's reward; docs/datasets.md).",
+        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md), 'dataset' "
+        "(your own prompts and answers from a file, scored by the recipe's reward; docs/datasets.md) "
+        "or a plugin's (rlft.register_task; docs/extending.md).",
     )
     data: str = setting(
         "", "dataset: the training data: a .jsonl/.json/.csv/.parquet file, a datasets.save_to_disk "
@@ -84,6 +96,15 @@ class TaskConfig:
         "'answer': the completion is the answer; 'steps': column-addition steps, then '#' and the "
         "answer (only the answer is rewarded; '+' only).",
     )
+    settings: dict[str, Any] = setting(
+        {},
+        "A plugin's task (rlft.register_task): its own settings, checked by its settings dataclass. Write "
+        "them in the task section next to name (task: {name: mine, size: 3}); config.yaml records them here.",
+    )
+
+
+# The keys of the task section that are TaskConfig's own (the others are a plugin task's settings).
+TASK_FIELDS = {f.name for f in dataclasses.fields(TaskConfig)}
 
 
 @dataclass(frozen=True)
@@ -140,15 +161,15 @@ class AlgorithmConfig:
     """The RL algorithm: a named combination of an advantage estimator, a policy loss, a critic
     and KL control. Fields left empty take the value of the named algorithm (``ALGORITHM_PRESETS``)."""
 
-    name: Literal["grpo", "dr_grpo", "rloo", "reinforce", "reinforce_pp", "ppo", "a2c", "gspo", "dapo", "dpo"] = setting(
+    name: AlgorithmName = setting(
         "grpo",
         "Which algorithm; sets the defaults of the fields below (docs/algorithms.md). 'dpo' trains "
         "offline on preference pairs (the preference section) and ignores the RL fields.",
     )
-    advantage_estimator: Literal["grpo", "rloo", "reinforce", "reinforce_pp", "gae"] | None = setting(
+    advantage_estimator: AdvantageEstimatorName | None = setting(
         None, "Advantage estimator (rlft.algorithms.advantages.ADVANTAGE_ESTIMATORS)."
     )
-    policy_loss: Literal["ppo_clip", "vanilla_pg", "gspo", "gspo_token"] | None = setting(
+    policy_loss: PolicyLossName | None = setting(
         None, "Policy loss (rlft.algorithms.losses.POLICY_LOSSES)."
     )
     critic: Literal["none", "value_head", "separate"] | None = setting(
@@ -163,11 +184,11 @@ class AlgorithmConfig:
     )
     clip_ratio_c: float | None = setting(None, "Dual-clip bound for negative advantages (e.g. 3.0); empty disables it.", gt=1)
     kl_coef: float | None = setting(None, "Initial weight of the KL penalty to the reference model (beta).", ge=0)
-    kl_estimator: Literal["k1", "k2", "k3"] | None = setting(None, "Estimator of KL(policy || reference).")
+    kl_estimator: KLEstimatorName | None = setting(None, "Estimator of KL(policy || reference).")
     kl_placement: Literal["loss", "reward"] | None = setting(
         None, "Where the KL penalty goes: a term of the loss (GRPO) or a per-token reward penalty (PPO)."
     )
-    kl_controller: Literal["fixed", "adaptive"] = setting(
+    kl_controller: KLControllerName = setting(
         "fixed", "Fixed beta, or the adaptive controller of Ziegler et al. (2019) that steers toward kl_target."
     )
     kl_target: float = setting(6.0, "Target KL (nats per sequence) of the adaptive controller.", gt=0)
@@ -181,7 +202,7 @@ class AlgorithmConfig:
     scale_rewards: bool | None = setting(
         None, "Divide advantages by a std (group std for grpo, batch std for reinforce_pp/gae); False for grpo is Dr.GRPO."
     )
-    loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = setting(
+    loss_agg_mode: LossAggModeName | None = setting(
         None, "How per-token losses are averaged into one number."
     )
     gamma: float = setting(1.0, "Discount per token (gae, reinforce_pp).", ge=0, le=1)
@@ -396,7 +417,7 @@ class PreferenceConfig:
         "", "Preference pairs {prompt, chosen, rejected}: .jsonl, .parquet or a dataset folder "
         "(e.g. from `rlft feedback export`).",
     )
-    loss: Literal["dpo", "ipo"] = setting(
+    loss: PreferenceLossName = setting(
         "dpo", "dpo: Rafailov et al. (2023) eq. 7; ipo: Azar et al. (2023) eq. 17 (PREFERENCE_LOSSES)."
     )
     beta: float = setting(0.1, "DPO's beta (weight of the implicit KL to the reference); IPO's tau.", gt=0)

@@ -422,6 +422,9 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
 
 
 def write_report(run: Path, out: Path | None = None, n_prompts: int = 4) -> Path:
+    from rlft.plugins import load_recorded_plugins
+
+    load_recorded_plugins(run)  # the run's task, reward or estimator may be a plugin's
     out = out or run / "report.html"
     out.write_text(build_report(run, n_prompts).html())
     return out

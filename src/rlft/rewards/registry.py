@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rlft.algorithms.registry import Registry
 from rlft.errors import ConfigError, RlftError
 from rlft.rewards.base import RewardFunction, RewardSpecError
 from rlft.rewards.bias_templates import load_templates
@@ -32,13 +33,15 @@ from rlft.rewards.builtins import (
     Sentiment,
     WeightedSum,
 )
+from rlft.rewards.code import UnitTests
 from rlft.rewards.fairness import FairnessPenalty
 from rlft.rewards.normalization import NORMALIZE_MODES
 from rlft.rewards.reward_model import RewardModelReward
 from rlft.schema import build
 
-# name -> reward class (a dataclass of its parameters) or a builder taking (params, where).
-REWARDS: dict[str, Any] = {
+# name -> reward class (a dataclass of its parameters; its fields are the spec's keys). A plugin
+# adds one with rlft.register_reward (docs/extending.md); weighted and fairness are combinators.
+REWARDS: Registry[Any, None] = Registry("reward type", None, {
     "exact_match": ExactMatch,
     "numeric": NumericAnswer,
     "math_verify": MathVerify,
@@ -47,7 +50,8 @@ REWARDS: dict[str, Any] = {
     "sentiment": Sentiment,
     "python": PythonFunction,
     "reward_model": RewardModelReward,
-}
+    "unit_tests": UnitTests,
+})
 
 
 def build_reward(spec: Mapping[str, Any] | RewardFunction, where: str = "reward") -> RewardFunction:
@@ -69,6 +73,11 @@ def build_reward(spec: Mapping[str, Any] | RewardFunction, where: str = "reward"
         )
     reward: RewardFunction = builders[kind](params, where)
     return reward
+
+
+def reward_types() -> list[str]:
+    """Every ``type`` a reward spec may name: the registered rewards and the combinators."""
+    return list(_builders())
 
 
 def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:

@@ -2,7 +2,8 @@
 
 ``TASKS`` is the registry: a recipe's ``task.name`` picks an entry here and nowhere else. An entry
 says how to build the task, which fields of the recipe's ``task:`` section it reads (setting
-another is refused when the recipe loads), and the checks of its own fields.
+another is refused when the recipe loads), and the checks of its own fields. A plugin adds one
+with ``rlft.register_task`` (docs/extending.md), its settings a dataclass of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rlft.algorithms.registry import Registry
 from rlft.errors import ConfigError
 from rlft.tasks.arithmetic import ArithmeticTask
 from rlft.tasks.base import Problem, Task, reward_context
@@ -130,9 +132,12 @@ class TaskEntry:
     # (task config, reward, warm-start config, a file) -> a task that only evaluates, on that file
     # (``rlft eval RUN --data FILE``); None where the task is not read from files.
     evaluate_on_file: Callable[[Any, Any, Any, str], Any] | None = None
+    # The dataclass of its own settings (``task.settings``, written next to ``task.name``), for a
+    # plugin's task; the build function reads them from ``config.settings``.
+    settings: Any = None
 
 
-TASKS: dict[str, TaskEntry] = {
+TASKS: Registry[TaskEntry, None] = Registry("task", None, {
     "arithmetic": TaskEntry(
         _arithmetic, frozenset({"digits", "operations", "answer_format", "eval_size", "seed"}), _check_arithmetic
     ),
@@ -147,7 +152,7 @@ TASKS: dict[str, TaskEntry] = {
             config, reward, warm_start, evaluate_on=path
         ),
     ),
-}
+})
 
 
 def build_task(config: Any, reward_factory: Callable[[], Any] | None = None, warm_start: Any = None) -> Any:

@@ -30,14 +30,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlft.common.optim import adamw
 from rlft.common.run_folder import RunFolder
-from rlft.config import RecipeConfig, config_from_dict
-from rlft.config.agent import AgentConfig, agent_config_to_dict, policy_learning_rate
+from rlft.config import RecipeConfig
+from rlft.config.agent import AgentConfig, agent_config_to_dict, agent_rl_recipe
 from rlft.envs import ENV_FAMILIES, Env, EnvFamily
 from rlft.models.device import model_device, move_model
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
 from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
+from rlft.schema import build
 from rlft.trainers.batch import Batch, Learner, Sampler, build_learner, score_rollout
 from rlft.trainers.loop import update
 from rlft.trainers.run import Evaluation, RunSession, Schedule
@@ -46,9 +47,12 @@ from rlft.trainers.sft import supervised_step
 
 
 def make_family(config: AgentConfig) -> EnvFamily:
-    """The recipe's environment family, built from the ``env:`` fields it declares (``settings``)."""
+    """The recipe's environment family, built from the ``env:`` fields it declares (``settings``),
+    after its own settings dataclass (a plugin's family) when it has one."""
     family = ENV_FAMILIES[config.env.name]
-    return family(**{name: getattr(config.env, name) for name in family.settings})
+    fields = {name: getattr(config.env, name) for name in family.settings}
+    own = ENV_FAMILIES.info(config.env.name).settings
+    return family(build(own, config.env.settings, "env"), **fields) if own is not None else family(**fields)
 
 
 def build_agent_model(config: AgentConfig, family: EnvFamily, out_dir: str | Path) -> tuple[PreTrainedModel, Any]:
@@ -244,13 +248,9 @@ def episode_metrics(episodes: list[Episode], episodes_so_far: int) -> dict[str, 
 
 
 def policy_recipe(config: AgentConfig) -> RecipeConfig:
-    """The main loop's recipe for grpo / ppo over whole episodes."""
-    return config_from_dict({
-        "seed": config.seed,
-        "algorithm": {"name": config.algorithm, "group_size": config.group_size, "gamma": 1.0},
-        "train": {"batch_size": config.episodes_per_iteration, "learning_rate": policy_learning_rate(config)},
-        "rollout": {"temperature": config.episode.temperature, "max_new_tokens": config.episode.max_total_tokens},
-    })
+    """The main loop's recipe for grpo / ppo over whole episodes (the recipe's policy_gradient
+    fields over the preset)."""
+    return agent_rl_recipe(config)
 
 
 def collect_episodes(

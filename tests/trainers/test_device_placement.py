@@ -231,3 +231,21 @@ def test_a_checkpoint_saved_from_cuda_tensors_resumes_on_the_cpu(tmp_path, monke
     assert all(torch.equal(restored[k].cpu(), v) for k, v in expected.items())
     assert torch.equal(fresh.weight, model.weight.detach())
     assert restored["exp_avg"].device.type == "cpu"
+
+
+def test_a_bf16_model_trains_through_float32_master_weights_and_checkpoints_them(tmp_path):
+    from rlft.common.optim import Float32MasterAdamW
+    from rlft.trainers.registry import train
+
+    config = config_from_dict({}, [*TINY, f"run_dir={tmp_path / 'run'}", "warm_start.steps=2", "model.dtype=bfloat16",
+                                   "train.optimizer_dtype=float32", "checkpoint.every=1", "train.learning_rate=1e-3"])
+    summary = train(config, progress=False)
+    assert summary["steps"] == 2
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "step_0000002" / "optimizer.pt", weights_only=False)
+    masters = saved["optimizers"]["optimizer"]["master_weights"]
+    assert masters and all(m.dtype == torch.float32 for m in masters)
+    session, trainer = _rl_trainer(tmp_path / "again", torch.device("cpu"), "model.dtype=bfloat16",
+                                   "train.optimizer_dtype=float32")
+    with session:
+        assert isinstance(trainer.optimizer, Float32MasterAdamW)
+        assert trainer.learner.policy.dtype == torch.bfloat16

@@ -191,3 +191,41 @@ def test_ray_rollout_workers_feed_a_two_rank_learner(tmp_path, one_process, ray_
         assert ours["reward/mean"] == theirs["reward/mean"]
         assert ours["distributed/weights_version"] == ours["step"] + 1  # weights pushed after each update
     assert max_diff(weights(run), weights(one_process)) < 1e-5
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda:1", "nccl")])
+def test_init_ranks_picks_nccl_for_a_gpu_and_gloo_for_the_cpu(monkeypatch, device, backend):
+    """The process-group call is recorded, not run: NCCL with the rank's GPU (set first, so that the
+    object collectives use it) on CUDA, gloo on the CPU, and a one-dimensional mesh over the ranks."""
+    import torch.distributed as dist
+    import torch.distributed.device_mesh as device_mesh
+
+    from rlft.trainers import parallel
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append(("init", backend, kw)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(device_mesh, "init_device_mesh", lambda kind, shape: calls.append(("mesh", kind, shape)) or "MESH")
+    ranks = parallel.init_ranks("fsdp", torch.device(device))
+    expected = [("init", backend, {"device_id": torch.device(device)} if backend == "nccl" else {}),
+                ("mesh", torch.device(device).type, (2,))]
+    if backend == "nccl":
+        expected.insert(0, ("set_device", torch.device(device)))
+    assert calls == expected
+    assert (ranks.rank, ranks.world, ranks.mode, ranks.device, ranks.mesh) == (1, 2, "fsdp", torch.device(device), "MESH")
+
+
+def test_fsdp_mixed_precision_is_bf16_params_and_float32_reduce_on_a_gpu_only():
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from rlft.trainers.parallel import mixed_precision_policy
+
+    policy = mixed_precision_policy(torch.bfloat16, torch.device("cuda", 0))
+    assert isinstance(policy, MixedPrecisionPolicy)
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert mixed_precision_policy(torch.bfloat16, torch.device("cpu")) is None
+    assert mixed_precision_policy(None, torch.device("cuda", 0)) is None

@@ -116,6 +116,13 @@ def cuda_memory_metrics(device: torch.device) -> dict[str, float]:
     return out
 
 
+def enable_gradient_checkpointing(model: Any) -> None:
+    """``model.gradient_checkpointing``: recompute each layer's activations in the backward pass.
+    Non-reentrant checkpointing, which works with inputs that need no gradient (a frozen LoRA base),
+    with autocast and on any device."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def to_device(tensors: Any, device: torch.device) -> Any:
     """Tensors (alone, or in a tuple/list/dict) moved to ``device``; other values unchanged."""
     if isinstance(tensors, torch.Tensor):

@@ -41,7 +41,7 @@ from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
 from rlft.errors import ConfigError
 from rlft.evaluation import evaluate
-from rlft.models.device import model_device
+from rlft.models.device import enable_gradient_checkpointing, model_device
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.models.tokens import encode_prompts
@@ -229,7 +229,10 @@ class DPOTrainer:
         if not config.train.dropout:
             disable_dropout(self.policy)
         self.reference = frozen_reference(self.policy)
-        self.optimizer = adamw(self.policy.parameters(), config.train.learning_rate, config.train.weight_decay)
+        if config.model.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
+        self.optimizer = adamw(self.policy.parameters(), config.train.learning_rate, config.train.weight_decay,
+                               float32_master=config.train.optimizer_dtype == "float32")
         steps = config.preference.epochs * -(-len(self.train_pairs) // config.preference.batch_size)
         self.schedule = Schedule(steps, config.eval.every, config.checkpoint.every, config.checkpoint.keep,
                                  config.train.max_consecutive_nonfinite)

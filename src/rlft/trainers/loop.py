@@ -28,12 +28,13 @@ from rlft.algorithms.losses import POLICY_LOSSES, clipped_value_loss, entropy_bo
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder
 from rlft.config import RecipeConfig
-from rlft.models.device import cuda_memory_metrics
+from rlft.models.device import cuda_memory_metrics, enable_gradient_checkpointing
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
 from rlft.rollout.engine import RolloutEngine, build_rollout_engine
 from rlft.rollout.low_precision import low_precision_copy
 from rlft.rollout.sampling import maybe_compile
+from rlft.rollout.vllm_weights import check_sampler_logprob_gap
 from rlft.tasks import Problem, reward_context
 from rlft.trainers.batch import (
     Batch,
@@ -71,7 +72,7 @@ def prepare_policy_and_reference(
     if not config.train.dropout:
         disable_dropout(policy)
     if config.model.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(policy)
     if config.lora.r:
         from rlft.models.lora import apply_lora, lora_reference
 
@@ -161,7 +162,12 @@ def collect(
         batch.advantages = torch.where(cut[:, None], 0.0, batch.advantages)
     batch.problems, batch.completions = sampled.problems, completions
     batch.reward_components = {k: float(torch.tensor(v).mean()) for k, v in components.items()}
-    batch.sampling_stats = sampled.stats
+    batch.sampling_stats = dict(sampled.stats)
+    if engine.approximate_logprobs and batch.old_logprobs is not None and not batch.correct_sampler_in_loss:
+        # The learner's log-probs are here already (rows reused): the engine's gap to them now
+        # (otherwise the update's forward measures it, micro_batch_loss).
+        gap = masked_mean((batch.old_logprobs - batch.rollout.logprobs).abs(), batch.rollout.completion_mask)
+        batch.sampling_stats["rollout/sampler_logprob_gap"] = gap.item()
     return batch
 
 
@@ -302,6 +308,10 @@ def rl_step(
     update_metrics: dict[str, float] = {}
     if finite:
         update_metrics, finite = update(config, learner, optimizer, batch, gen, kl_coef, parallel.ranks)
+    if config.rollout.backend == "vllm":  # a weight push that did not land stops the run here
+        gap = update_metrics.get("rollout/sampler_logprob_gap", batch.sampling_stats.get("rollout/sampler_logprob_gap"))
+        check_sampler_logprob_gap(float("nan") if gap is None else gap, config.rollout.vllm.max_logprob_gap, step + 1,
+                                  top_p=config.rollout.top_p)
     # Workers serve the new version from the next step.
     pushed = time.perf_counter()
     engine.push_weights(parallel.weights_for_engine(engine, learner.policy))
@@ -361,7 +371,8 @@ class RLTrainer:
         self.learner = build_learner(config, policy)
         self.parallel.shard_learner(self.learner, self.reference)
         train = config.train
-        self.optimizer = adamw(self.learner.modules().parameters(), train.learning_rate, train.weight_decay)
+        self.optimizer = adamw(self.learner.modules().parameters(), train.learning_rate, train.weight_decay,
+                               float32_master=train.optimizer_dtype == "float32")
         self.lr_schedule = lr_schedule(self.optimizer, train.lr_scheduler, train.steps, train.warmup_steps,
                                        train.warmup_ratio)
         assert config.algorithm.kl_coef is not None

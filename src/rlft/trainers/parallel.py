@@ -177,6 +177,9 @@ def release_large_frees() -> None:
 
 def check_parallel_recipe(config: Any, ranks: Ranks) -> None:
     """Refuse what cannot split over ``ranks``, naming the fix."""
+    from rlft.config.vllm import check_vllm_ranks
+
+    check_vllm_ranks(config, ranks.world)
     if not ranks.several:
         return
     train, algo = config.train, config.algorithm

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.common.optim import adamw, advance, current_lr, lr_schedule
 from rlft.common.run_folder import RunFolder, write_text_atomic
 from rlft.config import RecipeConfig, config_to_dict
-from rlft.models.device import model_device, to_device
+from rlft.models.device import enable_gradient_checkpointing, model_device, to_device
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import save_model_atomic
 from rlft.models.tokens import positions_from_mask
@@ -56,6 +56,8 @@ class WarmStartTrainer:
         self.schedule = Schedule(ws.steps, config.eval.every, config.checkpoint.every, config.checkpoint.keep,
                                  config.train.max_consecutive_nonfinite)
         self.generator = torch.Generator().manual_seed(config.seed)
+        if config.model.gradient_checkpointing:  # the warm start trains the whole model too
+            enable_gradient_checkpointing(policy)
         self.optimizer = adamw(policy.parameters(), ws.learning_rate)
         self.lr_schedule = lr_schedule(self.optimizer, ws.lr_scheduler, ws.steps, ws.warmup_steps, ws.warmup_ratio)
 

@@ -22,6 +22,8 @@ def test_runs_lists_a_finished_demo_run(tiny_run: Path):
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert [(r["status"], r["steps"], r["headline_metric"], r["held_out"]) for r in listed] == [
         ("finished", 6, "accuracy", summary["final_accuracy"])]
+    assert listed[0]["perf"]["tokens_per_s"] > 0 and "cuda_peak_mib" not in listed[0]["perf"]  # a CPU run
+    assert " tok/s, " in row
 
 
 def test_compare_writes_the_page_and_png_and_says_where(tiny_run: Path, tmp_path: Path):

@@ -54,6 +54,11 @@ def test_report_has_curves_samples_and_token_view(tiny_run: Path, tmp_path: Path
     assert samples[0]["prompt"] in page and "step 3" in page and "step 6" in page
     assert page.count('class="completion"') == 2 * 4  # 2 prompts x group size 4
     assert "logprob change" in page
+    from rlft.report.perf import perf_figures
+
+    figures = perf_figures([json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()])
+    assert f"completion tokens/s (median step)</td><td>{figures['tokens_per_s']:.4g}<" in page
+    assert "GPU peak memory" not in page  # a CPU run has no GPU figures
 
 
 def test_token_values_match_a_direct_computation(tiny_run: Path):

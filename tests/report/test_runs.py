@@ -162,7 +162,7 @@ def test_not_started_and_the_folder_itself(runs: Path, tmp_path: Path):
 def test_cli_table_and_json(runs: Path, capsys):
     assert main(["runs", str(runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "ALGORITHM", "STATUS", "STEPS", "HELD-OUT", "WRITTEN", "DETAIL"]
+    assert lines[0].split() == ["NAME", "ALGORITHM", "STATUS", "STEPS", "HELD-OUT", "WRITTEN", "SPEED", "DETAIL"]
     assert [line.split()[:4] for line in lines[1:4]] == [
         ["done", "grpo", "finished", "6/6"], ["early", "grpo", "crashed", "3/6"], ["killed", "grpo", "resumable", "3/6"]]
     assert lines[4:] == [f"continue early: rlft train {runs / 'early' / 'config.yaml'} --resume",
@@ -197,10 +197,12 @@ def test_planned_steps_agree_with_the_trainers():
 def test_table_layout():
     info = RunInfo(name="r", path="r", kind="train", algorithm="grpo", status="resumable", detail="d",
                    steps=3, planned_steps=None, headline_metric="pass_rate", held_out=0.25, held_out_step=3,
-                   held_out_written="2026-01-01T00:00:00+00:00", resume="rlft train r/config.yaml --resume")
+                   held_out_written="2026-01-01T00:00:00+00:00", resume="rlft train r/config.yaml --resume",
+                   perf={"tokens_per_s": 412.4, "step_s": 0.314, "cuda_peak_mib": 3276.8})
     table = format_table([info], now=1767225600 + 300)  # five minutes later
     assert table.splitlines()[1].split() == ["r", "grpo", "resumable", "3/?", "pass_rate", "0.250", "@", "step",
-                                             "3", "5", "min", "ago", "d"]
+                                             "3", "5", "min", "ago", "412", "tok/s,", "0.31", "s/step,", "GPU",
+                                             "peak", "3.2", "GiB", "d"]
     assert table.splitlines()[2] == "continue r: rlft train r/config.yaml --resume"
     assert format_table([]) == "No run folders here."
 
@@ -219,3 +221,16 @@ def test_resume_command_from_where_the_run_was_started(tmp_path: Path, monkeypat
         f"rlft rm train {run / 'recipe.yaml'} --resume"
     assert resume_command("train", run, {"run_dir": "/elsewhere/a"}) is None
     assert resume_command("train", run, {"run_dir": "other/b"}) is None
+
+
+def test_perf_figures_are_medians_of_rates_and_maxima_of_memory():
+    from rlft.report.perf import describe_perf, perf_figures
+
+    metrics = [{"perf/tokens_per_s": 10.0, "perf/step_seconds": 9.0, "perf/cuda_peak_mib": 100.0},
+               {"perf/tokens_per_s": 400.0, "perf/step_seconds": 0.5, "perf/cuda_peak_mib": 300.0},
+               {"perf/tokens_per_s": 420.0, "perf/step_seconds": 0.4, "perf/cuda_peak_mib": 200.0}]
+    figures = perf_figures(metrics)
+    assert figures == {"tokens_per_s": 400.0, "step_s": 0.5, "cuda_peak_mib": 300.0}  # the first step's 9 s skews no median
+    assert "cuda_reserved_mib" not in perf_figures(metrics[:1])  # a CPU run logs no GPU memory
+    assert describe_perf(figures) == "400 tok/s, 0.50 s/step, GPU peak 0.3 GiB"
+    assert describe_perf({}) == "-"

@@ -27,6 +27,14 @@ from typing import Any
 
 from rlft.errors import RlftError
 from rlft.report.document import Document
+from rlft.report.perf import perf_figures
+
+# How the report's overview names each speed and memory figure (rlft.report.perf).
+PERF_LABELS = {
+    "tokens_per_s": "completion tokens/s (median step)", "step_s": "step time (median, s)",
+    "weight_sync_s": "weight push to the rollout engine (median, s)", "cuda_peak_mib": "GPU peak memory (MiB)",
+    "cuda_reserved_mib": "GPU memory reserved (max, MiB)", "peak_rss_mib": "peak resident memory (MiB)",
+}
 
 CURVES = [
     ("reward/mean", "mean reward (train)"),
@@ -384,6 +392,7 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
         ["held-out accuracy before RL", _percent(summary.get("base_accuracy"))],
         ["held-out accuracy after RL", _percent(summary.get("final_accuracy"))],
         ["wall time (s)", summary.get("seconds")],
+        *[[PERF_LABELS[name], value] for name, value in perf_figures(read_jsonl(run / "metrics.jsonl")).items()],
     ])
     curves = doc.section("Learning curves")
     for title, png in learning_curves(run):

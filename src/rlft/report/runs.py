@@ -25,7 +25,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 from rlft.common.folder_lock import LOCK_NAME, describe, lock_holder
 from rlft.common.run_folder import BEFORE_START, RunFolder
 from rlft.errors import RlftError
+from rlft.report.perf import describe_perf, perf_figures
 
 # When summary.json does not name the headline yet: the first of these that the run evaluates.
 HEADLINE_ORDER = ("eval/accuracy", "eval/pass_rate", "eval/success", "eval/pairwise_accuracy")
@@ -55,6 +56,7 @@ class RunInfo:
     held_out_step: int | None
     held_out_written: str | None  # ISO time the held-out value was written (the file's mtime)
     resume: str | None  # the command that continues the run (resumable and crashed runs)
+    perf: dict[str, float] = field(default_factory=dict)  # speed and memory (rlft.report.perf)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,12 +283,13 @@ def inspect_run(root: Path, name: str | None = None) -> RunInfo:
     if status in ("resumable", "crashed") and resume is None:
         recorded = recipe.get("output_dir" if kind == "reward_model" else "run_dir")
         detail += f"; moved from {recorded}: --resume continues it only there (run_dir is part of its recipe)"
+    metrics = run.read_jsonl(run.metrics)
     return RunInfo(
         name=name or root.name, path=str(root), kind=kind, algorithm=algorithm_name(kind, recipe),
-        status=status, detail=detail, steps=len(run.read_jsonl(run.metrics)), planned_steps=planned,
+        status=status, detail=detail, steps=len(metrics), planned_steps=planned,
         headline_metric=key.removeprefix("eval/") if key else None, held_out=value, held_out_step=step,
         held_out_written=written,
-        resume=resume,
+        resume=resume, perf=perf_figures(metrics),
     )
 
 
@@ -329,12 +332,13 @@ def format_table(runs: list[RunInfo], now: float | None = None) -> str:
     """A plain-text table, one line per run, then how to continue each stopped run."""
     if not runs:
         return "No run folders here."
-    header = ["NAME", "ALGORITHM", "STATUS", "STEPS", "HELD-OUT", "WRITTEN", "DETAIL"]
+    header = ["NAME", "ALGORITHM", "STATUS", "STEPS", "HELD-OUT", "WRITTEN", "SPEED", "DETAIL"]
     rows = [header]
     for r in runs:
         held = f"{r.headline_metric} {r.held_out:.3f} @ step {r.held_out_step}" if r.held_out is not None else "-"
         steps = f"{r.steps}/{r.planned_steps if r.planned_steps is not None else '?'}"
-        rows.append([r.name, r.algorithm, r.status, steps, held, age(r.held_out_written, now) or "-", r.detail])
+        rows.append([r.name, r.algorithm, r.status, steps, held, age(r.held_out_written, now) or "-",
+                     describe_perf(r.perf), r.detail])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"continue {r.name}: {r.resume}" for r in runs if r.resume]

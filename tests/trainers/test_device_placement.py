@@ -249,3 +249,18 @@ def test_a_bf16_model_trains_through_float32_master_weights_and_checkpoints_them
     with session:
         assert isinstance(trainer.optimizer, Float32MasterAdamW)
         assert trainer.learner.policy.dtype == torch.bfloat16
+
+
+def test_a_run_resumes_on_another_device(tmp_path):
+    """train.device is where a run trains, not what it learns: a run checkpointed with one device
+    resumes with another (here cpu -> auto, both the CPU on this machine; cuda -> cpu is the GPU
+    check's, benchmarks/gpu_check.py)."""
+    from rlft.trainers.registry import train
+
+    run = tmp_path / "run"
+    first = config_from_dict({}, [*TINY, f"run_dir={run}", "warm_start.steps=2", "train.steps=1", "checkpoint.every=1",
+                                  "train.device=cpu"])
+    train(first, progress=False)
+    again = config_from_dict({}, [*TINY, f"run_dir={run}", "warm_start.steps=2", "train.steps=2", "checkpoint.every=1",
+                                  "train.device=auto"])
+    assert train(again, resume=True, progress=False)["steps"] == 2

@@ -188,7 +188,7 @@ class AgentTrainer:
 
     headline = "eval/success"
     nonfinite_hint = "Lower learning_rate, or raise max_consecutive_nonfinite."
-    resumable_changes = frozenset({"episodes"})
+    resumable_changes = frozenset({"episodes", "device"})
     """Recipe fields a resumed run may change: more episodes extend it."""
 
     @staticmethod

@@ -151,7 +151,7 @@ class ILQLTrainer(AgentTrainer):
     """Offline ILQL (``algorithm: ilql``) for the run harness: one step is one optimiser step on
     a batch of logged episodes; an iteration (``eval_every``) is one pass over them."""
 
-    resumable_changes = frozenset()  # the data and ilql.epochs fix the steps
+    resumable_changes = frozenset({"device"})  # the data and ilql.epochs fix the steps
 
     @staticmethod
     def planned_steps(config: AgentConfig) -> int | None:

@@ -245,7 +245,7 @@ def train_reward_model(
         torch.set_num_threads(recipe.torch_threads)
     session = open_session(
         recipe.output_dir, dataclasses.asdict(recipe), resume=resume, defaults=dataclasses.asdict(RewardModelRecipe()),
-        resumable=frozenset({"epochs"}), data={"train_data": recipe.train_data, "eval_data": recipe.eval_data},
+        resumable=frozenset({"epochs", "device"}), data={"train_data": recipe.train_data, "eval_data": recipe.eval_data},
         copies=("recipe.yaml",), privacy=RunScrubber(recipe.scrub_pii),
     )
     with session:  # the run folder's lock is held until the run ends

@@ -40,7 +40,9 @@ from rlft.trainers.session import fingerprint, flatten
 from rlft.trainers.warm_start import run_warm_start
 
 # Fields a resumed run may change: extending a run is allowed, changing what it learns is not.
-RESUMABLE_CHANGES = frozenset({"train.steps"})
+# Where it runs is not what it learns: a run checkpointed on a GPU resumes on a CPU and back
+# (its numbers then differ by the two devices' rounding; docs/distributed.md).
+RESUMABLE_CHANGES = frozenset({"train.steps", "train.device", "train.deterministic"})
 # Where metrics go changes nothing the run learns either: a resumed run may add or change trackers.
 # (Not in RESUMABLE_CHANGES, which the recipe hash also leaves out: existing runs keep their hash.)
 RESUMABLE_SECTIONS = ("log.", "reward_limits.")

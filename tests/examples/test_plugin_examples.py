@@ -135,3 +135,9 @@ def test_without_the_plugin_the_example_names_what_is_registered(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "algorithm.advantage_estimator='group_median' is not allowed; choose one of 'reinforce'" in out.stderr
     assert "--plugin" in out.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".yaml")))
+def test_docs_show_each_example_file_as_it_is(name):
+    """docs/extending.md shows the files that the tests above train, not a copy that drifts."""
+    assert (EXAMPLES / name).read_text().rstrip("\n") in (ROOT / "docs" / "extending.md").read_text()

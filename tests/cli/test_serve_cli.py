@@ -112,6 +112,12 @@ def test_rlft_serve_refuses_a_db_that_does_not_exist_or_is_not_a_database(tiny_m
     assert status == 2 and "is a folder" in err
     status, err = serve("--max-rows-per-request", "0")
     assert status == 2 and "--max-rows-per-request must be at least 1" in err
+    db = tmp_path / "ok.db"
+    Store(db).close()
+    status, err = serve("--db", str(db), "--device", "cuda")  # no GPU here: one error, not a traceback
+    assert status == 2 and "--device='cuda'" in err and "sees no CUDA device" in err
+    status, err = serve("--db", str(db), "--device", "gpu0")
+    assert status == 2 and "auto, cpu, cuda or cuda:N" in err
     # --create makes the database, then the command goes on (here to a port that is taken).
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -264,3 +264,15 @@ def test_a_run_resumes_on_another_device(tmp_path):
     again = config_from_dict({}, [*TINY, f"run_dir={run}", "warm_start.steps=2", "train.steps=2", "checkpoint.every=1",
                                   "train.device=auto"])
     assert train(again, resume=True, progress=False)["steps"] == 2
+
+
+def test_every_recipe_refuses_a_device_it_cannot_train_on(tmp_path):
+    from rlft.config.online import online_recipe_from_dict
+    from rlft.config.reward_model import rm_recipe_from_dict
+
+    with pytest.raises(ConfigError, match="device='tpu'.*auto, cpu, cuda or cuda:N"):
+        load_agent_config(None, ["device=tpu"])
+    with pytest.raises(ConfigError, match="device='cuda-1'.*auto, cpu, cuda or cuda:N"):
+        rm_recipe_from_dict({"train_data": "pairs.jsonl", "device": "cuda-1"})
+    with pytest.raises(ConfigError, match="device='gpu'.*auto, cpu, cuda or cuda:N"):
+        online_recipe_from_dict({"model": str(tmp_path), "device": "gpu"})

@@ -157,8 +157,9 @@ def collect(
         config.algorithm, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask), scores,
         kl_coef=kl_coef, reused=reused, sampler=sampler,
     )
+    mask_device = batch.rollout.completion_mask.device
     if config.algorithm.mask_truncated:  # DAPO's overlong filtering: cut-off completions teach nothing
-        cut = torch.cat(ranks.gather(sampled.truncated)) if ranks.several else sampled.truncated
+        cut = torch.cat(ranks.gather(sampled.truncated)).to(mask_device) if ranks.several else sampled.truncated
         batch.advantages = torch.where(cut[:, None], 0.0, batch.advantages)
     batch.problems, batch.completions = sampled.problems, completions
     batch.reward_components = {k: float(torch.tensor(v).mean()) for k, v in components.items()}

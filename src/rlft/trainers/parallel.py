@@ -68,11 +68,13 @@ class Ranks:
         return self.rank * size, (self.rank + 1) * size
 
     def gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj``, in rank order (pickled: for small things and CPU tensors)."""
+        """Every rank's ``obj``, in rank order (pickled: for small things). Tensors travel through
+        the CPU and arrive there: an unpickled CUDA tensor would land on the GPU of the rank that
+        sent it."""
         if not self.several:
             return [obj]
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, to_device(obj, torch.device("cpu")))
         return out
 
     def broadcast(self, obj: Any) -> Any:

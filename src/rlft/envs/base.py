@@ -92,7 +92,9 @@ class EnvFamily(Protocol):
     name: str
     settings: tuple[str, ...]
     """The fields of an agent recipe's ``env:`` section this family is built from: the keyword
-    arguments :func:`rlft.trainers.agent.make_family` passes to its constructor."""
+    arguments :func:`rlft.trainers.agent.make_family` passes to its constructor (after the
+    instance of its own settings dataclass, for a family registered with one:
+    ``rlft.register_env(name, settings=...)``, docs/extending.md)."""
 
     def train_envs(self, n: int, gen: torch.Generator) -> list[Env]:
         """``n`` training episodes drawn with ``gen`` (never a held-out one)."""

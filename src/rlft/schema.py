@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import keyword
 import importlib
 import math
 import types
@@ -101,11 +102,13 @@ def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else str(key)
+        key = field_name(key)  # a recipe's ``async`` is the field ``async_``
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            keys = [recipe_key(name) for name in fields]
+            close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.5)
             hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
             raise ConfigError(
-                f"Unknown recipe key '{where}'.{hint} Valid keys here: {', '.join(fields)}."
+                f"Unknown recipe key '{where}'.{hint} Valid keys here: {', '.join(keys)}."
             )
         converted = _convert(value, hints[key], where)
         _check_range(converted, fields[key], where)
@@ -309,6 +312,27 @@ def read_recipe_yaml(path: str | Path, hint: str = "") -> dict[str, Any]:
     return data
 
 
+def field_name(key: Any) -> Any:
+    """The dataclass field of a recipe key: a Python keyword (``async``) is spelled with a trailing
+    underscore in code (``async_``); every other key is its field's name."""
+    return f"{key}_" if isinstance(key, str) and keyword.iskeyword(key) else key
+
+
+def recipe_key(name: str) -> str:
+    """The recipe key of a field: :func:`field_name` undone (``async_`` -> ``async``)."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def recipe_dict(config: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` with recipe keys (``async``, not ``async_``): what config.yaml holds."""
+    def keys(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {recipe_key(k) if isinstance(k, str) else k: keys(v) for k, v in value.items()}
+        return value
+
+    return keys(dataclasses.asdict(config))
+
+
 def dataclass_markdown(cls: type[Any], prefix: str = "") -> list[str]:
     """Markdown lines documenting ``cls``: a table of its fields (key, type, default, help and
     range) under a ``## `prefix``` heading, then one such section per nested dataclass."""
@@ -317,7 +341,7 @@ def dataclass_markdown(cls: type[Any], prefix: str = "") -> list[str]:
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[type[Any], str]] = []
     for f in dataclasses.fields(cls):
-        key = f"{prefix}.{f.name}" if prefix else f.name
+        key = f"{prefix}.{recipe_key(f.name)}" if prefix else recipe_key(f.name)
         tp = hints[f.name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             nested.append((tp, key))

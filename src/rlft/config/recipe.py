@@ -49,6 +49,7 @@ from rlft.schema import (
     gather_settings,
     plain_copy,
     read_recipe_yaml,
+    recipe_dict,
     setting,
     with_overrides,
 )
@@ -367,7 +368,8 @@ def _with_task_settings(task: TaskConfig) -> TaskConfig:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The recipe as plain data, under its recipe keys (``rollout.async``): config.yaml's content."""
+    return recipe_dict(config)
 
 
 def dump_config(config: RecipeConfig) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
+from rlft.config.asynchronous import AsyncConfig
 from rlft.config.vllm import VLLMConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
@@ -154,6 +155,9 @@ class RolloutConfig:
         "docs/performance.md).",
     )
     vllm: VLLMConfig = setting(VLLMConfig(), "vLLM beside the learner (read when backend is vllm).")
+    async_: AsyncConfig = setting(
+        AsyncConfig(), "Asynchronous rollouts: sample the next batches while the learner trains (docs/performance.md)."
+    )
 
 
 @dataclass(frozen=True)
@@ -454,6 +458,15 @@ class RewardLimitsConfig:
     timeout: float | None = setting(
         60.0,
         "Seconds a reward of your own (type: python, --reward FILE.py:FUNCTION, rlft.train(reward=...)) may "
-        "take for one batch; longer stops the run. The built-in rewards are not timed. null: no limit.",
+        "take for one call (a batch, or with workers > 1 one share of it); longer stops the run, except in the "
+        "pool, where the share is scored 0 and counted (reward/timed_out). The built-in rewards are not timed. "
+        "null: no limit.",
         gt=0,
+    )
+    workers: int = setting(
+        1,
+        "Calls of a reward of your own that may run at once: with workers > 1 a batch is split into that many "
+        "shares scored concurrently, when the reward is an async def or declares itself thread-safe "
+        "(rlft.rewards.thread_safe); otherwise one call per batch, as with 1.",
+        ge=1,
     )

@@ -5,6 +5,7 @@ See ``rlft.rewards.base`` for the protocol, ``rlft.rewards.registry`` for ``buil
 """
 
 from rlft.rewards.base import RewardError, RewardFunction, RewardOutput, RewardSpecError, score
+from rlft.rewards.pool import thread_safe
 from rlft.rewards.registry import REWARDS, build_reward
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "RewardSpecError",
     "build_reward",
     "score",
+    "thread_safe",
 ]

@@ -14,6 +14,8 @@ that names the prompt that caused it, before anything reaches the weights.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,17 @@ class RewardFunction(Protocol):
     ) -> Sequence[float] | RewardOutput: ...
 
 
+def resolve(value: Any) -> Any:
+    """An ``async def`` reward's result, awaited (in an event loop of its own, in this thread);
+    any other value as it is."""
+    if inspect.isawaitable(value):
+        async def wait() -> Any:
+            return await value
+
+        return asyncio.run(wait())
+    return value
+
+
 def score(
     reward: RewardFunction, prompts: Sequence[str], completions: Sequence[str], **context: Any
 ) -> RewardOutput:
@@ -64,7 +77,7 @@ def score(
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     try:
-        raw = reward(prompts, completions, **context)
+        raw = resolve(reward(prompts, completions, **context))
     except RewardError:
         raise
     except SystemExit as exc:  # sys.exit() in a reward would end the run silently, often with status 0

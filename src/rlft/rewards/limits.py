@@ -25,18 +25,22 @@ from rlft.rewards.base import (
     as_output,
     describe_reward,
     exit_error,
+    resolve,
 )
 from rlft.rewards.builtins import PythonFunction, WeightedSum
 from rlft.rewards.fairness import FairnessPenalty
+from rlft.rewards.pool import can_pool, pooled_call
 
 
 class LimitedReward:
     """``reward`` held to ``max_abs`` (None: no bound) and, when it runs user code, to ``timeout``
-    seconds per batch (None: no limit)."""
+    seconds per call (None: no limit); with ``workers > 1`` an ``async def`` or thread-safe reward
+    of the user's scores a batch in that many concurrent shares (:mod:`rlft.rewards.pool`)."""
 
-    def __init__(self, reward: RewardFunction, max_abs: float | None, timeout: float | None) -> None:
+    def __init__(self, reward: RewardFunction, max_abs: float | None, timeout: float | None, workers: int = 1) -> None:
         self.reward, self.max_abs = reward, max_abs
         self.timeout = timeout if runs_user_code(reward) else None
+        self.workers = workers if runs_user_code(reward) and can_pool(reward) else 1
         self.name = describe_reward(reward)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> RewardOutput:
@@ -47,13 +51,15 @@ class LimitedReward:
         return out
 
     def _call(self, prompts: Sequence[str], completions: Sequence[str], context: dict[str, Any]) -> Any:
+        if self.workers > 1 and len(completions) > 1:
+            return pooled_call(self.reward, prompts, completions, context, self.workers, self.timeout, self.name)
         if self.timeout is None:
-            return self.reward(prompts, completions, **context)
+            return resolve(self.reward(prompts, completions, **context))
         box: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                box["value"] = self.reward(prompts, completions, **context)
+                box["value"] = resolve(self.reward(prompts, completions, **context))
             except BaseException as exc:  # SystemExit too: a thread would swallow it silently
                 box["error"] = exc
 
@@ -87,10 +93,10 @@ class LimitedReward:
                     )
 
 
-def limit_reward(reward: RewardFunction, max_abs: float | None, timeout: float | None) -> LimitedReward:
+def limit_reward(reward: RewardFunction, max_abs: float | None, timeout: float | None, workers: int = 1) -> LimitedReward:
     """``reward`` held to the limits; a reward already held is held to the new ones instead."""
     inner = reward.reward if isinstance(reward, LimitedReward) else reward
-    return LimitedReward(inner, max_abs, timeout)
+    return LimitedReward(inner, max_abs, timeout, workers)
 
 
 def runs_user_code(reward: Any) -> bool:

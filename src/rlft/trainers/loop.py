@@ -101,7 +101,8 @@ def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> Rewar
     if reward is None:
         return lambda completions, problems: (task.reward(completions, problems), {})
     if not isinstance(reward, LimitedReward):  # a callable given to rlft.train
-        reward = limit_reward(reward, config.reward_limits.max_abs, config.reward_limits.timeout)
+        limits = config.reward_limits
+        reward = limit_reward(reward, limits.max_abs, limits.timeout, limits.workers)
 
     def scored(completions: list[str], problems: list[Problem]) -> tuple[list[float], dict[str, list[float]]]:
         out = score(reward, [p.prompt for p in problems], completions, **reward_context(problems))

@@ -174,7 +174,8 @@ def recipe_reward(config: RecipeConfig, reward: Any = None) -> Any:
     from rlft.rewards import build_reward
     from rlft.rewards.limits import limit_reward
 
-    return limit_reward(build_reward(spec), config.reward_limits.max_abs, config.reward_limits.timeout)
+    limits = config.reward_limits
+    return limit_reward(build_reward(spec), limits.max_abs, limits.timeout, limits.workers)
 
 
 def on_learner_device(spec: Any, device: str) -> Any:

@@ -7,7 +7,9 @@ field is ``async_`` in code and ``async`` in recipes, ``config.yaml`` and the re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from rlft.errors import ConfigError
 from rlft.schema import setting
 
 
@@ -30,3 +32,21 @@ class AsyncConfig:
     queue_size: int = setting(
         2, "Sampled batches that may wait for the learner (memory: each holds a batch of completions).", ge=1
     )
+
+
+def check_async_recipe(config: Any) -> None:
+    """Refuse what the producer thread cannot run beside the learner, naming the fix."""
+    settings = config.rollout.async_
+    if not (settings.enabled and settings.max_staleness > 0):
+        return
+    if config.rollout.backend == "vllm":
+        raise ConfigError(
+            "rollout.async with rollout.backend='vllm' is not supported: vLLM is colocated on the learner's GPU "
+            "and sleeps while it updates, so there is nothing to overlap. Use rollout.async.enabled: false with "
+            "vLLM, or the hf sampler (or distributed.engine: ray) with rollout.async."
+        )
+    if config.rollout.compile:
+        raise ConfigError(
+            "rollout.async with rollout.compile is not supported: the producer samples from copies of the policy. "
+            "Set rollout.compile: false."
+        )

@@ -22,6 +22,7 @@ from rlft.algorithms.presets import (
     OFFLINE_ALGORITHMS,
     SMOOTHED_PREFERENCE_LOSSES,
 )
+from rlft.config.asynchronous import check_async_recipe
 from rlft.config.sections import (
     TASK_FIELDS,
     AlgorithmConfig,
@@ -246,6 +247,7 @@ class RecipeConfig:
             )
 
     def _check_rollout(self) -> None:
+        check_async_recipe(self)
         if self.rollout.dtype == "bfloat16":
             clash = (
                 "lora.r > 0 (the reference is the base with the adapter off, not a copy)" if self.lora.r

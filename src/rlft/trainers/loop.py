@@ -9,6 +9,7 @@ registries of ``rlft.algorithms``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import resource
@@ -36,6 +37,7 @@ from rlft.rollout.low_precision import low_precision_copy
 from rlft.rollout.sampling import maybe_compile
 from rlft.rollout.vllm_weights import check_sampler_logprob_gap
 from rlft.tasks import Problem, reward_context
+from rlft.trainers.async_rollout import Produced, RolloutProducer
 from rlft.trainers.batch import (
     Batch,
     Learner,
@@ -60,6 +62,13 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     is what makes a resumed run identical to an uninterrupted one."""
     digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def asynchronous(config: RecipeConfig) -> bool:
+    """Whether steps sample ahead in a producer thread: ``rollout.async`` on with a lag of 1 or more
+    (a lag of 0 is the synchronous loop itself, so its runs are today's bit for bit)."""
+    settings = config.rollout.async_
+    return settings.enabled and settings.max_staleness > 0
 
 
 def prepare_policy_and_reference(
@@ -132,20 +141,25 @@ def collect(
     reward_fn: RewardFn,
     engine: RolloutEngine,
     parallel: Parallel | None = None,
+    produced: Produced | None = None,
 ) -> Batch:
     """Rollout, reward and advantage for one step; ``engine`` generates (this process's sampler,
     Ray workers, vLLM). With several ranks (``parallel``) each samples and scores its share of the
-    rows and every rank ends with the whole batch (``trainers/parallel.py``)."""
+    rows and every rank ends with the whole batch (``trainers/parallel.py``). ``produced``: the
+    batch the asynchronous producer sampled and rewarded (``rollout.async``), scored here."""
     parallel = parallel or Parallel()
     ranks = parallel.ranks
     learner.policy.eval()
-    policy = parallel.sampling_policy(learner.policy)
-    policy.eval()
-    sampled = sample_batch(config, policy, tokenizer, task, gen, engine, reward_fn, ranks)
+    if produced is None:
+        policy = parallel.sampling_policy(learner.policy)
+        policy.eval()
+        sampled = sample_batch(config, policy, tokenizer, task, gen, engine, reward_fn, ranks)
+        sampler = Sampler(logprobs_are_policys=engine.logprobs_are_policys,
+                          approximate_logprobs=engine.approximate_logprobs)
+    else:  # sampled by older weights: its log-probs are the behaviour policy's (the loss corrects)
+        sampled, sampler = produced.sampled, produced.sampler
     rollout, rewards, completions, components = sampled.rollout, sampled.rewards, sampled.completions, sampled.components
     train = config.train
-    sampler = Sampler(logprobs_are_policys=engine.logprobs_are_policys,
-                      approximate_logprobs=engine.approximate_logprobs)
     reused = train.epochs_per_batch != 1 or train.mini_batch_size != train.batch_size
     scores = row_scores(learner, reference, rollout, temperature=config.rollout.temperature, reused=reused,
                         sampler=sampler, top_p=config.rollout.top_p)
@@ -299,12 +313,17 @@ def rl_step(
     reward_fn: RewardFn,
     engine: RolloutEngine,
     parallel: Parallel | None = None,
+    producer: RolloutProducer | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched."""
+    """One RL step. Returns (metrics, finite); a non-finite step leaves the weights untouched.
+    With a ``producer`` (``rollout.async``) the step's batch was sampled ahead, by older weights."""
     parallel = parallel or Parallel()
     started = time.perf_counter()
     gen = step_generator(config.seed, step)
-    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn, engine, parallel)
+    produced, async_metrics = producer.take(step) if producer is not None else (None, {})
+    if produced is not None:
+        gen = produced.generator  # its state after sampling: the update shuffles with it, as in one thread
+    batch = collect(config, learner, reference, tokenizer, task, gen, kl_coef, reward_fn, engine, parallel, produced)
     rollout_seconds = time.perf_counter() - started
     finite = bool(torch.isfinite(batch.rewards).all())
     update_metrics: dict[str, float] = {}
@@ -316,7 +335,10 @@ def rl_step(
                                   top_p=config.rollout.top_p)
     # Workers serve the new version from the next step.
     pushed = time.perf_counter()
-    engine.push_weights(parallel.weights_for_engine(engine, learner.policy))
+    if producer is not None:  # a copy into the producer's snapshots; it pushes to its engine itself
+        producer.publish(step + 1, learner.policy)
+    else:
+        engine.push_weights(parallel.weights_for_engine(engine, learner.policy))
     update_metrics["perf/weight_sync_s"] = time.perf_counter() - pushed
     update_metrics.update(engine.metrics())
     seconds = time.perf_counter() - started
@@ -338,6 +360,7 @@ def rl_step(
         "perf/step_seconds": seconds,
         "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this rank's (Linux: KiB)
         **cuda_memory_metrics(mask.device),  # this step's peak GPU memory (on a GPU)
+        **async_metrics,
         "train/skipped": 0 if finite else 1,
     }
     return metrics, finite
@@ -379,6 +402,7 @@ class RLTrainer:
                                        train.warmup_ratio)
         assert config.algorithm.kl_coef is not None
         self._start_kl_control(config.algorithm.kl_coef)
+        self.producer: RolloutProducer | None = None  # started by the first step (rollout.async)
 
     def modules(self) -> torch.nn.Module:
         return self.learner.modules()
@@ -404,8 +428,12 @@ class RLTrainer:
 
     def step(self, step: int) -> tuple[dict[str, Any], bool]:
         lr = current_lr(self.optimizer)
+        if self.producer is None and asynchronous(self.config):  # from the step a run starts (or resumes) at
+            self.producer = RolloutProducer(self.config, self.learner.policy, self.tokenizer, self.task, self.reward_fn,
+                                            self.engine, step, self.schedule.steps - 1, step_generator)
         metrics, finite = rl_step(self.config, self.learner, self.reference, self.tokenizer, self.optimizer,
-                                  self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel)
+                                  self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel,
+                                  self.producer)
         metrics["train/lr"] = lr
         advance(self.lr_schedule)
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
@@ -414,10 +442,13 @@ class RLTrainer:
 
     def evaluate(self, step: int) -> Evaluation:
         policy, ranks = self.parallel.sampling_policy(self.learner.policy), self.parallel.ranks
-        # Rank 0 evaluates; every rank gets its result, so that all decide alike.
-        result = ranks.broadcast(
-            evaluate_policy(self.config, policy, self.tokenizer, self.task, self.eval_scores) if ranks.is_main else None
-        )
+        # Rank 0 evaluates; every rank gets its result, so that all decide alike. The producer
+        # (rollout.async) pauses: evaluation calls the reward it calls.
+        with self.producer.paused() if self.producer is not None else contextlib.nullcontext():
+            result = ranks.broadcast(
+                evaluate_policy(self.config, policy, self.tokenizer, self.task, self.eval_scores) if ranks.is_main
+                else None
+            )
         samples = [
             {"prompt": problem.prompt, "completion": completion, "answer": problem.answer, "reward": reward}
             for problem, completion, reward in list(zip(result.problems, result.completions, result.rewards, strict=True))[:8]
@@ -425,6 +456,12 @@ class RLTrainer:
         metrics = result.metrics()
         self.last_eval = metrics.get(self.headline, self.last_eval)
         return Evaluation(metrics, samples)
+
+    def close(self) -> None:
+        """Stop the producer thread (rollout.async); the harness calls it however the run ends."""
+        if self.producer is not None:
+            self.producer.close()
+            self.producer = None
 
     def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
         return {"reward": f"{metrics['reward/mean']:.2f}", "kl": f"{metrics.get('policy/kl', 0):.3f}",

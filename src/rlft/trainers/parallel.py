@@ -184,6 +184,11 @@ def check_parallel_recipe(config: Any, ranks: Ranks) -> None:
     check_vllm_ranks(config, ranks.world)
     if not ranks.several:
         return
+    if config.rollout.async_.enabled and config.rollout.async_.max_staleness > 0:
+        raise ConfigError(
+            f"rollout.async runs in one learner process for now ({ranks.world} ranks would each need a producer "
+            "sampling their share ahead). Train in one process, or set rollout.async.enabled: false."
+        )
     train, algo = config.train, config.algorithm
     unit = ranks.world * algo.group_size
     if train.batch_size % unit:

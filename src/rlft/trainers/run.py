@@ -207,6 +207,21 @@ def run_trainer(
     bar = tqdm(total=schedule.steps, initial=state.step, desc=trainer.name, disable=not progress, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     clock = RunClock(base.get(trainer.headline))
+    try:
+        last_good = run_steps(session, trainer, state, last_good, clock, bar, on_step)
+    finally:
+        close = getattr(trainer, "close", None)  # a trainer's threads (rollout.async's producer) end with the steps
+        if close is not None:
+            close()
+    bar.close()
+    return finish(session, trainer, state, base)
+
+
+def run_steps(session: RunSession, trainer: Trainer, state: TrainerState, last_good: Path | None, clock: RunClock,
+              bar: Any, on_step: OnStep | None) -> Path | None:
+    """The steps of :func:`run_trainer`, from ``state.step`` to the schedule's end; returns the
+    last good checkpoint."""
+    run, schedule, main = session.run, trainer.schedule, session.ranks.is_main
     for step in range(state.step, schedule.steps):
         started = time.perf_counter()
         metrics, finite = step_or_stop(trainer, step, last_good)
@@ -228,8 +243,7 @@ def run_trainer(
         bar.update(1)
         if schedule.due(state.step, schedule.checkpoint_every):
             last_good = checkpoint(session, trainer, state)
-    bar.close()
-    return finish(session, trainer, state, base)
+    return last_good
 
 
 @dataclass

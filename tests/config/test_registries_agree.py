@@ -86,7 +86,7 @@ def test_each_registry_field_reads_its_live_registry(cls, field, key, registry):
 def test_the_agent_environments_are_the_env_families_of_several_turns():
     # The arithmetic family is the single-turn task as a one-step environment: the main recipe's
     # task section configures it, so the agent recipe does not offer it.
-    assert marker(EnvConfig, "name").names() == agent_env_names() == ["guess", "calculator"]
+    assert marker(EnvConfig, "name").names() == agent_env_names() == ["guess", "calculator", "python_tool"]
     assert set(ENV_FAMILIES) - set(agent_env_names()) == {"arithmetic"}
 
 

@@ -61,3 +61,13 @@ def test_rollout_layout_and_recorded_logprobs_match(policy) -> None:  # noqa: AN
     with torch.no_grad():
         logprobs, _, _ = score_completions(model, rollout, 1.0)
     assert torch.allclose(logprobs, rollout.logprobs, atol=1e-4)
+
+
+def test_episode_info_metrics_are_per_episode_sums_averaged():
+    from rlft.rollout.multiturn import Episode, episode_info_metrics
+
+    one = Episode(infos=[{"metrics": {"tool/calls_per_episode": 1.0, "tool/errors": 1.0}},
+                         {"metrics": {"tool/calls_per_episode": 1.0, "tool/errors": 0.0}}, {"success": True}])
+    two = Episode(infos=[{"metrics": {"tool/calls_per_episode": 0.0, "tool/errors": 0.0}}])
+    assert episode_info_metrics([one, two, Episode()]) == {"tool/calls_per_episode": 2 / 3, "tool/errors": 1 / 3}
+    assert episode_info_metrics([]) == {}

@@ -1,4 +1,5 @@
-"""Environments: the protocol, a single-turn wrapper, a dialogue task and a tool-use task.
+"""Environments: the protocol, a single-turn wrapper, a dialogue task and two tool-use tasks (a
+calculator, and Python run in the sandbox).
 
 ``ENV_FAMILIES`` is the registry: the agent recipe's ``env.name`` picks an entry here and nowhere
 else; a plugin adds one with ``rlft.register_env`` (docs/extending.md).
@@ -13,6 +14,7 @@ from rlft.algorithms.registry import Registry
 from rlft.envs.base import AsyncEnv, Env, EnvError, EnvFamily, Observation, StepResult, as_async
 from rlft.envs.calculator import CalculatorEnv, CalculatorFamily
 from rlft.envs.guess import GuessNumberEnv, GuessNumberFamily
+from rlft.envs.python_tool import PythonToolEnv, PythonToolFamily, PythonToolSettings
 from rlft.envs.single_turn import ArithmeticEnvFamily, SingleTurnEnv
 
 
@@ -31,6 +33,7 @@ class EnvInfo:
 ENV_FAMILIES: Registry[Any, EnvInfo] = Registry("environment", EnvInfo(), {
     "guess": GuessNumberFamily, "calculator": CalculatorFamily,
 })
+ENV_FAMILIES.add("python_tool", PythonToolFamily, EnvInfo(settings=PythonToolSettings))
 ENV_FAMILIES.add("arithmetic", ArithmeticEnvFamily, EnvInfo(agent_recipe=False))
 
 
@@ -41,5 +44,6 @@ def agent_env_names() -> list[str]:
 
 __all__ = [
     "ENV_FAMILIES", "ArithmeticEnvFamily", "AsyncEnv", "CalculatorEnv", "CalculatorFamily", "Env", "EnvError", "EnvFamily",
-    "EnvInfo", "GuessNumberEnv", "GuessNumberFamily", "Observation", "SingleTurnEnv", "StepResult", "agent_env_names", "as_async",
+    "EnvInfo", "GuessNumberEnv", "GuessNumberFamily", "Observation", "PythonToolEnv", "PythonToolFamily",
+    "PythonToolSettings", "SingleTurnEnv", "StepResult", "agent_env_names", "as_async",
 ]

@@ -94,6 +94,18 @@ class _Row:
     turn: list[int] = field(default_factory=list)
 
 
+def episode_info_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Each metric environments report of their steps (``StepResult.info["metrics"]``, e.g.
+    python_tool's ``tool/calls_per_episode``): summed over an episode's steps, averaged over
+    ``episodes``."""
+    totals: dict[str, float] = {}
+    for ep in episodes:
+        for info in ep.infos:
+            for name, value in (info.get("metrics") or {}).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: total / max(len(episodes), 1) for name, total in totals.items()}
+
+
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of one environment turn, tokenised on its own (no special tokens added)."""
     return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []

@@ -37,7 +37,13 @@ from rlft.models.device import model_device, move_model
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, load_policy, save_model_atomic
 from rlft.models.tiny import build_tiny_model
-from rlft.rollout.multiturn import Episode, MultiTurnRollout, encode_demonstration, rollout_episodes
+from rlft.rollout.multiturn import (
+    Episode,
+    MultiTurnRollout,
+    encode_demonstration,
+    episode_info_metrics,
+    rollout_episodes,
+)
 from rlft.schema import build
 from rlft.trainers.batch import Batch, Learner, Sampler, build_learner, score_rollout
 from rlft.trainers.loop import update
@@ -220,7 +226,8 @@ class AgentTrainer:
         stats = episode_stats(episodes)
         self.last_eval = stats.success
         metrics = {"eval/success": stats.success, "eval/mean_return": stats.mean_return,
-                   "eval/mean_turns": stats.mean_turns, "eval/env_errors": float(stats.errors)}
+                   "eval/mean_turns": stats.mean_turns, "eval/env_errors": float(stats.errors),
+                   **{f"eval/{name}": value for name, value in episode_info_metrics(episodes).items()}}
         samples = [{"prompt": e.segments[0], "completion": "".join(e.segments[1:]), "reward": e.total_reward,
                     "success": e.success} for e in episodes[:: self.config.eval_samples][:8]]
         return Evaluation(metrics, samples)
@@ -244,7 +251,7 @@ def episode_metrics(episodes: list[Episode], episodes_so_far: int) -> dict[str, 
     """What a step logs of the episodes it played."""
     stats = episode_stats(episodes)
     return {"episodes": episodes_so_far, "train/success": stats.success, "train/return": stats.mean_return,
-            "env/errors": stats.errors}
+            "env/errors": stats.errors, **episode_info_metrics(episodes)}
 
 
 def policy_recipe(config: AgentConfig) -> RecipeConfig:

@@ -112,3 +112,12 @@ def test_an_agent_trains_with_the_tool(tmp_path) -> None:
     assert all(0 <= m["tool/calls_per_episode"] <= 2 for m in steps)
     evals = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
     assert "eval/tool/calls_per_episode" in evals[-1]
+
+
+def test_the_docs_list_every_setting() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "multiturn.md").read_text()
+    for f in dataclasses.fields(PythonToolSettings):
+        assert f"| `env.{f.name}` |" in doc, f.name

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rlft.sandbox import Program, Sandbox, SandboxConfig, SandboxError, SandboxWarning
+from rlft.sandbox import Program, Sandbox, SandboxConfig, SandboxError, SandboxWarning, totals
 from rlft.sandbox.isolation import SANDBOX_UID, isolation_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,8 +86,9 @@ def test_a_program_runs_and_its_output_comes_back(sandbox: Sandbox) -> None:
 
 def test_results_keep_their_order_and_the_pool_is_bounded(sandbox: Sandbox) -> None:
     programs = [Program(code=f"import time; time.sleep(0.3); print({i})") for i in range(8)]
-    started = time.monotonic()
+    started, before = time.monotonic(), totals()["runs"]
     results = sandbox.run_many(programs)
+    assert totals()["runs"] - before == 8 and totals()["runs_per_s"] > 0  # what a benchmark reports
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(8)]
     assert time.monotonic() - started >= 0.6  # 8 programs of 0.3 s on 4 workers: two rounds at least
     assert sandbox.stats()["runs"] == 8 and sandbox.stats()["status/passed"] == 8
@@ -275,3 +276,12 @@ def test_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="either code"):
         Program()
     assert SandboxConfig().workers == 4
+
+
+def test_the_docs_list_every_setting_with_its_default() -> None:
+    import dataclasses
+
+    doc = (ROOT / "docs" / "sandbox.md").read_text()
+    for f in dataclasses.fields(SandboxConfig):
+        default = "empty" if f.default is None else f"`{f.default}`" if isinstance(f.default, str) else f"{f.default:g}"
+        assert f"| `{f.name}` | {default} |" in doc, f.name

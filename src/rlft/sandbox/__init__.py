@@ -11,10 +11,10 @@ file behind. See docs/sandbox.md for what it protects against and what it does n
 
 from rlft.sandbox.config import SandboxConfig
 from rlft.sandbox.isolation import Isolation, SandboxError, SandboxWarning
-from rlft.sandbox.pool import Sandbox
+from rlft.sandbox.pool import Sandbox, totals
 from rlft.sandbox.process import STATUSES, Program, SandboxResult, Status
 
 __all__ = [
     "STATUSES", "Isolation", "Program", "Sandbox", "SandboxConfig", "SandboxError", "SandboxResult",
-    "SandboxWarning", "Status",
+    "SandboxWarning", "Status", "totals",
 ]

@@ -25,6 +25,17 @@ from rlft.sandbox.process import (
 )
 from rlft.schema import build
 
+_TOTALS = {"runs": 0.0, "seconds": 0.0}
+_TOTALS_LOCK = threading.Lock()
+
+
+def totals() -> dict[str, float]:
+    """Programs run by every :class:`Sandbox` of this process, the seconds spent in ``run_many``
+    and their ratio (``runs_per_s``): what a benchmark reports of a run whose reward ran them."""
+    with _TOTALS_LOCK:
+        runs, seconds = _TOTALS["runs"], _TOTALS["seconds"]
+    return {"runs": runs, "seconds": seconds, "runs_per_s": runs / seconds if seconds else 0.0}
+
 
 class Sandbox:
     """Runs untrusted programs, ``workers`` at a time, each within the limits of ``config``.
@@ -82,8 +93,12 @@ class Sandbox:
                 results.append(future.result())
             except CancelledError:
                 results.append(_closed_result())
+        elapsed = time.monotonic() - started
         with self._lock:
-            self.wall_seconds += time.monotonic() - started
+            self.wall_seconds += elapsed
+        with _TOTALS_LOCK:
+            _TOTALS["runs"] += len(programs)
+            _TOTALS["seconds"] += elapsed
         return results
 
     def stats(self) -> dict[str, Any]:

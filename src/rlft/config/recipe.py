@@ -24,6 +24,7 @@ from rlft.algorithms.presets import (
 )
 from rlft.config.asynchronous import check_async_recipe
 from rlft.config.sections import (
+    COMMON_TASK_FIELDS,
     TASK_FIELDS,
     AlgorithmConfig,
     CheckpointConfig,
@@ -108,6 +109,7 @@ class RecipeConfig:
         self._check_model()
         self._check_task()
         self._check_eval()
+        self._check_sampler()
         self._check_unread_fields()
         if self.algorithm.overlong_buffer and self.algorithm.overlong_buffer >= self.rollout.max_new_tokens:
             raise ConfigError(
@@ -117,6 +119,18 @@ class RecipeConfig:
             )
         for name, section in (("train", self.train), ("warm_start", self.warm_start)):
             check_schedule(f"{name}.", section.lr_scheduler, section.warmup_steps, section.warmup_ratio)
+
+    def _check_sampler(self) -> None:
+        if self.task.sampler != "curriculum" and self.task.curriculum != TaskConfig().curriculum:
+            raise ConfigError(
+                f"task.curriculum is set, but task.sampler={self.task.sampler!r} does not read it. Set "
+                "task.sampler: curriculum, or remove task.curriculum."
+            )
+        if self.task.sampler != "uniform" and ALGORITHM_PRESETS[self.algorithm.name]["trainer"] != "rl":
+            raise ConfigError(
+                f"task.sampler={self.task.sampler!r} picks the prompts of online RL steps, but "
+                f"algorithm.name={self.algorithm.name!r} trains on fixed data. Remove task.sampler."
+            )
 
     def _check_eval(self) -> None:
         if self.eval.samples > 1 and self.eval.temperature == 0:
@@ -130,7 +144,7 @@ class RecipeConfig:
         from rlft.tasks import TASKS  # imports torch: only when a recipe is checked
 
         entry = TASKS[self.task.name]
-        defaults, used = TaskConfig(), entry.fields | {"name"}
+        defaults, used = TaskConfig(), entry.fields | COMMON_TASK_FIELDS
         for f in dataclasses.fields(TaskConfig):
             if f.name not in used and getattr(self.task, f.name) != getattr(defaults, f.name):
                 readers = " / ".join(name for name, other in TASKS.items() if f.name in other.fields)

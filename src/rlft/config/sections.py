@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from rlft.algorithms.presets import ALGORITHM_PRESETS
 from rlft.config.asynchronous import AsyncConfig
+from rlft.config.curriculum import CurriculumConfig
 from rlft.config.vllm import VLLMConfig
 from rlft.errors import ConfigError
 from rlft.models.tiny_config import TinyModelConfig
@@ -51,7 +52,9 @@ class TaskConfig:
     name: TaskName = setting(
         "arithmetic",
         "Which task (rlft.tasks.TASKS): 'arithmetic' (verifiable answers), 'reviews' (two-clause "
-        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md), 'dataset' "
+        "reviews whose quality is a preference; the RLHF example's task, docs/rlhf.md), 'multistep' (word "
+        "problems of 3 to 6 dependent steps, a sparse outcome reward; its settings min_steps, max_steps, train_size "
+        "go next to the name; docs/sparse_rewards.md), 'dataset' "
         "(your own prompts and answers from a file, scored by the recipe's reward; docs/datasets.md) "
         "or a plugin's (rlft.register_task; docs/extending.md).",
     )
@@ -97,6 +100,13 @@ class TaskConfig:
         "'answer': the completion is the answer; 'steps': column-addition steps, then '#' and the "
         "answer (only the answer is rewarded; '+' only).",
     )
+    sampler: Literal["uniform", "curriculum"] = setting(
+        "uniform",
+        "How a step picks its training prompts: uniform (as the task draws them) or curriculum (prompts not seen "
+        "yet first, then in proportion to p (1 - p), p each prompt's recent pass rate; needs a task with a finite "
+        "training set: multistep, dataset; docs/sparse_rewards.md). RL algorithms only.",
+    )
+    curriculum: CurriculumConfig = setting(CurriculumConfig(), "The curriculum (read when sampler is curriculum).")
     settings: dict[str, Any] = setting(
         {},
         "A plugin's task (rlft.register_task): its own settings, checked by its settings dataclass. Write "
@@ -106,6 +116,8 @@ class TaskConfig:
 
 # The keys of the task section that are TaskConfig's own (the others are a plugin task's settings).
 TASK_FIELDS = {f.name for f in dataclasses.fields(TaskConfig)}
+# The fields every task reads (the others, only the tasks whose TaskEntry names them).
+COMMON_TASK_FIELDS = frozenset({"name", "sampler", "curriculum"})
 
 
 @dataclass(frozen=True)

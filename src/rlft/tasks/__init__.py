@@ -17,10 +17,11 @@ from rlft.errors import ConfigError
 from rlft.tasks.arithmetic import ArithmeticTask
 from rlft.tasks.base import Problem, Task, reward_context
 from rlft.tasks.dataset import DatasetTask
+from rlft.tasks.multistep import MultistepSettings, MultistepTask
 from rlft.tasks.reviews import N_PROMPTS, ReviewsTask
 
 __all__ = [
-    "TASKS", "ArithmeticTask", "DatasetTask", "Problem", "ReviewsTask", "Task", "TaskEntry", "build_task",
+    "TASKS", "ArithmeticTask", "DatasetTask", "MultistepTask", "Problem", "ReviewsTask", "Task", "TaskEntry", "build_task",
     "dataset_task_from_config", "dataset_task_from_rows", "reward_context",
 ]  # fmt: skip
 
@@ -37,6 +38,10 @@ def _arithmetic(config: Any, reward_factory: Any, warm_start: Any) -> Arithmetic
 
 def _reviews(config: Any, reward_factory: Any, warm_start: Any) -> ReviewsTask:
     return ReviewsTask(eval_size=config.eval_size, seed=config.seed)
+
+
+def _multistep(config: Any, reward_factory: Any, warm_start: Any) -> MultistepTask:
+    return MultistepTask(**config.settings, eval_size=config.eval_size, seed=config.seed)
 
 
 def _dataset(config: Any, reward_factory: Any, warm_start: Any) -> DatasetTask:
@@ -109,6 +114,13 @@ def _check_reviews(config: Any) -> None:
         )
 
 
+def _check_multistep(config: Any) -> None:
+    if config.settings["min_steps"] > config.settings["max_steps"]:
+        raise ConfigError(
+            f"task.min_steps={config.settings['min_steps']} is above task.max_steps={config.settings['max_steps']}."
+        )
+
+
 def _no_checks(config: Any) -> None:
     return None
 
@@ -142,6 +154,7 @@ TASKS: Registry[TaskEntry, None] = Registry("task", None, {
         _arithmetic, frozenset({"digits", "operations", "answer_format", "eval_size", "seed"}), _check_arithmetic
     ),
     "reviews": TaskEntry(_reviews, frozenset({"eval_size", "seed"}), _check_reviews),
+    "multistep": TaskEntry(_multistep, frozenset({"eval_size", "seed", "settings"}), _check_multistep, settings=MultistepSettings),
     "dataset": TaskEntry(
         _dataset,
         frozenset({"data", "split", "eval_data", "eval_split", "eval_fraction", "prompt_field", "answer_field",

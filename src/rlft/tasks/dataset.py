@@ -115,6 +115,11 @@ class DatasetTask:
         self._require_prepared()
         return _draw(self._train_problems, n, gen)
 
+    def all_train_problems(self) -> list[Problem]:
+        """Every training problem (the finite pool ``task.sampler: curriculum`` chooses from)."""
+        self._require_prepared()
+        return list(self._train_problems)
+
     def warm_start_problems(self, n: int, gen: torch.Generator) -> list[Problem]:
         """``n`` demonstrations for the warm start: ``warm_start.data`` when given, else the
         training rows that have a target."""

@@ -47,6 +47,7 @@ from rlft.trainers.batch import (
     outcome_token_rewards,
     row_scores,
 )
+from rlft.trainers.curriculum import with_prompt_sampler
 from rlft.trainers.parallel import Parallel, Ranks, full_state_dict, gather_shares
 from rlft.trainers.run import Evaluation, RunSession, Schedule
 from rlft.trainers.sampling_rounds import sample_batch
@@ -379,7 +380,8 @@ class RLTrainer:
 
     def __init__(self, config: RecipeConfig, session: RunSession, task: Any, progress: bool = True,
                  reward: Any = None) -> None:
-        self.config, self.task, self.name = config, task, config.algorithm.name
+        self.config, self.name = config, config.algorithm.name
+        self.task = with_prompt_sampler(config, task)  # task.sampler: which training prompts a step draws
         self.schedule = Schedule(config.train.steps, config.eval.every, config.checkpoint.every,
                                  config.checkpoint.keep, config.train.max_consecutive_nonfinite)
         self.reward_fn = make_reward_fn(config, task, reward)
@@ -389,7 +391,7 @@ class RLTrainer:
         with session.ranks.main_first():  # rank 0 warm-starts and saves base_model/; the others load it
             policy, self.tokenizer = prepare_base_policy(config, task, session.run, progress, self.eval_scores,
                                                          self.device)
-        self.headline, self.last_eval = headline_metric(task), float("nan")
+        self.headline, self.last_eval = headline_metric(self.task), float("nan")
         policy, self.reference = prepare_policy_and_reference(config, policy)
         self.parallel.keep_plain_copy(policy)
         self.engine = build_rollout_engine(config, policy)
@@ -411,12 +413,14 @@ class RLTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl_coef, "lr_schedule": self.lr_schedule.state_dict()}
+        return {"kl_coef": self.kl_coef, "lr_schedule": self.lr_schedule.state_dict(),
+                "prompt_sampler": self.task.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start_kl_control(float(state["kl_coef"]))
         if "lr_schedule" in state:  # (checkpoints from before schedules had a constant rate)
             self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.task.sampler.load_state_dict(state.get("prompt_sampler", {}))
         # The engine was built from the weights before the checkpoint.
         self.engine.push_weights(self.parallel.weights_for_engine(self.engine, self.learner.policy))
 
@@ -435,6 +439,7 @@ class RLTrainer:
                                   self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel,
                                   self.producer)
         metrics["train/lr"] = lr
+        metrics.update(self.task.sampler.metrics())
         advance(self.lr_schedule)
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             self.kl_coef = self.kl_controller.update(metrics["policy/kl_per_sequence"], self.config.train.batch_size)
@@ -477,4 +482,4 @@ class RLTrainer:
         return run.final_model
 
     def summary(self, base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
-        return {"eval_size": len(self.task.eval_problems)}
+        return {"eval_size": len(self.task.eval_problems), **self.task.sampler.summary()}

@@ -54,6 +54,9 @@ def sample_round(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedToke
     )  # fmt: skip
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     reward_list, components = reward_fn(completions, problems[lo:hi])
+    observe = getattr(task, "observe_groups", None)
+    if observe is not None:  # the prompt sampler's pass rates (trainers/curriculum.py), from every rank's rows
+        observe(problems, [r for share in ranks.gather(reward_list) for r in share])
     cut = truncated(rollout.completion_ids, rollout.completion_mask, tokenizer.eos_token_id,
                     config.rollout.max_new_tokens)
     # The whole batch's prompts, on the device the rollout was sampled on (gather_shares uses them).

@@ -6,10 +6,12 @@ and the agent must repeat it:
     user:  Remember 47.            agent: ok
     user:  What was the number?    agent: 47
 
-The agent is rewarded `ack_reward` for answering the first turn with "ok" and 1.0 for the right
-number in the second; an episode succeeds when the number is right. The number has `digits`
-digits; a seeded share of the numbers (`held_out`) is never trained on, so held-out success
-measures recall, not memorised numbers.
+The right number scores 1.0 and ends the episode as a success. The acknowledgement scores
+`ack_reward` when it is "ok" and nothing when it is "sure", and the scripted demonstrations of the
+warm start say either at random: imitation alone says "ok" half of the time, and RL learns the
+rest from the per-turn reward. The number has `digits` digits; a seeded share of the numbers
+(`held_out`) is never trained on (the tokenizer's text has every number, the warm start and RL
+only the training ones), so held-out success measures recall, not memorised numbers.
 
     rlft agent examples/plugin/recall.yaml --plugin examples/plugin/recall_env.py
 """
@@ -29,7 +31,7 @@ class RecallSettings:
 
     digits: int = setting(2, "Digits of the number to remember.", ge=1, le=4)
     held_out: float = setting(0.2, "Share of the numbers kept for evaluation.", gt=0, lt=1)
-    ack_reward: float = setting(0.1, "Reward of answering the first turn with 'ok'.", ge=0)
+    ack_reward: float = setting(0.2, "Reward of acknowledging with 'ok' (not 'sure').", ge=0)
 
 
 class RecallEnv:
@@ -45,8 +47,9 @@ class RecallEnv:
     def step(self, action_text: str) -> StepResult:
         self.turn += 1
         if self.turn == 1:
-            reward = self.ack_reward if action_text.strip() == "ok" else 0.0
-            return StepResult(Observation("What was the number?\n"), reward, False, {"success": False})
+            ok = action_text.strip() == "ok"
+            reward = self.ack_reward if ok else 0.0
+            return StepResult(Observation("What was the number?\n"), reward, False, {"success": False, "ok": ok})
         right = action_text.strip() == str(self.number)
         return StepResult(Observation(""), float(right), True, {"success": right})
 
@@ -72,10 +75,12 @@ class RecallFamily:
 
     def demonstration(self, env, gen):
         """A scripted successful episode: [observation, action, observation, action]."""
+        ack = "ok" if torch.rand((), generator=gen) < 0.5 else "sure"
         first = env.reset().text
-        second = env.step("ok").observation.text
-        return [first, "ok", second, str(env.number)]
+        second = env.step(ack).observation.text
+        return [first, ack, second, str(env.number)]
 
     def corpus(self, n=500, seed=0):
         gen = torch.Generator().manual_seed(seed)
-        return ["".join(self.demonstration(env, gen)) for env in self.train_envs(n, gen)]
+        numbers = self.train_numbers + self.eval_numbers
+        return ["".join(self.demonstration(RecallEnv(number, 0.0), gen)) for number in numbers for _ in range(3)]

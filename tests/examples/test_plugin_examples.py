@@ -116,7 +116,7 @@ def test_the_recall_environment_example_trains_an_agent(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "grpo: held-out success" in out.stdout
     env = json.loads((run / "config.json").read_text())["env"]
-    assert env["name"] == "recall" and env["settings"] == {"digits": 2, "held_out": 0.2, "ack_reward": 0.1}
+    assert env["name"] == "recall" and env["settings"] == {"digits": 2, "held_out": 0.2, "ack_reward": 0.2}
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert samples and all(s["prompt"].startswith("Remember ") for s in samples)  # the plugin's episodes
     assert "What was the number?" in samples[0]["completion"]  # its second turn

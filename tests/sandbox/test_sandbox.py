@@ -225,6 +225,33 @@ def test_closing_the_pool_mid_run_kills_everything(sandbox: Sandbox) -> None:
         sandbox.run(Program(code="print(1)"))
 
 
+def test_a_sandbox_process_killed_from_outside_is_crashed_and_the_pool_goes_on(sandbox: Sandbox) -> None:
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run(sandbox, "import time; time.sleep(60)")))
+    worker.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _children():
+        time.sleep(0.05)
+    time.sleep(1.0)  # running, past its start
+    for pid in _children():  # bwrap, or the fallback's program: what an OOM killer or a user would kill
+        os.kill(pid, signal.SIGKILL)
+    worker.join(20)
+    assert [r.status for r in results] == ["crashed"]
+    assert run(sandbox, "print('still here')").stdout == "still here\n"
+
+
+def _children() -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(pid))
+    return found
+
+
 @needs_bwrap
 def test_nothing_survives_a_killed_parent() -> None:
     script = textwrap.dedent("""

@@ -98,7 +98,8 @@ def register_policy_loss(
 
 
 def register_advantage_estimator(
-    name: str, fn: Any = None, *, needs_critic: bool = False, needs_groups: bool = False, replace: bool = False
+    name: str, fn: Any = None, *, needs_critic: bool = False, needs_groups: bool = False, token_level: bool = False,
+    replace: bool = False,
 ) -> Any:
     """An advantage estimator for ``algorithm.advantage_estimator: NAME``: ``fn(token_rewards,
     completion_mask, *, values, group_size, gamma, lam, scale_rewards, eps=...) -> (advantages,
@@ -106,13 +107,15 @@ def register_advantage_estimator(
 
     needs_critic: it reads ``values`` (the recipe must set ``algorithm.critic``).
     needs_groups: it compares the completions of one prompt (``algorithm.group_size`` >= 2).
+    token_level: it reads token rewards where they sit (returns to go), so a reward's dense
+    ``step_rewards`` reach it; otherwise it gets each completion's reward on its last token.
     """
     from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS, EstimatorInfo
 
     def add(estimator: Any) -> None:
         _check_call("advantage_estimator", name, estimator, ADVANTAGE_CALL,
                     "fn(token_rewards, completion_mask, *, values, group_size, gamma, lam, scale_rewards)")
-        _add(ADVANTAGE_ESTIMATORS, name, estimator, EstimatorInfo(needs_critic, needs_groups), replace)
+        _add(ADVANTAGE_ESTIMATORS, name, estimator, EstimatorInfo(needs_critic, needs_groups, token_level), replace)
 
     return _decorate(fn, add)
 

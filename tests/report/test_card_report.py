@@ -49,7 +49,7 @@ def test_report_has_curves_samples_and_token_view(tiny_run: Path, tmp_path: Path
     out = _rlft("report", str(tiny_run), "-o", str(out_file), "--prompts", "2")
     assert out.returncode == 0, out.stderr
     page = out_file.read_text()
-    assert _images_are_valid_pngs(page) == 5  # reward, accuracy, KL, entropy, length
+    assert _images_are_valid_pngs(page) == 6  # reward, accuracy, KL, entropy, length, groups without signal
     samples = [json.loads(line) for line in (tiny_run / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["prompt"] in page and "step 3" in page and "step 6" in page
     assert page.count('class="completion"') == 2 * 4  # 2 prompts x group size 4

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 
-def starts_with_one(
-    completions: list[str], problems: list[Any]
-) -> tuple[list[float], dict[str, list[float]]]:
-    """A reward with spread inside every group: 1 for a completion that starts with '1'."""
-    return [float(c.strip().startswith("1")) for c in completions], {}
+def starts_with_one(completions: list[str], problems: list[Any]) -> Any:
+    """A reward with spread inside every group: 1 for a completion that starts with '1' (the RL
+    loop's RewardFn: (completions, problems) -> RewardOutput)."""
+    from rlft.rewards import RewardOutput
+
+    return RewardOutput([float(c.strip().startswith("1")) for c in completions])
 
 
 @pytest.fixture(scope="session")

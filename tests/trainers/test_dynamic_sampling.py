@@ -9,6 +9,7 @@ import torch
 from rlft.algorithms.dapo import informative_groups
 from rlft.config import config_from_dict
 from rlft.models.loading import frozen_reference, load_policy
+from rlft.rewards import RewardOutput
 from rlft.rollout.engine import LocalSampler
 from rlft.tasks.arithmetic import ArithmeticTask
 from rlft.trainers.batch import build_learner
@@ -30,7 +31,8 @@ def collect_dapo(model_dir, reward_fn, *overrides):
 def first_digit_is_one(completions, problems):
     """0 for every completion of a prompt whose answer is even (such groups carry no signal); for
     the others, whether the completion starts with 1 (which differs within most groups)."""
-    return [float(c.strip()[:1] == "1" and int(p.answer) % 2 == 1) for c, p in zip(completions, problems, strict=True)], {}
+    return RewardOutput([float(c.strip()[:1] == "1" and int(p.answer) % 2 == 1)
+                         for c, p in zip(completions, problems, strict=True)])
 
 
 def test_dynamic_sampling_leaves_no_group_without_signal(answering_model_dir):
@@ -41,12 +43,12 @@ def test_dynamic_sampling_leaves_no_group_without_signal(answering_model_dir):
     assert batch.sampling_stats["sampling/dropped_groups"] > 0  # there was something to replace
     # Each prompt's G completions stay together, and rewards match their completions.
     assert all(len({p.prompt for p in batch.problems[i:i + 4]}) == 1 for i in range(0, 16, 4))
-    assert batch.rewards.tolist() == first_digit_is_one(batch.completions, batch.problems)[0]
+    assert batch.rewards.tolist() == first_digit_is_one(batch.completions, batch.problems).rewards
 
 
 def test_dynamic_sampling_stops_at_its_cap_with_a_warning(answering_model_dir):
     def constant(completions, problems):
-        return [1.0] * len(completions), {}
+        return RewardOutput([1.0] * len(completions))
 
     with pytest.warns(UserWarning, match="after 2 extra rounds"):
         batch = collect_dapo(answering_model_dir, constant, "algorithm.max_sampling_rounds=2", "algorithm.overlong_buffer=0")
@@ -57,7 +59,7 @@ def test_dynamic_sampling_stops_at_its_cap_with_a_warning(answering_model_dir):
 
 def test_the_overlong_penalty_is_added_to_the_rewards(answering_model_dir):
     def zero(completions, problems):
-        return [0.0] * len(completions), {}
+        return RewardOutput([0.0] * len(completions))
 
     batch = collect_dapo(answering_model_dir, zero, "algorithm.dynamic_sampling=false", "algorithm.overlong_buffer=2")
     lengths = batch.rollout.completion_mask.sum(-1)

@@ -275,11 +275,15 @@ class EstimatorInfo:
     without such an estimator is refused (it would train for nothing)."""
     needs_groups: bool = False
     """It compares the completions of one prompt: ``algorithm.group_size`` must be 2 or more."""
+    token_level: bool = False
+    """It reads rewards token by token (returns to go), so dense rewards (a reward's
+    ``step_rewards``, e.g. a process reward model's) reach it where they sit; the others see each
+    completion's sequence reward on its last token."""
 
 
 ADVANTAGE_ESTIMATORS: Registry[AdvantageFn, EstimatorInfo] = Registry("advantage estimator", EstimatorInfo())
 ADVANTAGE_ESTIMATORS.add("reinforce", reinforce_advantages)
 ADVANTAGE_ESTIMATORS.add("rloo", rloo_advantages, EstimatorInfo(needs_groups=True))
 ADVANTAGE_ESTIMATORS.add("grpo", grpo_advantages, EstimatorInfo(needs_groups=True))
-ADVANTAGE_ESTIMATORS.add("reinforce_pp", reinforce_pp_advantages)
-ADVANTAGE_ESTIMATORS.add("gae", gae_advantages, EstimatorInfo(needs_critic=True))
+ADVANTAGE_ESTIMATORS.add("reinforce_pp", reinforce_pp_advantages, EstimatorInfo(token_level=True))
+ADVANTAGE_ESTIMATORS.add("gae", gae_advantages, EstimatorInfo(needs_critic=True, token_level=True))

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "rlft.cli.train_commands",
     "rlft.cli.responsible_commands",
     "rlft.cli.feedback_commands",
+    "rlft.cli.prm_commands",
     "rlft.cli.scale_commands",
     "rlft.cli.env_commands",
     "rlft.cli.run_commands",

@@ -57,6 +57,31 @@ def decode_completions(
     return texts
 
 
+def tokens_ending_at(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], ends: Sequence[int]) -> list[int]:
+    """For each character position ``end`` of ``decode(ids)``, the index of the token where the
+    text up to ``end`` ends: the smallest k with ``len(decode(ids[:k + 1])) >= end`` (0 for
+    ``end`` 0; the last token for an ``end`` past the text). A binary search over prefix decodes:
+    a token's text is only known in context (byte-level pieces, merged spaces)."""
+    lengths: dict[int, int] = {}
+
+    def length(k: int) -> int:
+        if k not in lengths:
+            lengths[k] = len(tokenizer.decode(list(ids[:k]), skip_special_tokens=True))
+        return lengths[k]
+
+    out = []
+    for end in ends:
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if length(mid) >= end:
+                hi = mid
+            else:
+                lo = mid + 1
+        out.append(max(lo - 1, 0))
+    return out
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token. (B, L) -> (B, L)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -42,6 +42,8 @@ CURVES = [
     ("policy/kl", "KL to reference"),
     ("policy/entropy", "entropy (nats/token)"),
     ("completions/mean_length", "completion length (tokens)"),
+    ("curriculum/zero_signal_fraction", "groups without signal (all rewards equal)"),
+    ("curriculum/mean_p", "curriculum: mean pass rate of the prompts seen"),
 ]
 
 
@@ -117,6 +119,7 @@ class TokenView:
     kl: list[float]
     logprob_change: list[float]
     advantage_source: str = ""  # how the advantages were computed, for the page
+    step_reward: list[float] | None = None  # a dense reward's step rewards where they sit (process_model)
 
 
 ESTIMATOR_WORDS = {
@@ -274,7 +277,12 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
     from rlft.models.loading import load_policy
     from rlft.models.tokens import decode_completions, encode_prompts
     from rlft.rollout.sampling import sample, sequence_logprobs
-    from rlft.trainers.batch import Sampler, outcome_token_rewards, score_rollout
+    from rlft.trainers.batch import (
+        Sampler,
+        score_rollout,
+        step_token_rewards,
+        training_token_rewards,
+    )
     from rlft.trainers.setup import prepare_task
 
     for name in ("base_model", "final_model"):
@@ -298,7 +306,10 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
         generator=torch.Generator().manual_seed(seed),
     )
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    rewards = torch.tensor(reward_fn(completions, problems)[0], dtype=torch.float32)  # (B,) the training reward
+    scored = reward_fn(completions, problems)
+    rewards = torch.tensor(scored.rewards, dtype=torch.float32)  # (B,) the training reward
+    dense = None if scored.step_rewards is None else \
+        step_token_rewards(tokenizer, rollout.completion_ids, rollout.completion_mask, scored.step_rewards)
     advantages, how = None, f"{algo['name']} has no advantage (it trains offline, without rollouts)"
     if algo.get("advantage_estimator") in ADVANTAGE_ESTIMATORS:
         # Scored exactly as in training (rlft.trainers.batch.score_rollout), at the run's final beta.
@@ -307,7 +318,8 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
         with torch.inference_mode():
             batch = score_rollout(
                 SimpleNamespace(**algo), learner, base, rollout, rewards,
-                outcome_token_rewards(rewards, rollout.completion_mask), temperature=temperature, kl_coef=beta,
+                training_token_rewards(SimpleNamespace(**algo), rewards, rollout.completion_mask, dense),
+                temperature=temperature, kl_coef=beta,
                 reused=True, sampler=Sampler(logprobs_are_policys=True), top_p=float(sampling.get("top_p", 1.0)),
             )
         assert batch.old_logprobs is not None
@@ -329,6 +341,7 @@ def token_views(run: Path, n_prompts: int = 4, seed: int = 0) -> list[TokenView]
             tokens=[tokenizer.decode([t]) for t in token_ids],
             advantage=advantages[i, :n].tolist() if advantages is not None else None, kl=kl[i, :n].tolist(),
             logprob_change=(logprobs[i, :n] - base_logprobs[i, :n]).tolist(), advantage_source=how,
+            step_reward=dense[i, :n].tolist() if dense is not None else None,
         ))
     return views
 
@@ -353,6 +366,8 @@ def token_view_html(views: list[TokenView]) -> str:
     rows_of = {"advantage": "advantage", "kl": "KL to base", "logprob_change": "logprob change"}
     if any(v.advantage is None for v in views):  # an algorithm without advantages (dpo)
         rows_of.pop("advantage")
+    if views and all(v.step_reward is not None for v in views):  # a dense reward: where its steps were scored
+        rows_of = {"step_reward": "step reward", **rows_of}
     scales = {name: max((abs(x) for v in views for x in getattr(v, name)), default=0.0) for name in rows_of}
     full = ", ".join(f"{'|' + label + '|' if name != 'kl' else 'KL'} {scales[name]:.3g}"
                      for name, label in rows_of.items())
@@ -360,9 +375,11 @@ def token_view_html(views: list[TokenView]) -> str:
              f"(full colour at {full}). Hover a token for its values.</p>"]
     for view in views:
         advantage = view.advantage if view.advantage is not None else [None] * len(view.tokens)
+        steps = view.step_reward if "step_reward" in rows_of else [None] * len(view.tokens)
         titles = [
-            (f"advantage {a:+.3f} | " if a is not None else "") + f"KL {k:.3f} | logprob change {d:+.3f}"
-            for a, k, d in zip(advantage, view.kl, view.logprob_change, strict=True)
+            (f"step reward {r:+.3f} | " if r else "") + (f"advantage {a:+.3f} | " if a is not None else "")
+            + f"KL {k:.3f} | logprob change {d:+.3f}"
+            for r, a, k, d in zip(steps, advantage, view.kl, view.logprob_change, strict=True)
         ]
         rows = []
         for name, label in rows_of.items():
@@ -397,6 +414,10 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
     curves = doc.section("Learning curves")
     for title, png in learning_curves(run):
         curves.image(title, png)
+    if summary.get("curriculum_pass_rates"):  # task.sampler: curriculum
+        from rlft.report.curriculum import pass_rate_section
+
+        pass_rate_section(doc.section("Curriculum: pass rates of the training prompts"), summary["curriculum_pass_rates"])
     samples = read_jsonl(run / "samples.jsonl")
     section = doc.section("Sample completions, early vs late")
     if samples:
@@ -415,9 +436,11 @@ def build_report(run: Path, n_prompts: int = 4, per_token: bool = True) -> Docum
         section = doc.section("Per-token view: what the policy learned to do differently")
         how = views[0].advantage_source if views else ""
         by_advantage = f"by advantage ({how}), " if views and views[0].advantage is not None else ""
+        by_steps = "by the reward's step rewards where they sit, " if views and views[0].step_reward is not None else ""
+        times = ["twice", "three times", "four times"][bool(by_advantage) + bool(by_steps)]
         section.text(
             f"{len(views)} completions sampled from final_model for held-out prompts; each completion "
-            f"is shown {'three times' if by_advantage else 'twice'}, its tokens coloured {by_advantage}by "
+            f"is shown {times}, its tokens coloured {by_steps}{by_advantage}by "
             "the per-token KL estimate against base_model (the KL reference), and by log p_final - log p_base."
             + (f" No advantage row: {how}." if views and not by_advantage else "")
         )

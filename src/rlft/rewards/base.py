@@ -36,13 +36,19 @@ class RewardSpecError(ConfigError):
 class RewardOutput:
     """Scores of one batch.
 
-    rewards:    one float per completion, the value the trainer optimises
-    components: optional per-component scores (name -> one float per completion), for metrics,
-                e.g. the raw parts of a weighted combination
+    rewards:      one float per completion, the value the trainer optimises
+    components:   optional per-component scores (name -> one float per completion), for metrics,
+                  e.g. the raw parts of a weighted combination
+    step_rewards: optional dense rewards: per completion, ``(end, reward)`` pairs, each the reward
+                  of the completion's text up to character ``end`` (a step that ends there; an
+                  ``end`` of ``len(completion)`` is the completion's end). The trainer puts each on
+                  the token where that text ends; the advantage estimators that read token rewards
+                  (reinforce_pp, gae) use them, the others ``rewards`` (docs/rewards.md#dense-rewards)
     """
 
     rewards: list[float]
     components: dict[str, list[float]] = field(default_factory=dict)
+    step_rewards: list[list[tuple[int, float]]] | None = None
 
 
 @runtime_checkable
@@ -97,6 +103,7 @@ def score(
         raise RewardError(
             f"Reward {describe_reward(reward)} returned {len(out.rewards)} scores for {len(prompts)} completions."
         )
+    check_step_rewards(out, completions, describe_reward(reward))
     for i, value in enumerate(out.rewards):
         if not math.isfinite(value):
             raise RewardError(
@@ -113,9 +120,9 @@ def as_output(raw: Any, name: str) -> RewardOutput:
     text is refused, not converted: a reward that returns ``"0.5"`` more likely returns the wrong
     thing than a number in disguise."""
     if isinstance(raw, RewardOutput):
-        values, components = raw.rewards, raw.components
+        values, components, steps = raw.rewards, raw.components, raw.step_rewards
     else:
-        values, components = raw, {}
+        values, components, steps = raw, {}, None
     if hasattr(values, "tolist"):  # a tensor or an array
         values = values.tolist()
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
@@ -137,7 +144,26 @@ def as_output(raw: Any, name: str) -> RewardOutput:
                 f"Reward {name} returned {type(value).__name__} {str(value)[:60]!r} as score {i}; a reward "
                 "returns one number per completion (a list, a tensor or a RewardOutput)."
             ) from None
-    return RewardOutput(out, components)
+    return RewardOutput(out, components, steps)
+
+
+def check_step_rewards(out: RewardOutput, completions: Sequence[str], name: str) -> None:
+    """A reward's ``step_rewards``: one list per completion of ``(end, reward)`` pairs, ``end`` a
+    character position in 0..len(completion), ``reward`` finite; else a :class:`RewardError`."""
+    if out.step_rewards is None:
+        return
+    if len(out.step_rewards) != len(completions):
+        raise RewardError(
+            f"Reward {name} returned step_rewards for {len(out.step_rewards)} completions, not {len(completions)}."
+        )
+    for i, (steps, completion) in enumerate(zip(out.step_rewards, completions, strict=True)):
+        for pair in steps:
+            ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], int)
+            if not ok or not 0 <= pair[0] <= len(completion) or not math.isfinite(float(pair[1])):
+                raise RewardError(
+                    f"Reward {name} returned the step reward {pair!r} for completion {i} ({completion!r}); each is "
+                    f"(end, reward): end a character position in 0..{len(completion)}, reward a finite number."
+                )
 
 
 def exit_error(name: str, exc: SystemExit) -> RewardError:

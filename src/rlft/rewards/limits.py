@@ -82,6 +82,8 @@ class LimitedReward:
     def _check_bound(self, out: RewardOutput, prompts: Sequence[str], completions: Sequence[str]) -> None:
         assert self.max_abs is not None
         named = [("", out.rewards)] + [(f" (component {k!r})", list(v)) for k, v in out.components.items()]
+        if out.step_rewards is not None:  # (a dense reward's largest step reward on each row)
+            named.append((" (step rewards)", [max((abs(v) for _, v in row), default=0.0) for row in out.step_rewards]))
         for part, values in named:
             for i, value in enumerate(values):
                 if isinstance(value, (int, float)) and abs(value) > self.max_abs:
@@ -91,6 +93,14 @@ class LimitedReward:
                         "metrics computed from it would overflow. Scale the reward down, or raise "
                         "reward_limits.max_abs."
                     )
+
+
+def bind_task(reward: Any, task: Any) -> None:
+    """Hand the run's task to a reward that asks for it with a ``bind_task(task)`` method (the
+    process reward takes the task's own reward as its outcome); a held reward is unwrapped."""
+    bind = getattr(reward.reward if isinstance(reward, LimitedReward) else reward, "bind_task", None)
+    if callable(bind):
+        bind(task)
 
 
 def limit_reward(reward: RewardFunction, max_abs: float | None, timeout: float | None, workers: int = 1) -> LimitedReward:

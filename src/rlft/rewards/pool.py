@@ -120,4 +120,7 @@ def _merge(scored: list[tuple[range, RewardOutput | None]]) -> RewardOutput:
             values = out.components.get(k) if out is not None else None
             components[k] += list(values) if values is not None else [0.0] * n
         timed_out += [0.0 if out is not None else 1.0] * n
-    return RewardOutput(rewards, {**components, "timed_out": timed_out})
+    dense = any(out is not None and out.step_rewards is not None for _, out in scored)
+    steps = [row for part, out in scored for row in (out.step_rewards if out is not None and out.step_rewards
+                                                     is not None else [[] for _ in part])] if dense else None
+    return RewardOutput(rewards, {**components, "timed_out": timed_out}, steps)

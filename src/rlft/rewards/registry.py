@@ -36,6 +36,7 @@ from rlft.rewards.builtins import (
 from rlft.rewards.code import UnitTests
 from rlft.rewards.fairness import FairnessPenalty
 from rlft.rewards.normalization import NORMALIZE_MODES
+from rlft.rewards.process_model import ProcessModelReward
 from rlft.rewards.reward_model import RewardModelReward
 from rlft.schema import build
 
@@ -50,6 +51,7 @@ REWARDS: Registry[Any, None] = Registry("reward type", None, {
     "sentiment": Sentiment,
     "python": PythonFunction,
     "reward_model": RewardModelReward,
+    "process_model": ProcessModelReward,
     "unit_tests": UnitTests,
 })
 
@@ -86,7 +88,16 @@ def _builders() -> dict[str, Callable[[dict[str, Any], str], Any]]:
     }
     out["weighted"] = _build_weighted
     out["fairness"] = _build_fairness
+    if REWARDS.get("process_model") is ProcessModelReward:  # its outcome: a nested spec
+        out["process_model"] = _build_process_model
     return out
+
+
+def _build_process_model(params: dict[str, Any], where: str) -> ProcessModelReward:
+    reward = _build_dataclass(ProcessModelReward, params, where)
+    if reward.outcome is not None:
+        reward.set_outcome(build_reward(reward.outcome, f"{where}.outcome"))
+    return reward
 
 
 def _build_dataclass(cls: Any, params: dict[str, Any], where: str) -> Any:

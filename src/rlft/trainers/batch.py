@@ -26,6 +26,7 @@ from rlft.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from rlft.algorithms.importance import truncated_importance_weights
 from rlft.algorithms.kl import KL_ESTIMATORS, kl_penalised_rewards
 from rlft.models.device import model_device
+from rlft.models.tokens import tokens_ending_at
 from rlft.models.value_head import ValueHead
 from rlft.rollout.sampling import score_completions, sequence_logprobs
 from rlft.types import Rollout
@@ -118,6 +119,44 @@ def outcome_token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor) 
     token_rewards = torch.zeros_like(completion_mask)
     token_rewards[torch.arange(len(rewards)), last] = rewards
     return token_rewards
+
+
+def step_token_rewards(
+    tokenizer: Any, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+    step_rewards: list[list[tuple[int, float]]],
+) -> torch.Tensor:
+    """A reward's dense ``step_rewards`` (per completion, ``(end, reward)`` at character positions
+    of its decoded text, ``rlft.rewards.RewardOutput``) -> (B, T) token rewards, each on the token
+    where the text up to ``end`` ends (``rlft.models.tokens.tokens_ending_at``). A reward at the
+    text's end sits on the last counted token (the EOS when there is one), where
+    :func:`outcome_token_rewards` puts the outcome; rewards on one token add up."""
+    token_rewards = torch.zeros_like(completion_mask, dtype=torch.float32)  # (B, T)
+    for row, (ids, mask, steps) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), step_rewards,
+                                                 strict=True)):
+        counted = [t for t, m in enumerate(mask) if m]
+        if not counted or not steps:
+            continue
+        # The columns of the tokens decode_completions reads (counted, EOS left out).
+        columns = [t for t in counted if ids[t] != tokenizer.eos_token_id]
+        text = tokenizer.decode([ids[t] for t in columns], skip_special_tokens=True)
+        inside = [(end, value) for end, value in steps if end < len(text)]
+        found = tokens_ending_at(tokenizer, [ids[t] for t in columns], [end for end, _ in inside])
+        for (_, value), k in zip(inside, found, strict=True):
+            token_rewards[row, columns[k]] += value
+        token_rewards[row, counted[-1]] += sum(value for end, value in steps if end >= len(text))
+    return token_rewards
+
+
+def training_token_rewards(
+    algo: Any, rewards: torch.Tensor, completion_mask: torch.Tensor, dense: torch.Tensor | None
+) -> torch.Tensor:
+    """The (B, T) token rewards the recipe's estimator reads: the reward's dense ones (``dense``,
+    from :func:`step_token_rewards`) for an estimator that reads rewards token by token
+    (``EstimatorInfo.token_level``: reinforce_pp, gae), else each sequence reward ``rewards`` (B,)
+    on its last token."""
+    if dense is not None and ADVANTAGE_ESTIMATORS.info(str(algo.advantage_estimator)).token_level:
+        return dense.to(completion_mask.device)
+    return outcome_token_rewards(rewards, completion_mask)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from rlft.config import RecipeConfig
 from rlft.models.device import cuda_memory_metrics, enable_gradient_checkpointing
 from rlft.models.dropout import disable_dropout
 from rlft.models.loading import frozen_reference, save_model_atomic
+from rlft.rewards.base import RewardOutput
 from rlft.rollout.engine import RolloutEngine, build_rollout_engine
 from rlft.rollout.low_precision import low_precision_copy
 from rlft.rollout.sampling import maybe_compile
@@ -44,11 +45,11 @@ from rlft.trainers.batch import (
     Sampler,
     batch_from_scores,
     build_learner,
-    outcome_token_rewards,
     row_scores,
+    training_token_rewards,
 )
 from rlft.trainers.curriculum import with_prompt_sampler
-from rlft.trainers.parallel import Parallel, Ranks, full_state_dict, gather_shares
+from rlft.trainers.parallel import Parallel, Ranks, full_state_dict, gather_rows, gather_shares
 from rlft.trainers.run import Evaluation, RunSession, Schedule
 from rlft.trainers.sampling_rounds import sample_batch
 from rlft.trainers.setup import (
@@ -96,27 +97,29 @@ def prepare_policy_and_reference(
     return maybe_compile(policy, config.rollout.compile), reference
 
 
-RewardFn = Callable[[list[str], list[Problem]], tuple[list[float], dict[str, list[float]]]]
+RewardFn = Callable[[list[str], list[Problem]], RewardOutput]
 
 
 def make_reward_fn(config: RecipeConfig, task: Any, reward: Any = None) -> RewardFn:
-    """(completions, problems) -> (rewards, components): ``reward`` (a callable given to
+    """(completions, problems) -> RewardOutput (rewards, components, dense step rewards): ``reward`` (a callable given to
     ``rlft.train``), else the reward the task was built with (the dataset task), else the recipe's
     ``reward:`` spec, else the task's own verifiable reward. A reward gets ``answers``,
     ``problems`` and every extra data column as keyword lists (rlft.tasks.reward_context)."""
     from rlft.rewards import score
-    from rlft.rewards.limits import LimitedReward, limit_reward
+    from rlft.rewards.limits import LimitedReward, bind_task, limit_reward
 
     reward = reward or getattr(task, "reward_function", None) or recipe_reward(config)
     if reward is None:
-        return lambda completions, problems: (task.reward(completions, problems), {})
+        return lambda completions, problems: RewardOutput(task.reward(completions, problems))
     if not isinstance(reward, LimitedReward):  # a callable given to rlft.train
         limits = config.reward_limits
         reward = limit_reward(reward, limits.max_abs, limits.timeout, limits.workers)
+    bind_task(reward, task)  # (a process reward takes the task's own reward as its outcome)
 
-    def scored(completions: list[str], problems: list[Problem]) -> tuple[list[float], dict[str, list[float]]]:
+    def scored(completions: list[str], problems: list[Problem]) -> RewardOutput:
         out = score(reward, [p.prompt for p in problems], completions, **reward_context(problems))
-        return list(out.rewards), {k: list(v) for k, v in (out.components or {}).items()}
+        return RewardOutput(list(out.rewards), {k: list(v) for k, v in (out.components or {}).items()},
+                            out.step_rewards)
 
     return scored
 
@@ -128,7 +131,7 @@ def held_out_scores(config: RecipeConfig, task: Any, reward: Any, reward_fn: Rew
     own = getattr(task, "reward_function", None)
     if (reward is None or reward is own) and (own is not None or config.reward is None):
         return None
-    return lambda completions, problems: reward_fn(completions, problems)[0]
+    return lambda completions, problems: reward_fn(completions, problems).rewards
 
 
 def collect(
@@ -164,14 +167,16 @@ def collect(
     reused = train.epochs_per_batch != 1 or train.mini_batch_size != train.batch_size
     scores = row_scores(learner, reference, rollout, temperature=config.rollout.temperature, reused=reused,
                         sampler=sampler, top_p=config.rollout.top_p)
+    dense = sampled.token_rewards  # a reward's step rewards, or None
     if ranks.several:
         rollout, rewards, scores, completions, components = gather_shares(
             ranks, gen, sampled.prompt_ids, sampled.prompt_mask, rollout, rewards, scores, completions, components,
             tokenizer.pad_token_id,
         )
+        dense = gather_rows(ranks, dense, rollout.completion_mask.shape[1])
+    token_rewards = training_token_rewards(config.algorithm, rewards, rollout.completion_mask, dense)
     batch = batch_from_scores(
-        config.algorithm, rollout, rewards, outcome_token_rewards(rewards, rollout.completion_mask), scores,
-        kl_coef=kl_coef, reused=reused, sampler=sampler,
+        config.algorithm, rollout, rewards, token_rewards, scores, kl_coef=kl_coef, reused=reused, sampler=sampler,
     )
     mask_device = batch.rollout.completion_mask.device
     if config.algorithm.mask_truncated:  # DAPO's overlong filtering: cut-off completions teach nothing

@@ -352,3 +352,14 @@ def gather_shares(
     merged = {k: [v for s in shares for v in s["components"][k]] for k in components}
     return (whole, torch.cat([s["rewards"] for s in shares]), RowScores(cat("ref"), cat("old"), values),
             [c for s in shares for c in s["completions"]], merged)
+
+
+def gather_rows(ranks: Ranks, rows: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """Every rank's (rows, T_rank) share of a per-token tensor, right-padded with 0 to ``length``
+    columns and concatenated in rank order (as :func:`gather_shares` does the rollout); None stays
+    None (then on every rank: the same reward gives dense rewards on all of them or on none)."""
+    if rows is None:
+        return None
+    device = rows.device
+    shares = ranks.gather(rows.cpu())
+    return torch.cat([torch.nn.functional.pad(s, (0, length - s.shape[1])) for s in shares]).to(device)

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlft.algorithms.dapo import informative_groups, overlong_buffer_of, overlong_penalty, truncated
 from rlft.models.tokens import decode_completions, encode_prompts
 from rlft.rollout.engine import RolloutEngine
+from rlft.trainers.batch import step_token_rewards
 from rlft.trainers.parallel import Ranks
 from rlft.types import Rollout
 
@@ -35,6 +36,7 @@ class Sampled:
     components: dict[str, list[float]]
     truncated: torch.Tensor  # (rows,) bool: cut at max_new_tokens without EOS
     stats: dict[str, float] = field(default_factory=dict)
+    token_rewards: torch.Tensor | None = None  # (rows, T) a reward's dense step rewards (batch.step_token_rewards)
 
 
 def sample_round(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any,
@@ -53,7 +55,8 @@ def sample_round(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedToke
         **({"noise_rows": (lo, len(problems))} if ranks.several else {}),
     )  # fmt: skip
     completions = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
-    reward_list, components = reward_fn(completions, problems[lo:hi])
+    scored = reward_fn(completions, problems[lo:hi])
+    reward_list, components = scored.rewards, scored.components
     observe = getattr(task, "observe_groups", None)
     if observe is not None:  # the prompt sampler's pass rates (trainers/curriculum.py), from every rank's rows
         observe(problems, [r for share in ranks.gather(reward_list) for r in share])
@@ -61,8 +64,10 @@ def sample_round(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedToke
                     config.rollout.max_new_tokens)
     # The whole batch's prompts, on the device the rollout was sampled on (gather_shares uses them).
     device = rollout.completion_mask.device
+    dense = None if scored.step_rewards is None else \
+        step_token_rewards(tokenizer, rollout.completion_ids, rollout.completion_mask, scored.step_rewards).to(device)
     return Sampled(problems, prompt_ids.to(device), prompt_mask.to(device), rollout, completions,
-                   torch.tensor(reward_list, dtype=torch.float32, device=device), components, cut)
+                   torch.tensor(reward_list, dtype=torch.float32, device=device), components, cut, token_rewards=dense)
 
 
 def sample_batch(config: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Any,
@@ -127,4 +132,7 @@ def _take_groups(rounds: list[Sampled], chosen: list[tuple[int, int]], G: int, p
         components={k: [v for p, index in zip(parts, rows, strict=True) for v in pick(p.components[k], index)]
                     for k in keys},
         truncated=torch.cat([p.truncated[index] for p, index in zip(parts, rows, strict=True)]),
+        token_rewards=None if any(p.token_rewards is None for p in parts) else torch.cat([
+            torch.nn.functional.pad(p.token_rewards[index], (0, rollout.completion_ids.shape[1] - p.token_rewards.shape[1]))
+            for p, index in zip(parts, rows, strict=True)]),
     )

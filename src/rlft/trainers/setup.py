@@ -187,7 +187,7 @@ def on_learner_device(spec: Any, device: str) -> Any:
         return spec  # a Python callable
     out = {key: on_learner_device(value, device) if key in ("components", "reward") else value
            for key, value in spec.items()}
-    if out.get("type") == "reward_model" and out.get("device", "auto") == "auto":
+    if out.get("type") in ("reward_model", "process_model") and out.get("device", "auto") == "auto":
         out["device"] = device
     return out
 

@@ -9,8 +9,8 @@ Cases, each for ``rollout.async.max_staleness`` 0 (the synchronous loop), 1 and 
 
 (a) ``slow_reward``: the demo task (arithmetic, the tiny model warm-started as ``rlft demo`` does)
     with batches of 64, scored by the task's exact-match reward after a fixed 0.3 s wait per batch,
-    as a remote judge answers; every seed's runs start from the same warm-started base and see the
-    same number of samples. Figures: ``steps_per_s`` (steps over the summed step times),
+    as a remote judge answers; every run starts from one warm-started base (the demo's warm start,
+    done once) and sees the same number of samples. Figures: ``steps_per_s`` (steps over the summed step times),
     ``learner_idle_fraction`` (the share of the step the learner waits for samples: the sampling
     and reward time of the synchronous step, the queue wait of an asynchronous one) and held-out
     accuracy after the last step (256 problems, greedy);
@@ -41,7 +41,7 @@ STALENESS = (0, 1, 2)
 def slow_judge(task: Any):  # noqa: ANN201
     """The task's own exact-match reward after a fixed wait per batch (a remote judge)."""
 
-    def judge(prompts: list[str], completions: list[str], problems: list[Any], **context: Any) -> list[float]:
+    def judge(prompts: list[str], completions: list[str], problems: list[Any], **context: Any) -> list[float]:  # noqa: ARG001
         time.sleep(WAIT_S)
         return task.reward(completions, problems)
 
@@ -56,12 +56,32 @@ def figures(run: Path, summary: dict[str, Any]) -> dict[str, float]:
     else:  # the synchronous learner cannot train while it samples and rewards
         idle = sum(m["perf/rollout_seconds"] for m in lines)
     return {"steps_per_s": round(len(lines) / step_s, 4), "learner_idle_fraction": round(idle / step_s, 4),
-            "accuracy": summary.get("final_accuracy"), "staleness_mean": round(statistics.mean(
+            "accuracy": summary.get("final_accuracy"), "pass_rate": summary.get("final_pass_rate"), "staleness_mean": round(statistics.mean(
                 m.get("async/staleness_mean", 0.0) for m in lines), 3)}
 
 
-def run_case(case: str, seed: int, staleness: int, steps: int, out: Path, base: Path | None) -> dict[str, float]:
-    from rlft.config import config_from_dict
+CODE_RECIPE = ROOT / "examples" / "code" / "recipe.yaml"
+
+
+def recipe_of(case: str) -> Path | None:
+    """The recipe a case trains: the code task's for ``code``, else the embedded demo recipe."""
+    return CODE_RECIPE if case == "code" else None
+
+
+def warm_started_base(out: Path, case: str, extra: list[str]) -> Path:
+    """The case's warm start, once (``train.steps=0``): every run of the case starts from this base."""
+    from rlft.config import load_config
+    from rlft.trainers.registry import train
+
+    run = out / f"base_{'code' if case == 'code' else 'demo'}"
+    if not (run / "base_model").exists():
+        overrides = [f"run_dir={run}", "train.steps=0", "train.torch_threads=2", *extra]
+        train(load_config(recipe_of(case), overrides), progress=False)
+    return run / "base_model"
+
+
+def run_case(case: str, seed: int, staleness: int, steps: int, out: Path, base: Path, extra: list[str]) -> dict[str, float]:
+    from rlft.config import load_config
     from rlft.tasks import ArithmeticTask
     from rlft.trainers.registry import train
 
@@ -69,17 +89,16 @@ def run_case(case: str, seed: int, staleness: int, steps: int, out: Path, base: 
     shutil.rmtree(run, ignore_errors=True)
     overrides = [f"seed={seed}", f"run_dir={run}", "train.batch_size=64", f"train.steps={steps}",
                  f"eval.every={steps}", "checkpoint.every=1000", "rollout.async.enabled=true",
-                 f"rollout.async.max_staleness={staleness}", "train.torch_threads=2"]
-    if base is not None:  # every staleness of a seed starts from one warm-started base
-        overrides += [f"model.path={base}", "warm_start.steps=0"]
+                 f"rollout.async.max_staleness={staleness}", "train.torch_threads=2",
+                 f"model.path={base}", "warm_start.steps=0", *extra]  # every run starts from one warm-started base
     reward = None
     if case == "slow_reward":
-        config = config_from_dict({}, overrides)
+        config = load_config(None, overrides)
         reward = slow_judge(ArithmeticTask(digits=config.task.digits, operations=config.task.operations,
                                            answer_format=config.task.answer_format))
     elif case == "ray":
         overrides += ["distributed.engine=ray", "distributed.rollout_workers=2"]
-    config = config_from_dict({}, overrides)
+    config = load_config(recipe_of(case), overrides)
     summary = train(config, progress=False, **({"reward": reward} if reward else {}))
     return {**figures(run, summary), "run": str(run)}
 
@@ -95,10 +114,8 @@ def skipped_case(case: str) -> str | None:
             import ray  # noqa: F401
         except ImportError:
             return "ray does not import here (pip install 'rlft[scale]')"
-    if case == "code" and not (ROOT / "examples" / "code").is_dir():
-        return "no code task in this checkout (examples/code)"
-    if case == "code":
-        return "the code task's recipe is not wired into this benchmark yet"
+    if case == "code" and not CODE_RECIPE.is_file():
+        return "no code task in this checkout (examples/code/recipe.yaml)"
     return None
 
 
@@ -108,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cases", default="slow_reward,ray,code")
     parser.add_argument("--out", default="runs/async_overlap", help="parent folder of the runs (replaced)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe overrides (every run)")
     args = parser.parse_args()
 
     from transformers.utils import logging
@@ -118,18 +136,17 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     started = time.time()
     report: dict[str, Any] = {"wait_s": WAIT_S, "steps": args.steps, "seeds": args.seeds, "skipped": {}}
-    bases: dict[int, Path] = {}
     for case in args.cases.split(","):
         reason = skipped_case(case)
         if reason:
             report["skipped"][case] = reason
             continue
+        base = warm_started_base(out, case, args.set)
         seeds = args.seeds if case == "slow_reward" else args.seeds[:1]
         per: dict[int, list[dict[str, Any]]] = {k: [] for k in STALENESS}
         for seed in seeds:
             for k in STALENESS:
-                result = run_case(case, seed, k, args.steps, out, bases.get(seed))
-                bases.setdefault(seed, Path(result["run"]) / "base_model")
+                result = run_case(case, seed, k, args.steps, out, base, args.set)
                 per[k].append(result)
                 print(f"[{case} seed {seed} max_staleness {k}] {json.dumps(result)}", flush=True)
         report[case] = {str(k): mean_over(rows) for k, rows in per.items()}

@@ -46,7 +46,8 @@ def test_unseen_prompts_come_first_and_each_once():
     # The 4 prompts never seen come before any seen one.
     assert {p.prompt for p in second[:4]}.isdisjoint(p.prompt for p in first)
     assert {p.prompt for p in second[4:]} <= {p.prompt for p in first}
-    assert sampler.metrics() == {"curriculum/zero_signal_fraction": 1.0, "curriculum/mean_p": 0.0,
+    assert sampler.metrics() == {"curriculum/zero_signal_fraction": 1.0, "curriculum/solved_none_fraction": 1.0,
+                                 "curriculum/solved_all_fraction": 0.0, "curriculum/mean_p": 0.0,
                                  "curriculum/seen_fraction": 8 / 12}
 
 
@@ -63,7 +64,8 @@ def test_draws_follow_the_learning_signal():
     # Weight 0.25 against the floor 0.02: 0.25 / 0.27 = 0.926 of the draws (without replacement
     # within a draw of 2 the share is a little lower; 0.87 is far from uniform's 0.5).
     assert counts["half"] / 800 > 0.85
-    assert sampler.metrics()["curriculum/zero_signal_fraction"] == 0.5
+    metrics = sampler.metrics()
+    assert metrics["curriculum/zero_signal_fraction"] == metrics["curriculum/solved_none_fraction"] == 0.5
 
 
 def test_resumed_sampler_draws_what_an_uninterrupted_one_draws():

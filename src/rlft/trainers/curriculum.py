@@ -15,7 +15,9 @@ from the training groups themselves (no separate evaluation rollouts) smoothed b
 floor instead of a cutoff.
 
 Both samplers count the groups sampled in each step whose rewards were all equal
-(``curriculum/zero_signal_fraction``), so a uniform run and a curriculum run compare; the
+(``curriculum/zero_signal_fraction``) and those whose completions all failed or all passed
+(``curriculum/solved_none_fraction``, ``solved_all_fraction``; a pass is a reward of at least
+``eval.pass_threshold``), so a uniform run and a curriculum run compare; the
 curriculum also logs ``curriculum/mean_p`` (the mean pass rate of the prompts seen so far). Its
 state (every prompt's p and count) is part of the trainer's checkpoint, so a resumed run draws
 exactly what an uninterrupted one would.
@@ -60,24 +62,35 @@ def zero_signal_groups(rewards: Sequence[float], group_size: int) -> int:
     return sum(1 for g in groups if max(g) == min(g))
 
 
-class UniformSampler:
-    """The task's own draw; counts the groups without signal."""
+def group_pass_rates(rewards: Sequence[float], group_size: int, pass_threshold: float) -> list[float]:
+    """The share of each group's completions whose reward is at least ``pass_threshold``."""
+    return [sum(r >= pass_threshold for r in rewards[i : i + group_size]) / group_size
+            for i in range(0, len(rewards), group_size)]
 
-    def __init__(self, task: Any, group_size: int) -> None:
-        self.task, self.group_size = task, group_size
-        self._groups = self._silent = 0
+
+class UniformSampler:
+    """The task's own draw; counts the groups without signal, and those all failed or all passed."""
+
+    def __init__(self, task: Any, group_size: int, pass_threshold: float = 1.0) -> None:
+        self.task, self.group_size, self.pass_threshold = task, group_size, pass_threshold
+        self._counts = dict.fromkeys(("groups", "silent", "none", "all"), 0)
 
     def draw(self, n: int, gen: torch.Generator) -> list[Problem]:
         return self.task.train_problems(n, gen)
 
     def observe(self, problems: Sequence[Problem], rewards: Sequence[float]) -> None:
-        self._groups += len(rewards) // self.group_size
-        self._silent += zero_signal_groups(list(rewards), self.group_size)
+        passed = group_pass_rates(rewards, self.group_size, self.pass_threshold)
+        self._counts["groups"] += len(passed)
+        self._counts["silent"] += zero_signal_groups(list(rewards), self.group_size)
+        self._counts["none"] += sum(p == 0 for p in passed)
+        self._counts["all"] += sum(p == 1 for p in passed)
 
     def metrics(self) -> dict[str, float]:
         """This step's figures (the counts start again at the next step)."""
-        out = {"curriculum/zero_signal_fraction": self._silent / self._groups} if self._groups else {}
-        self._groups = self._silent = 0
+        n, counts = self._counts["groups"], self._counts
+        out = {"curriculum/zero_signal_fraction": counts["silent"] / n, "curriculum/solved_none_fraction":
+               counts["none"] / n, "curriculum/solved_all_fraction": counts["all"] / n} if n else {}
+        self._counts = dict.fromkeys(counts, 0)
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -99,7 +112,7 @@ class CurriculumSampler(UniformSampler):
     """
 
     def __init__(self, task: Any, group_size: int, ema: float, floor: float, pass_threshold: float) -> None:
-        super().__init__(task, group_size)
+        super().__init__(task, group_size, pass_threshold)
         if not callable(getattr(task, "all_train_problems", None)):
             raise ConfigError(
                 f"task.sampler: curriculum needs a task with a finite training set to track pass rates in, but "
@@ -107,7 +120,7 @@ class CurriculumSampler(UniformSampler):
                 "task.name: multistep or dataset (or a task of your own that defines all_train_problems()), or set "
                 "task.sampler: uniform."
             )
-        self.ema, self.floor, self.pass_threshold = ema, floor, pass_threshold
+        self.ema, self.floor = ema, floor
         self.pool: list[Problem] = []
         self.index: dict[str, int] = {}
         self.pass_rates = torch.zeros(0, dtype=torch.float64)  # (N,) NaN where never seen
@@ -144,11 +157,11 @@ class CurriculumSampler(UniformSampler):
         super().observe(problems, rewards)
         self._ensure_pool()
         G = self.group_size
-        for start in range(0, len(rewards), G):
+        for start, passed in zip(range(0, len(rewards), G), group_pass_rates(rewards, G, self.pass_threshold),
+                                 strict=True):
             i = self.index.get(problems[start].prompt)
             if i is None:  # not a training prompt of the pool
                 continue
-            passed = sum(r >= self.pass_threshold for r in rewards[start : start + G]) / G
             self.pass_rates[i] = ema_pass_rate(float(self.pass_rates[i]), passed, self.ema)
             self.seen[i] += 1
 
@@ -204,4 +217,4 @@ def with_prompt_sampler(config: Any, task: Any) -> SampledTask:
     if config.task.sampler == "curriculum":
         cur = config.task.curriculum
         return SampledTask(task, CurriculumSampler(task, G, cur.ema, cur.floor, config.eval.pass_threshold))
-    return SampledTask(task, UniformSampler(task, G))
+    return SampledTask(task, UniformSampler(task, G, config.eval.pass_threshold))

@@ -312,3 +312,14 @@ def test_the_docs_list_every_setting_with_its_default() -> None:
     for f in dataclasses.fields(SandboxConfig):
         default = "empty" if f.default is None else f"`{f.default}`" if isinstance(f.default, str) else f"{f.default:g}"
         assert f"| `{f.name}` | {default} |" in doc, f.name
+
+
+def test_a_program_that_cannot_start_is_crashed(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_more_processes(*args, **kwargs):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("subprocess.Popen", no_more_processes)
+    r = run(sandbox, "print(1)")
+    assert r.status == "crashed" and "could not start the program: BlockingIOError" in r.stderr
+    monkeypatch.undo()
+    assert run(sandbox, "print(1)").stdout == "1\n"

@@ -94,20 +94,25 @@ def run_program(
     # drops to that user itself, after making its network namespace (which needs root).
     uid = isolation.uid if isolation.kind == "bubblewrap" else None
     started = time.monotonic()
-    with _prepared(isolation, config, files, command) as launch:
-        proc = subprocess.Popen(
-            launch.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=launch.pass_fds, cwd=launch.cwd, env=launch.env, start_new_session=True,
-            user=uid, group=uid, extra_groups=[] if uid is not None else None,
-        )
-        launch.started()
-        track(proc)
-        try:
-            out, err, timed_out, truncated = _communicate(proc, program.stdin.encode(), started + config.timeout,
-                                                          config.max_output_bytes)
-        finally:
-            _stop(proc, launch)
-            track(None)
+    try:
+        with _prepared(isolation, config, files, command) as launch:
+            proc = subprocess.Popen(
+                launch.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=launch.pass_fds, cwd=launch.cwd, env=launch.env, start_new_session=True,
+                user=uid, group=uid, extra_groups=[] if uid is not None else None,
+            )
+            launch.started()
+            track(proc)
+            try:
+                out, err, timed_out, truncated = _communicate(
+                    proc, program.stdin.encode(), started + config.timeout, config.max_output_bytes
+                )
+            finally:
+                _stop(proc, launch)
+                track(None)
+    except OSError as exc:  # no process or descriptor left (another program's fork bomb?), a full disk
+        message = f"The sandbox could not start the program: {type(exc).__name__}: {exc}"
+        return SandboxResult("crashed", None, None, "", message, time.monotonic() - started)
     seconds = time.monotonic() - started
     return _result(proc.returncode, isolation, out, err, seconds, timed_out, truncated)
 

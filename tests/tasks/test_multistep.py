@@ -34,6 +34,9 @@ def test_reward_reads_the_answer_after_the_last_hash():
     assert task.reward([p.target, f"+1=2\n#{p.answer}", "#999", p.answer], [p] * 4) == [1.0, 1.0, 0.0, 0.0]
     drawn = task.train_problems(25, torch.Generator().manual_seed(0))  # more than the set: it cycles
     assert len(drawn) == 25 and len({q.prompt for q in drawn[:10]}) == 10
+    demos = task.warm_start_problems(200, torch.Generator().manual_seed(0))  # new problems, never held out
+    assert len({q.prompt for q in demos}) > 150 and not {q.prompt for q in demos} & {q.prompt for q in task.eval_problems}
+    assert demos == task.warm_start_problems(200, torch.Generator().manual_seed(0))
 
 
 def test_recipe_settings_reach_the_task_and_are_checked():

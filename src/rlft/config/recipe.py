@@ -403,5 +403,9 @@ def reference_markdown() -> str:
     ]
     from rlft.config.online import OnlineRecipe
 
+    from rlft.config.process_reward import ProcessRewardRecipe
+
     online = ["", "# The `rlft online` recipe", "", "What `rlft online RECIPE.yaml` reads (docs/online.md).", ""]
-    return "\n".join(lines + dataclass_markdown(RecipeConfig) + online + dataclass_markdown(OnlineRecipe)) + "\n"
+    prm = ["", "# The `rlft prm` recipe", "", "What `rlft prm label` and `rlft prm train` read (docs/sparse_rewards.md).", ""]
+    return "\n".join(lines + dataclass_markdown(RecipeConfig) + online + dataclass_markdown(OnlineRecipe)
+                     + prm + dataclass_markdown(ProcessRewardRecipe)) + "\n"

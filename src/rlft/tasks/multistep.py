@@ -21,7 +21,9 @@ right on short ones: the sparse-reward setting of ``benchmarks/sparse_rewards.py
 
 The training problems are a finite, seeded set of ``train_size`` problems (so that a curriculum
 can track each one's pass rate, ``task.sampler: curriculum``); the held-out problems are drawn
-first from the same generator and never appear in training.
+first from the same generator and never appear in training. The warm start imitates newly
+generated problems (``warm_start_problems``), so that it teaches the skill rather than the
+training set's answers.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class MultistepTask:
         ordered = list(problems.values())
         self.eval_problems: list[Problem] = ordered[:eval_size]
         self._train = ordered[eval_size:]
+        self.min_steps, self.max_steps = min_steps, max_steps
+        self._held_out = {p.prompt for p in self.eval_problems}
 
     def train_problems(self, n: int, gen: torch.Generator) -> list[Problem]:
         """``n`` training problems: seeded permutations of the training set, drawn with ``gen``."""
@@ -121,6 +125,17 @@ class MultistepTask:
         while len(out) < n:
             order = torch.randperm(len(self._train), generator=gen).tolist()
             out += [self._train[i] for i in order[: n - len(out)]]
+        return out
+
+    def warm_start_problems(self, n: int, gen: torch.Generator) -> list[Problem]:
+        """``n`` demonstrations for the warm start, newly generated from ``gen`` (never a held-out
+        prompt): a warm start on the finite training set alone would learn it by heart."""
+        r = random.Random(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        out: list[Problem] = []
+        while len(out) < n:
+            problem = make_problem(r, r.randint(self.min_steps, self.max_steps))
+            if problem.prompt not in self._held_out:
+                out.append(problem)
         return out
 
     def all_train_problems(self) -> list[Problem]:

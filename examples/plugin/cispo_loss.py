@@ -25,5 +25,8 @@ def cispo_loss(logprobs, old_logprobs, advantages, *, clip_low, clip_high, clip_
 
 
 # An algorithm name for recipes: GRPO's parts with CISPO's loss and a wider upper clip (the paper
-# bounds only the top of the weight); the fields a recipe leaves empty take these values.
-rlft.register_algorithm("grpo_cispo", {"policy_loss": "cispo", "clip_low": 0.2, "clip_high": 0.28})
+# bounds only the top of the weight); the fields a recipe leaves empty take these values. Two
+# mini-batches per batch, as GSPO and DAPO here: with one update per batch every ratio is 1 and
+# CISPO's gradient is PPO's (-A * grad log pi) exactly.
+rlft.register_algorithm("grpo_cispo", {"policy_loss": "cispo", "clip_low": 0.2, "clip_high": 0.28},
+                        train={"mini_batches": 2})

@@ -77,8 +77,9 @@ def test_the_cispo_loss_example_trains(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     config = (run / "config.yaml").read_text()
     assert "name: grpo_cispo" in config and "policy_loss: cispo" in config and "clip_high: 0.28" in config
+    assert "mini_batch_size: 8" in config  # the preset's two mini-batches per batch of 16
     assert str(EXAMPLES / "cispo_loss.py") in config and str(spy) in config  # recorded for --resume / eval
-    # 2 steps x 2 micro-batches of 8 (one epoch, one mini-batch of 16): the loss ran 4 times
+    # 2 steps x 2 mini-batches of 8 (the preset's, one micro-batch each): the loss ran 4 times
     assert calls(counter) == 4
     assert [m["step"] for m in metrics(run) if "policy/clip_fraction" in m] == [1, 2]
 

@@ -125,6 +125,10 @@ def test_curriculum_run_logs_its_metrics_and_resumes_exactly(tmp_path):
     assert metrics[1]["curriculum/seen_fraction"] == pytest.approx(8 / 24)  # 4 prompts a step, unseen first
     hist = summary["curriculum_pass_rates"]
     assert sum(hist["counts"]) + hist["unseen"] == hist["prompts"] == 24
+    from rlft.report.report import build_report
+
+    report = build_report(tmp_path / "straight", per_token=False).markdown()
+    assert "Curriculum: pass rates of the training prompts" in report and f"{hist['unseen']} never" in report
     run("resumed", 2)
     _, resumed = run("resumed", 4, resume=True)
     keep = ("reward/mean", "curriculum/mean_p", "curriculum/zero_signal_fraction", "policy/kl")

@@ -147,8 +147,9 @@ class MultistepTask:
         return [float(final_answer(c) == p.answer) for c, p in zip(completions, problems, strict=True)]
 
     def corpus(self) -> list[str]:
-        """Solved problems: the text the tiny model's tokenizer is trained on."""
-        return [p.prompt + p.target for p in self._train[:2000]]
+        """Solved problems (2000 newly generated ones, never held out): the text the tiny model's
+        tokenizer is trained on."""
+        return [p.prompt + p.target for p in self.warm_start_problems(2000, torch.Generator().manual_seed(0))]
 
     def prepare(self, tokenizer: Any, max_prompt_tokens: int | None = None) -> None:
         """Nothing to render: prompts are plain text."""

@@ -30,6 +30,7 @@ The sampler reaches the RL loop as the task itself (:class:`SampledTask`, whose
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,24 +75,27 @@ class UniformSampler:
     def __init__(self, task: Any, group_size: int, pass_threshold: float = 1.0) -> None:
         self.task, self.group_size, self.pass_threshold = task, group_size, pass_threshold
         self._counts = dict.fromkeys(("groups", "silent", "none", "all"), 0)
+        # rollout.async draws and observes in a producer thread while the learner reads metrics and state.
+        self._lock = threading.RLock()
 
     def draw(self, n: int, gen: torch.Generator) -> list[Problem]:
         return self.task.train_problems(n, gen)
 
     def observe(self, problems: Sequence[Problem], rewards: Sequence[float]) -> None:
         passed = group_pass_rates(rewards, self.group_size, self.pass_threshold)
-        self._counts["groups"] += len(passed)
-        self._counts["silent"] += zero_signal_groups(list(rewards), self.group_size)
-        self._counts["none"] += sum(p == 0 for p in passed)
-        self._counts["all"] += sum(p == 1 for p in passed)
+        with self._lock:
+            self._counts["groups"] += len(passed)
+            self._counts["silent"] += zero_signal_groups(list(rewards), self.group_size)
+            self._counts["none"] += sum(p == 0 for p in passed)
+            self._counts["all"] += sum(p == 1 for p in passed)
 
     def metrics(self) -> dict[str, float]:
         """This step's figures (the counts start again at the next step)."""
-        n, counts = self._counts["groups"], self._counts
-        out = {"curriculum/zero_signal_fraction": counts["silent"] / n, "curriculum/solved_none_fraction":
-               counts["none"] / n, "curriculum/solved_all_fraction": counts["all"] / n} if n else {}
-        self._counts = dict.fromkeys(counts, 0)
-        return out
+        with self._lock:
+            n, counts = self._counts["groups"], self._counts
+            self._counts = dict.fromkeys(counts, 0)
+        return {"curriculum/zero_signal_fraction": counts["silent"] / n, "curriculum/solved_none_fraction":
+                counts["none"] / n, "curriculum/solved_all_fraction": counts["all"] / n} if n else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -141,6 +145,10 @@ class CurriculumSampler(UniformSampler):
 
     def draw(self, n: int, gen: torch.Generator) -> list[Problem]:
         """``n`` distinct prompts (repeats only when ``n`` exceeds the pool), from ``gen`` only."""
+        with self._lock:
+            return self._draw(n, gen)
+
+    def _draw(self, n: int, gen: torch.Generator) -> list[Problem]:
         self._ensure_pool()
         unseen = (self.seen == 0).nonzero().flatten()
         chosen = unseen[torch.randperm(len(unseen), generator=gen)[:n]].tolist()
@@ -154,6 +162,10 @@ class CurriculumSampler(UniformSampler):
 
     def observe(self, problems: Sequence[Problem], rewards: Sequence[float]) -> None:
         """Update the pass rate of each group's prompt (groups: ``group_size`` consecutive rows)."""
+        with self._lock:
+            self._observe(problems, rewards)
+
+    def _observe(self, problems: Sequence[Problem], rewards: Sequence[float]) -> None:
         super().observe(problems, rewards)
         self._ensure_pool()
         G = self.group_size
@@ -166,19 +178,22 @@ class CurriculumSampler(UniformSampler):
             self.seen[i] += 1
 
     def metrics(self) -> dict[str, float]:
-        out = super().metrics()
-        known = self.pass_rates[self.seen > 0]
+        with self._lock:
+            out = super().metrics()
+            known = self.pass_rates[self.seen > 0]
         if len(known):
             out["curriculum/mean_p"] = float(known.mean())
             out["curriculum/seen_fraction"] = len(known) / len(self.pool)
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pass_rates": self.pass_rates.clone(), "seen": self.seen.clone()}
+        with self._lock:
+            return {"pass_rates": self.pass_rates.clone(), "seen": self.seen.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "pass_rates" in state:
-            self.pass_rates, self.seen = state["pass_rates"].clone(), state["seen"].clone()
+            with self._lock:
+                self.pass_rates, self.seen = state["pass_rates"].clone(), state["seen"].clone()
 
     def summary(self) -> dict[str, Any]:
         """The final pass rates as a histogram (``rlft report`` draws it): 10 bins over [0, 1]."""

@@ -32,6 +32,7 @@ def test_labels_are_the_share_of_continuations_that_reach_the_answer(tmp_path, t
     checked = 0
     for row in rows:
         assert row.extra["rollouts"] == 3 and row.labels[-1] == float(row.extra["correct"])
+        assert row.extra["hard_labels"] == [float(v > 0) for v in row.labels]
         for label in row.labels[:-1]:
             assert label == row.labels[-1]
             checked += 1

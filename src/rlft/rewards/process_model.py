@@ -4,7 +4,7 @@ and ``reward: {type: process_model}``, the dense reward that uses it.
 A solution is split into steps by a separator (``step_separator``, a newline by default). The PRM
 reads ``prompt + step_1 + sep + step_2 + sep + ...`` and, at the last token of each separator, its
 value head gives a logit; ``sigmoid(logit)`` estimates the probability that a solution continued
-from there reaches the right answer (Math-Shepherd, Wang et al. 2024, sec. 3.2: the label of a step
+from there reaches the right answer (Math-Shepherd, Wang et al. 2024: the label of a step
 is the fraction of continuations from it that reach the answer). Each piece is tokenized on its own,
 so the separator is always a token of its own at the scored position, whatever the text around it;
 the PRM sees text, never the policy's tokens, so a PRM trained once scores any policy's completions.
@@ -13,10 +13,10 @@ The folder ``rlft prm train`` writes (``OUTPUT/model/``) is a ``save_pretrained`
 tokenizer, plus ``value_head.safetensors`` and ``prm.json`` (the separator it was trained with).
 
 :class:`ProcessModelReward` turns the step scores into rewards: the sequence reward is the outcome
-plus ``weight * combine(step scores)`` (``min``: a chain is as good as its weakest step, Lightman et
-al. 2023 and Math-Shepherd's choice; ``sum``; ``last``), and the dense ``step_rewards`` put
+plus ``weight * combine(step scores)`` (``min``: a chain is as good as its weakest step, how
+Math-Shepherd ranks solutions; ``sum``; ``last``), and the dense ``step_rewards`` put
 ``weight * score`` at the end of each step and the outcome at the end of the completion (the
-step-by-step PPO of Math-Shepherd, sec. 3.3). The outcome is ``outcome:`` (a reward spec) or, when
+step-by-step PPO of Math-Shepherd). The outcome is ``outcome:`` (a reward spec) or, when
 empty, the task's own verifiable reward.
 """
 

@@ -1,9 +1,9 @@
 """``rlft prm label``: step labels without people, the way Math-Shepherd makes them.
 
-Math-Shepherd (Wang et al. 2024, sec. 3.2) labels a step of a solution by what happens after it:
+Math-Shepherd (Wang et al. 2024) labels a step of a solution by what happens after it:
 from the prefix that ends with the step, N continuations are sampled by a "completer" (here the
 policy itself), and the step's soft label is the fraction of them that reach the right answer
-(eq. 1, SE); the hard label is 1 if any of them does (eq. 2, HE). A step after which nothing can be
+(its soft estimation); the hard label is 1 if any of them does (hard estimation). A step after which nothing can be
 rescued gets 0; an early mistake therefore shows up as a drop of the labels. The last step needs no
 continuation: its label is whether the solution itself is right.
 
@@ -11,8 +11,9 @@ Here, for ``label.prompts`` training prompts of the RL recipe's task (never its 
 ``label.solutions`` solutions are sampled, split into steps by ``step_separator``, and every step
 but the last gets ``label.rollouts`` continuations; "right" is the task's own reward reaching the
 recipe's ``eval.pass_threshold``. The labels go to ``train_data`` (JSONL, ``rlft.rewards.step_labels``):
-the soft label of each step, with ``correct`` (the solution's own outcome) and ``rollouts`` kept
-beside them; ``rlft prm train`` trains on the soft labels or their hard version (``labels:``).
+``labels`` the soft label of each step, with ``hard_labels``, ``correct`` (the solution's own
+outcome) and ``rollouts`` kept beside them; ``rlft prm train`` trains on the soft labels or their
+hard version (``labels: hard``, which is ``hard_labels``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def monte_carlo_labels(task: Any, config: Any, policy: Any, tokenizer: Any, prob
         if steps:  # an empty solution has no step to label
             labels[i][-1] = float(correct[i])
             rows.append(StepLabels(problems[i].prompt, [text for text, _ in steps], labels[i],
-                                   {"correct": correct[i], "rollouts": N}))
+                                   {"hard_labels": [float(v > 0) for v in labels[i]], "correct": correct[i],
+                                    "rollouts": N}))
     return rows, tokens
 
 

@@ -3,8 +3,7 @@
 The PRM (``rlft.rewards.process_model``) is a causal LM with a value head read at the last token of
 each step's separator; it is trained with binary cross-entropy between ``sigmoid(logit)`` and each
 step's label (soft: the label itself, Math-Shepherd's soft estimate; hard: 1 where the label is
-above 0), averaged over the batch's steps (Wang et al. 2024, eq. 3; Lightman et al. 2023 train on
-human labels the same way). :class:`ProcessRewardTrainer` is a trainer of the run harness
+above 0), averaged over the batch's steps, as Math-Shepherd (Wang et al. 2024) trains its PRM. :class:`ProcessRewardTrainer` is a trainer of the run harness
 (``trainers/run.py``): a step is one batch of labelled solutions, an evaluation the held-out step
 accuracy and AUC; the harness checkpoints, resumes (``rlft prm train --resume``), writes the audit
 log and stops on non-finite values.

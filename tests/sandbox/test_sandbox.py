@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlft.sandbox import Program, Sandbox, SandboxConfig, SandboxError, SandboxWarning, totals
-from rlft.sandbox.isolation import SANDBOX_UID, isolation_for
+from rlft.sandbox.isolation import isolation_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {"workers": 4, "timeout": 4.0, "cpu_seconds": 2, "memory_mb": 512, "max_output_bytes": 4096, "disk_mb": 8}
@@ -48,27 +48,28 @@ def sandbox(request: pytest.FixtureRequest):
 
 
 def _temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("rlft-sandbox-*")}
+    """The fallback's working directories of this process (others may run sandboxes meanwhile)."""
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"rlft-sandbox-{os.getpid()}-*")}
 
 
-def _sandbox_processes() -> list[int]:
-    """Processes a sandbox started that still run (a zombie, dead and waiting for its parent to
-    collect its exit status, runs nothing)."""
-    for _ in range(20):
+def _sandbox_processes(owner: int | None = None, tries: int = 20) -> list[int]:
+    """Processes the sandboxes of process ``owner`` (this one) started that still run, given a
+    moment to go: their environment carries RLFT_SANDBOX_RUN=rlft-sandbox-<owner>-...; a zombie,
+    dead and waiting to be collected, runs nothing."""
+    mark = f"RLFT_SANDBOX_RUN=rlft-sandbox-{owner or os.getpid()}-".encode()
+    for _ in range(tries):
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                uid = Path(f"/proc/{pid}").stat().st_uid
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                     continue
             except OSError:
                 continue
-            ours = uid == SANDBOX_UID if os.geteuid() == 0 else (b"main.py" in cmdline and b"-B" in cmdline)
-            if ours and int(pid) != os.getpid():
+            if any(item.startswith(mark) for item in environ):
                 found.append(int(pid))
-        if not found:
-            return []
+        if not found or tries == 1:
+            return found
         time.sleep(0.1)
     return found
 
@@ -261,24 +262,12 @@ def test_nothing_survives_a_killed_parent() -> None:
     """)
     parent = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(_running_now()) < 2:
+    while time.monotonic() < deadline and len(_sandbox_processes(parent.pid, tries=1)) < 2:
         time.sleep(0.1)
-    assert len(_running_now()) >= 2, "the sandboxed program did not start"
+    assert len(_sandbox_processes(parent.pid, tries=1)) >= 2, "the sandboxed program did not start"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    assert _sandbox_processes() == []
-
-
-def _running_now() -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"main.py" in cmdline and b"-B" in cmdline:
-            found.append(int(pid))
-    return found
+    assert _sandbox_processes(parent.pid) == []
 
 
 def test_fallback_warns_once_and_refusal_when_bubblewrap_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,6 +307,7 @@ def test_a_program_that_cannot_start_is_crashed(sandbox: Sandbox, monkeypatch: p
     def no_more_processes(*args, **kwargs):
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
+    assert sandbox.isolation  # probed (with the real Popen) before processes run out
     monkeypatch.setattr("subprocess.Popen", no_more_processes)
     r = run(sandbox, "print(1)")
     assert r.status == "crashed" and "could not start the program: BlockingIOError" in r.stderr

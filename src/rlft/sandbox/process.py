@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -87,7 +88,7 @@ def run_program(
     ``track(None)`` when it is gone (the pool uses it to stop running programs when closed)."""
     files = {**program.files, **({MAIN: program.code} if program.code is not None else {})}
     if program.code is not None:
-        command = [isolation.python, "-E", "-s", "-B", MAIN]
+        command = ["--python", MAIN]  # run by the launcher's interpreter (rlft/sandbox/launcher.py)
     else:
         command = ["/bin/sh", "-c", program.command or ""]
     # bubblewrap itself runs as the sandbox's user (it needs no privilege); the fallback's launcher
@@ -121,7 +122,9 @@ def run_program(
 class _Launch:
     """How one run starts: bwrap's or the launcher's argv, the descriptors it inherits, its
     directory and environment; ``info`` reads bwrap's ``--info-fd`` (the pid of the sandbox's
-    init), ``run_token`` marks the fallback's processes in their environment."""
+    init), ``run_token`` marks the fallback's processes in their environment (bubblewrap's carry
+    a mark too, ``RLFT_SANDBOX_RUN=rlft-sandbox-<rlft's pid>-...``, which nothing needs but
+    which tells an operator whose they are)."""
 
     args: list[str]
     pass_fds: list[int]
@@ -169,8 +172,9 @@ def _prepared(isolation: Isolation, config: SandboxConfig, files: dict[str, str]
                 fds.append(handle.fileno())
                 file_args += ["--file", str(handle.fileno()), f"{WORKDIR}/{name}"]
             info, info_write = os.pipe()
+            mark = ["--setenv", "RLFT_SANDBOX_RUN", f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"]
             launch = _Launch(
-                [*bubblewrap_args(isolation.bwrap, isolation.python, config.disk_mb << 20), "--info-fd",
+                [*bubblewrap_args(isolation.bwrap, isolation.python, config.disk_mb << 20), *mark, "--info-fd",
                  str(info_write), *file_args, *launcher_command(isolation.python, _limits(config), command)],
                 [*fds, info_write], "/", {"PATH": SEARCH_PATH}, info, info_write,
             )

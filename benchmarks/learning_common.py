@@ -13,10 +13,15 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def run_seeds(doc: str, recipe: Path | None, metric: str, default_out: str) -> None:
+def run_seeds(
+    doc: str, recipe: Path | None, metric: str, default_out: str, extra: Callable[[], dict[str, Any]] | None = None
+) -> None:
+    """``extra()``, called after the last seed, adds its keys to the JSON line."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Recipe overrides.")
@@ -50,6 +55,7 @@ def run_seeds(doc: str, recipe: Path | None, metric: str, default_out: str) -> N
         "eval_size": summary["eval_size"],
         "seconds_total": round(time.time() - started, 1),
         "overrides": args.set,
+        **(extra() if extra is not None else {}),
     }
     print(f"mean: base {base_mean:.1%} -> RL {rl_mean:.1%} ({result['lift_points_mean']:+.1f} points)")
     print(json.dumps(result))

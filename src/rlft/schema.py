@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import keyword
 import importlib
+import keyword
 import math
 import types
 import typing

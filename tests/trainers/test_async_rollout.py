@@ -52,7 +52,7 @@ def test_max_staleness_zero_is_the_synchronous_loop_bit_for_bit(tmp_path):
     _, sync = _run(tmp_path, "sync")
     _, zero = _run(tmp_path, "zero", "rollout.async.enabled=true", "rollout.async.max_staleness=0")
     assert _stable(sync) == _stable(zero) and "async/staleness_mean" not in zero[0]
-    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path, "sync").values(), _weights(tmp_path, "zero").values()))
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path, "sync").values(), _weights(tmp_path, "zero").values(), strict=True))
 
 
 def test_a_lagged_run_is_reproducible_and_corrects_for_its_stale_batches(tmp_path):
@@ -61,7 +61,7 @@ def test_a_lagged_run_is_reproducible_and_corrects_for_its_stale_batches(tmp_pat
     _, second = _run(tmp_path, "b", *lagged)
     _, sync = _run(tmp_path, "sync")
     assert _stable(first) == _stable(second)  # a fixed lag, not "whatever the producer had"
-    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path, "a").values(), _weights(tmp_path, "b").values()))
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path, "a").values(), _weights(tmp_path, "b").values(), strict=True))
     assert [m["async/staleness_mean"] for m in first] == [0.0, 1.0, 1.0, 1.0]
     assert all(m["async/dropped_batches"] == 0.0 for m in first)
     # Step 0 is sampled by the starting weights, as in the synchronous run; later steps by older ones.

@@ -42,7 +42,7 @@ def _function(reward: Any) -> Any:
 
 def is_async(reward: Any) -> bool:
     fn = _function(reward)
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)  # an async __call__
 
 
 def declares_thread_safe(reward: Any) -> bool:

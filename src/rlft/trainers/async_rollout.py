@@ -64,6 +64,7 @@ class Produced:
     generator: torch.Generator  # the step's generator after sampling (the update shuffles with it)
     sampler: Sampler  # what the collector must know of its log-probs
     producer_idle_s: float  # the producer's wait for weights and for queue space, this batch
+    prompt_metrics: dict[str, float] = field(default_factory=dict)  # the prompt sampler's, after this batch
 
 
 @dataclass
@@ -145,7 +146,7 @@ class RolloutProducer:
         return item, {
             "async/staleness_mean": float(step - item.version), "async/dropped_batches": 0.0,
             "async/learner_idle_s": idle, "async/producer_idle_s": item.producer_idle_s,
-            "async/queue_depth": float(depth),
+            "async/queue_depth": float(depth), **item.prompt_metrics,
         }
 
     def publish(self, version: int, policy: torch.nn.Module) -> None:
@@ -200,7 +201,9 @@ class RolloutProducer:
             gen = self.step_generator(self.config.seed, step)
             sampled = sample_batch(self.config, policy, self.tokenizer, self.task, gen, self.engine, self.reward_fn,
                                    Ranks(device=next(policy.parameters()).device))
+            prompts = getattr(self.task, "sampler", None)  # its figures now, not when the learner gets there
+            prompt_metrics = prompts.metrics() if prompts is not None else {}
         stale = step != version
         sampler = Sampler(logprobs_are_policys=self.engine.logprobs_are_policys and not stale,
                           approximate_logprobs=self.engine.approximate_logprobs or stale)
-        return Produced(step, version, sampled, gen, sampler, idle)
+        return Produced(step, version, sampled, gen, sampler, idle, prompt_metrics)

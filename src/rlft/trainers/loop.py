@@ -418,8 +418,10 @@ class RLTrainer:
         return {"optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl_coef, "lr_schedule": self.lr_schedule.state_dict(),
-                "prompt_sampler": self.task.sampler.state_dict()}
+        # The producer (rollout.async) updates the prompt sampler as it samples: read it between its batches.
+        with self.producer.paused() if self.producer is not None else contextlib.nullcontext():
+            sampler = self.task.sampler.state_dict()
+        return {"kl_coef": self.kl_coef, "lr_schedule": self.lr_schedule.state_dict(), "prompt_sampler": sampler}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._start_kl_control(float(state["kl_coef"]))
@@ -444,7 +446,8 @@ class RLTrainer:
                                   self.task, step, self.kl_coef, self.reward_fn, self.engine, self.parallel,
                                   self.producer)
         metrics["train/lr"] = lr
-        metrics.update(self.task.sampler.metrics())
+        if self.producer is None:  # (the producer reports the sampler's figures as of the batch it made)
+            metrics.update(self.task.sampler.metrics())
         advance(self.lr_schedule)
         if finite:  # the paper's target is a per-sequence KL (nats summed over tokens)
             self.kl_coef = self.kl_controller.update(metrics["policy/kl_per_sequence"], self.config.train.batch_size)

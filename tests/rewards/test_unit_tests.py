@@ -55,8 +55,10 @@ def test_a_faked_result_line_does_not_count(reward) -> None:
     assert scores(reward, [fake], ASSERTS)[0] == [0.0]
 
 
-def test_timeouts_and_syntax_errors_are_components(reward) -> None:
+def test_timeouts_and_syntax_errors_are_components(reward, recwarn) -> None:
     rewards, parts = scores(reward, ["def f(x):\n    while True: pass", "def f(x) return x", "", RIGHT], ASSERTS)
+    scores(reward, ["def f(x):\n    return 2(x)"], ASSERTS)  # compiles with a SyntaxWarning: not shown
+    assert not [w for w in recwarn if issubclass(w.category, SyntaxWarning)]
     assert rewards == [0.0, 0.0, 0.0, 1.0]
     assert parts["code/timeouts"] == [1.0, 0.0, 0.0, 0.0]
     assert parts["code/syntax_errors"] == [0.0, 1.0, 1.0, 0.0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,9 @@ def _compiles(code: str) -> bool:
     if not code.strip():
         return False
     try:
-        compile(code, "solution.py", "exec", dont_inherit=True)
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: the model's, not the user's
+            warnings.simplefilter("ignore")
+            compile(code, "solution.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         return False
     return True

@@ -73,10 +73,10 @@ def rendered(browser, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-@pytest.mark.parametrize("name,expected_images", [("card", 5), ("report", 5)])
+@pytest.mark.parametrize("name,expected_images", [("card", 6), ("report", 6)])
 def test_no_broken_images(rendered, name, expected_images):
     images = rendered[name]["images"]
-    assert len(images) == expected_images  # reward, accuracy, KL, entropy, length
+    assert len(images) == expected_images  # reward, accuracy, KL, entropy, length, groups without signal
     for image in images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
         assert image["shown"] > 100, image  # laid out at a readable size, not collapsed

@@ -402,7 +402,6 @@ def reference_markdown() -> str:
         "",
     ]
     from rlft.config.online import OnlineRecipe
-
     from rlft.config.process_reward import ProcessRewardRecipe
 
     online = ["", "# The `rlft online` recipe", "", "What `rlft online RECIPE.yaml` reads (docs/online.md).", ""]

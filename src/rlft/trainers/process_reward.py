@@ -33,12 +33,10 @@ from typing import Any
 import torch
 
 from rlft.common.hashing import file_sha256
-from rlft.common.optim import adamw, advance, check_finite_weights, current_lr, lr_schedule
+from rlft.common.optim import check_finite_weights
 from rlft.common.run_folder import RunFolder
 from rlft.config.process_reward import ProcessRewardRecipe, StepLabelConfig
 from rlft.errors import ConfigError
-from rlft.models.device import resolve_device
-from rlft.models.dropout import disable_dropout
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.process_model import (
     ProcessRewardModel,
@@ -47,8 +45,8 @@ from rlft.rewards.process_model import (
     step_scores,
 )
 from rlft.rewards.step_labels import StepLabels, load_step_labels
-from rlft.trainers.reward_model import epoch_order
-from rlft.trainers.run import Evaluation, OnStep, RunSession, Schedule, run_trainer
+from rlft.trainers.epochs import EpochTrainer
+from rlft.trainers.run import Evaluation, OnStep, RunSession, run_trainer
 from rlft.trainers.session import open_session
 
 
@@ -156,61 +154,25 @@ def bce_step(model: ProcessRewardModel, tokenizer: Any, optimizer: torch.optim.O
             "grad_norm": grad_norm.item()}, True
 
 
-class ProcessRewardTrainer:
+class ProcessRewardTrainer(EpochTrainer):
     """PRM training for the run harness: a step is one batch of labelled solutions."""
 
     name = "process_reward_model"
     headline = "eval/step_auc"
-    nonfinite_hint = "Lower learning_rate, or raise max_consecutive_nonfinite."
 
     def __init__(self, recipe: ProcessRewardRecipe, session: RunSession, progress: bool = True) -> None:
-        self.recipe = recipe
         self.train_rows, self.eval_rows = split_labels(recipe, session.privacy)
         if not self.eval_rows:
             raise ConfigError("No held-out step labels: set eval_fraction above 0 or give eval_data.")
         session.audit.append("data", path=str(recipe.train_data), sha256=file_sha256(Path(recipe.train_data)),
                              train_solutions=len(self.train_rows), eval_solutions=len(self.eval_rows))
-        self.model, self.tokenizer = initial_model(recipe, self.train_rows, session.run)
-        if not recipe.dropout:
-            disable_dropout(self.model)
-        self.model.to(resolve_device(recipe.device, "device"))  # once, before the optimiser is built
-        self.optimizer = adamw(self.model.parameters(), recipe.learning_rate, recipe.weight_decay)
-        self.per_epoch = -(-len(self.train_rows) // recipe.batch_size)
-        steps = self.per_epoch * recipe.epochs
-        self.schedule = Schedule(steps, recipe.eval_every or steps, recipe.checkpoint.every, recipe.checkpoint.keep,
-                                 recipe.max_consecutive_nonfinite)
-        self.lr_schedule = lr_schedule(self.optimizer, recipe.lr_scheduler, steps, recipe.warmup_steps,
-                                       recipe.warmup_ratio)
-        self.order: tuple[int, list[int]] = (-1, [])  # (epoch, its order of the training rows)
+        self.setup(recipe, *initial_model(recipe, self.train_rows, session.run), self.train_rows)
 
-    def modules(self) -> torch.nn.Module:
-        return self.model
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"optimizer": self.optimizer}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"lr_schedule": self.lr_schedule.state_dict()}  # a step's batch follows from (seed, step)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-
-    def step(self, step: int) -> tuple[dict[str, Any], bool]:
-        epoch, index = divmod(step, self.per_epoch)
-        if self.order[0] != epoch:
-            self.order = (epoch, epoch_order(len(self.train_rows), self.recipe.seed, epoch))
-        size = self.recipe.batch_size
-        batch = [self.train_rows[i] for i in self.order[1][index * size : (index + 1) * size]]
-        lr = current_lr(self.optimizer)
-        metrics, finite = bce_step(self.model, self.tokenizer, self.optimizer, batch, self.recipe)
-        advance(self.lr_schedule)
-        return {"epoch": epoch, **metrics, "train/lr": lr}, finite
+    def update(self, batch: list[StepLabels]) -> tuple[dict[str, Any], bool]:
+        return bce_step(self.model, self.tokenizer, self.optimizer, batch, self.recipe)
 
     def evaluate(self, step: int) -> Evaluation:
         return Evaluation(evaluate_prm(self.model, self.tokenizer, self.eval_rows, self.recipe))
-
-    def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
-        return {"loss": f"{metrics.get('loss', float('nan')):.3f}", "acc": f"{metrics.get('accuracy', float('nan')):.2f}"}
 
     def save_final(self, run: RunFolder) -> Path:
         """``model/`` written aside and renamed, so a reader never sees half a PRM."""

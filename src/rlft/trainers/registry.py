@@ -17,12 +17,12 @@ from rlft.algorithms.presets import ALGORITHM_PRESETS
 from rlft.config import RecipeConfig
 from rlft.config.agent import AgentConfig
 from rlft.errors import RlftError
+from rlft.models.device import resolve_device, set_deterministic
 from rlft.trainers.agent import EpisodePolicyGradient, open_agent_run
 from rlft.trainers.archer import ArcherTrainer
 from rlft.trainers.dpo import DPOTrainer
 from rlft.trainers.ilql import ILQLTrainer
 from rlft.trainers.loop import RLTrainer
-from rlft.models.device import resolve_device, set_deterministic
 from rlft.trainers.parallel import Ranks, check_parallel_recipe, init_ranks
 from rlft.trainers.run import OnStep, run_trainer
 from rlft.trainers.setup import join_run, open_run

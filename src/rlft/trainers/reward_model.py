@@ -36,16 +36,15 @@ import torch
 
 from rlft.algorithms.preference import bradley_terry_loss
 from rlft.common.hashing import file_sha256, folder_sha256
-from rlft.common.optim import adamw, advance, check_finite_weights, current_lr, lr_schedule
+from rlft.common.optim import check_finite_weights
 from rlft.common.run_folder import RunFolder
 from rlft.config.reward_model import RewardModelRecipe
 from rlft.errors import ConfigError
-from rlft.models.device import resolve_device
-from rlft.models.dropout import disable_dropout
 from rlft.responsible.privacy import RunScrubber
 from rlft.rewards.pairs import PreferencePair, load_pairs
 from rlft.rewards.reward_model import encode_texts, forward_scores, reward_scores
-from rlft.trainers.run import Evaluation, OnStep, RunSession, Schedule, run_trainer
+from rlft.trainers.epochs import EpochTrainer
+from rlft.trainers.run import Evaluation, OnStep, RunSession, run_trainer
 from rlft.trainers.session import open_session
 
 
@@ -105,16 +104,6 @@ def initial_model(recipe: RewardModelRecipe, pairs: list[PreferencePair], run: R
     return model, tokenizer
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The order of the ``n`` training pairs in epoch ``epoch``: one seeded generator shuffles
-    ``range(n)`` once per epoch, so a resumed run replays the shuffles to the epoch it is in."""
-    rng = random.Random(seed)
-    for _ in range(epoch + 1):
-        order = list(range(n))
-        rng.shuffle(order)
-    return order
-
-
 def bradley_terry_step(
     model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer, batch: list[PreferencePair],
     recipe: RewardModelRecipe,
@@ -165,62 +154,25 @@ def save_reward_model(model: Any, tokenizer: Any, out: Path) -> Path:
     return final
 
 
-class RewardModelTrainer:
+class RewardModelTrainer(EpochTrainer):
     """Bradley-Terry reward-model training for the run harness: a step is one batch of pairs."""
 
     name = "reward_model"
     headline = "eval/pairwise_accuracy"
-    nonfinite_hint = "Lower learning_rate, or raise max_consecutive_nonfinite."
 
     def __init__(self, recipe: RewardModelRecipe, session: RunSession, progress: bool = True) -> None:
-        self.recipe = recipe
         self.train_pairs, self.eval_pairs = load_reward_pairs(recipe, session.privacy)
         data = Path(recipe.train_data)
         session.audit.append("data", path=str(data), sha256=folder_sha256(data) if data.is_dir() else file_sha256(data),
                              train_pairs=len(self.train_pairs), eval_pairs=len(self.eval_pairs))
-        self.model, self.tokenizer = initial_model(recipe, self.train_pairs, session.run)
-        if not recipe.dropout:
-            disable_dropout(self.model)
-        self.model.to(resolve_device(recipe.device, "device"))  # once, before the optimiser is built
-        self.optimizer = adamw(self.model.parameters(), recipe.learning_rate, recipe.weight_decay)
-        self.per_epoch = -(-len(self.train_pairs) // recipe.batch_size)
-        steps = self.per_epoch * recipe.epochs
-        self.schedule = Schedule(steps, recipe.eval_every or steps, recipe.checkpoint.every, recipe.checkpoint.keep,
-                                 recipe.max_consecutive_nonfinite)
-        self.lr_schedule = lr_schedule(self.optimizer, recipe.lr_scheduler, steps, recipe.warmup_steps,
-                                       recipe.warmup_ratio)
-        self.order: tuple[int, list[int]] = (-1, [])  # (epoch, its order of the training pairs)
+        self.setup(recipe, *initial_model(recipe, self.train_pairs, session.run), self.train_pairs)
 
-    def modules(self) -> torch.nn.Module:
-        return self.model
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"optimizer": self.optimizer}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"lr_schedule": self.lr_schedule.state_dict()}  # a step's batch follows from (seed, step)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "lr_schedule" in state:
-            self.lr_schedule.load_state_dict(state["lr_schedule"])
-
-    def step(self, step: int) -> tuple[dict[str, Any], bool]:
-        epoch, index = divmod(step, self.per_epoch)
-        if self.order[0] != epoch:
-            self.order = (epoch, epoch_order(len(self.train_pairs), self.recipe.seed, epoch))
-        size = self.recipe.batch_size
-        batch = [self.train_pairs[i] for i in self.order[1][index * size : (index + 1) * size]]
-        lr = current_lr(self.optimizer)
-        metrics, finite = bradley_terry_step(self.model, self.tokenizer, self.optimizer, batch, self.recipe)
-        advance(self.lr_schedule)
-        return {"epoch": epoch, **metrics, "train/lr": lr}, finite
+    def update(self, batch: list[PreferencePair]) -> tuple[dict[str, Any], bool]:
+        return bradley_terry_step(self.model, self.tokenizer, self.optimizer, batch, self.recipe)
 
     def evaluate(self, step: int) -> Evaluation:
         result = evaluate_reward_model(self.model, self.tokenizer, self.eval_pairs, max_length=self.recipe.max_length)
         return Evaluation({"eval/pairwise_accuracy": result["pairwise_accuracy"], "eval/margin": result["mean_margin"]})
-
-    def progress(self, metrics: dict[str, Any]) -> dict[str, str]:
-        return {"loss": f"{metrics.get('loss', float('nan')):.3f}", "acc": f"{metrics.get('accuracy', float('nan')):.2f}"}
 
     def save_final(self, run: RunFolder) -> Path:
         return save_reward_model(self.model, self.tokenizer, run.root)

@@ -162,7 +162,8 @@ class ModelHost:
 
         where = resolve_device(device, "--device")  # a missing GPU: one error before the weights are read
         model, tokenizer = load_served_model(folder)
-        return cls(model.to(where), tokenizer, version, **kw)
+        model.to(where)  # in place: a module moves its own parameters
+        return cls(model, tokenizer, version, **kw)
 
     # -- requests ---------------------------------------------------------------------------------
 

@@ -162,7 +162,7 @@ class ModelHost:
 
         where = resolve_device(device, "--device")  # a missing GPU: one error before the weights are read
         model, tokenizer = load_served_model(folder)
-        model.to(where)  # in place: a module moves its own parameters
+        model.to(where)  # type: ignore[arg-type]  # transformers types .to as a wrapped method
         return cls(model, tokenizer, version, **kw)
 
     # -- requests ---------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ RECIPE = ROOT / "examples" / "multistep" / "recipe.yaml"
 
 # The RL stage of every variant: the same budget (steps x batch_size completions of at most
 # max_new_tokens tokens), one held-out evaluation before and after.
-RL = ["warm_start.steps=0", "train.batch_size=64", "algorithm.group_size=8", "train.torch_threads=2"]
+RL = ["warm_start.steps=0", "train.batch_size=64", "algorithm.group_size=8", "train.torch_threads=1"]
 VARIANTS: dict[str, list[str]] = {
     "outcome": ["algorithm.name=grpo"],
     "curriculum": ["algorithm.name=grpo", "task.sampler=curriculum"],

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with rlft's virtual environment; not in CI)::
 
-    .venv/bin/python benchmarks/learning_vs_trl.py                       # both tasks, 3 seeds, 30 steps
+    .venv/bin/python benchmarks/learning_vs_trl.py                       # both tasks, 3 seeds, 50 steps
     .venv/bin/python benchmarks/learning_vs_trl.py --tasks arithmetic --seeds 0 --steps 4 --eval-every 2 \\
         --set warm_start.steps=20 --out /tmp/lvt                         # a smoke run
 
@@ -31,7 +31,9 @@ group size (``num_generations`` = ``algorithm.group_size``); ``max_completion_le
 ``algorithm.kl_coef``, 0.04); ``learning_rate`` (1e-4); ``max_steps`` = ``--steps``; the seed.
 And what a fair comparison needs besides: ``gradient_checkpointing=False`` (on by default in
 TRL 1.16; rlft does not use it here, as in throughput_vs_trl.py), ``bf16=False`` (TRL's default
-is bf16 autocast; rlft's recipe trains in float32), ``use_cpu=True``, 2 torch threads each.
+is bf16 autocast; rlft's recipe trains in float32), ``use_cpu=True``, the same torch threads
+(``--threads``, default 1: on 2 cores busy with other jobs two threads per process made sampling
+several times slower, as docs/learning.md's code benchmark found).
 Everything else is TRL's default, among them: loss_type ``dapo`` (token mean over the batch,
 as rlft's ``token_mean``), ``scale_rewards="group"``, epsilon 0.2, one update per batch, AdamW
 (fused), weight decay 0, grad-norm clip 1.0, and a *linear* learning-rate decay to 0 over
@@ -64,8 +66,7 @@ from throughput_vs_trl import ensure_trl_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = {"arithmetic": ROOT / "examples" / "demo.yaml", "multistep": ROOT / "examples" / "multistep" / "recipe.yaml"}
-THREADS = 2
-COMMON = [f"train.torch_threads={THREADS}"]
+THREADS = 1  # --threads; one torch thread per process is fastest on 2 cores shared with other jobs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def run_trl(python: Path, recipe: Path, overrides: list[str], model: Path, seed:
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     command = [str(python), __file__, "--worker", "--recipe", str(recipe), "--overrides", json.dumps(overrides),
                "--model", str(model), "--seed", str(seed), "--steps", str(steps), "--eval-every", str(every),
-               "--out", str(out)]
+               "--out", str(out), "--threads", str(THREADS)]
     with (out / "worker.log").open("w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
@@ -217,7 +218,7 @@ def bench_task(name: str, args: argparse.Namespace, trl_python: Path) -> dict[st
     from rlft.config import load_config
     from rlft.trainers.registry import train
 
-    recipe, overrides, out = TASKS[name], [*COMMON, *args.set], Path(args.out) / name
+    recipe, overrides, out = TASKS[name], [f"train.torch_threads={THREADS}", *args.set], Path(args.out) / name
     seconds = {"base": 0.0, "rlft": 0.0, "trl": 0.0, "eval": 0.0}
     mark = time.time()
     train(load_config(recipe, [*overrides, "train.steps=0", f"run_dir={out / 'base'}"]), progress=False)
@@ -248,20 +249,24 @@ def bench_task(name: str, args: argparse.Namespace, trl_python: Path) -> dict[st
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=30, help="RL steps of every run (both libraries).")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="RL steps of every run (both libraries; 50: about 12 minutes on 2 busy cores).")
     parser.add_argument("--eval-every", type=int, default=10, help="Save and score both models every this many steps.")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Recipe overrides of every run (the base, rlft, and TRL's aligned settings).")
     parser.add_argument("--out", default="runs/bench-learning-vs-trl", help="Parent folder of the runs (replaced).")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads of each process (both libraries).")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--recipe", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    THREADS = args.threads
     if args.worker:
         return trl_worker(args)
 

@@ -13,7 +13,7 @@ import torch
 
 from rlft.config import config_from_dict
 from rlft.errors import ConfigError, RlftError
-from rlft.trainers.async_rollout import sampling_version
+from rlft.trainers.async_rollout import StageOrder, sampling_version
 from rlft.trainers.registry import train
 
 TINY = [
@@ -120,3 +120,92 @@ def test_async_refuses_vllm_and_several_ranks():
         check_async_recipe(vllm)
     with pytest.raises(ConfigError, match="one learner process"):
         check_parallel_recipe(config, Ranks(0, 2, "ddp"))
+
+
+def _lanes(order, steps, lanes, log, hold_reward_of=None, seen=None):
+    """``lanes`` threads driving ``order`` through ``steps`` the way the producer's threads do."""
+    lock = threading.Lock()
+
+    def note(kind, step):
+        with lock:
+            log.append((kind, step))
+
+    def lane(first):
+        for step in range(first, steps, lanes):
+            order.start_sampling(step)
+            note("sample", step)
+            order.start_reward(step)
+            note("reward", step)
+            if step == hold_reward_of:  # does the next step sample while this one is rewarded?
+                seen.wait(timeout=2)
+            note("rewarded", step)
+            order.end_reward(step)
+            order.wait_to_put(step)
+            note("put", step)
+            order.put_done(step)
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_stages_run_in_step_order_and_overlap_only_where_allowed(overlap):
+    order, log, seen = StageOrder(0, overlap=overlap), [], threading.Event()
+    threads = _lanes(order, 6, 2 if overlap else 1, log, hold_reward_of=0, seen=seen)
+    # The test's own watcher: it sets `seen` once step 1 has started sampling.
+    for _ in range(400):
+        if ("sample", 1) in log:
+            seen.set()
+            break
+        threading.Event().wait(0.005)
+    for t in threads:
+        t.join(timeout=10)
+    for kind in ("sample", "reward", "put"):
+        assert [s for k, s in log if k == kind] == list(range(6)), kind
+    sampled_next, reward_done = log.index(("sample", 1)), log.index(("rewarded", 0))
+    assert (sampled_next < reward_done) is overlap  # step 1 sampled while step 0 was rewarded, or after
+
+
+def test_a_pause_waits_for_the_stage_in_flight_and_holds_the_next():
+    order = StageOrder(0, overlap=True)
+    order.start_sampling(0)
+    paused, resumed = threading.Event(), threading.Event()
+
+    def learner():
+        with order.paused():
+            paused.set()
+            resumed.wait(timeout=5)
+
+    thread = threading.Thread(target=learner)
+    thread.start()
+    assert not paused.wait(timeout=0.2)  # step 0 is still sampling
+    started = threading.Event()
+    producer = threading.Thread(target=lambda: (order.start_reward(0), started.set()))
+    producer.start()
+    assert paused.wait(timeout=5)  # step 0 left its sampling stage: the pause holds
+    assert not started.wait(timeout=0.2)  # and its reward stage waits for the pause to end
+    resumed.set()
+    assert started.wait(timeout=5)
+    thread.join(timeout=5)
+    producer.join(timeout=5)
+
+
+@pytest.mark.parametrize("sampler,threads", [("uniform", 2), ("curriculum", 1)])
+def test_a_real_run_rewards_in_step_order_on_two_producer_threads_unless_prompts_depend_on_rewards(
+        tmp_path, sampler, threads):
+    calls = []
+
+    def judge(prompts, completions, **context):
+        if threading.current_thread().name == "rlft-rollout-producer":
+            calls.append(threading.get_ident())
+        return [float(len(c) % 2) for c in completions]
+
+    task = ["task.name=multistep", "task.train_size=16", "task.eval_size=8"] if sampler == "curriculum" else []
+    config = config_from_dict({}, [*TINY, *task, f"task.sampler={sampler}", f"run_dir={tmp_path / 'run'}",
+                                   "rollout.async.enabled=true", "reward_limits.timeout=null", "train.steps=6"])
+    train(config, progress=False, reward=judge)
+    assert len(calls) == 6 and len(set(calls)) == threads
+    if threads == 2:  # the lanes take alternate steps
+        assert calls[0::2] == [calls[0]] * 3 and calls[1::2] == [calls[1]] * 3 and calls[0] != calls[1]

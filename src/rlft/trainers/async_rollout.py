@@ -19,9 +19,15 @@ the collector treats a stale batch like one from an approximate engine: truncate
 weights ``min(pi_learner / pi_behaviour, C)`` on the advantages (and the PPO ratio against the
 policy at the update's start when rows are reused). Group statistics stay within the batch.
 
+A step goes through two stages, sampling and rewarding, each taken in step order
+(``StageOrder``). Where the order of steps cannot change what a batch holds (the local sampler,
+uniform prompts, no dynamic sampling) two producer threads take alternate steps, and step
+``t + 1`` is sampled while step ``t`` is rewarded: a slow judge's wait is hidden behind sampling,
+not added to it. Otherwise one thread does both, one step after the other.
+
 Errors in the producer reach the learner at its next ``take`` with the producer's traceback.
-The producer holds ``turn`` while it samples and rewards, so the learner's evaluation (which
-calls the same reward) waits for the batch in flight instead of running beside it.
+The learner's evaluation (which calls the same reward) and its checkpoint pause the producer:
+they wait until no step is being sampled or rewarded, and no step starts until they are done.
 
 On a checkpoint nothing of the queue is saved: a resumed run discards it and samples its first
 ``k`` batches with the weights it resumes from (deterministic, but not the uninterrupted run's).
@@ -105,6 +111,85 @@ class WeightSnapshots:
             self.changed.notify_all()
 
 
+class _Stopped(Exception):
+    """The producer was closed while a step waited for its turn."""
+
+
+class StageOrder:
+    """Sampling and rewarding, each in step order, and the pause of both (module docstring).
+
+    With ``overlap`` step ``t + 1`` may sample once step ``t`` has sampled; without it, once step
+    ``t`` has been rewarded. Batches are also put in the queue in step order."""
+
+    def __init__(self, first_step: int, overlap: bool) -> None:
+        self.changed = threading.Condition()
+        self.overlap = overlap
+        self.next_sampling = self.next_reward = self.next_put = first_step
+        self.busy = 0  # steps inside a stage now
+        self.pausing = self.closed = False
+
+    def _wait(self, ready: Callable[[], bool], enter: bool) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.closed or (ready() and not (enter and self.pausing)))
+            if self.closed:
+                raise _Stopped
+            self.busy += enter
+
+    def _advance(self, **counters: int) -> None:
+        with self.changed:
+            for name, value in counters.items():
+                setattr(self, name, value)
+            self.changed.notify_all()
+
+    def start_sampling(self, step: int) -> None:
+        self._wait(lambda: self.next_sampling == step and (self.overlap or self.next_reward == step), enter=True)
+
+    def start_reward(self, step: int) -> None:
+        """Ends ``step``'s sampling stage and waits for its turn to be rewarded."""
+        with self.changed:
+            self.busy -= 1
+        self._advance(next_sampling=step + 1)
+        self._wait(lambda: self.next_reward == step, enter=True)
+
+    def leave(self, step: int) -> None:
+        """``step`` stops without a reward (an error): it holds no stage, and no later step samples."""
+        with self.changed:
+            self.busy -= 1
+            self.changed.notify_all()
+
+    def end_reward(self, step: int) -> None:
+        with self.changed:
+            self.busy -= 1
+        self._advance(next_reward=step + 1)
+
+    def wait_to_put(self, step: int) -> None:
+        self._wait(lambda: self.next_put == step, enter=False)
+
+    def put_done(self, step: int) -> None:
+        self._advance(next_put=step + 1)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self.changed:
+            self.pausing = True
+            self.changed.wait_for(lambda: self.closed or self.busy == 0)
+        try:
+            yield
+        finally:
+            self._advance(pausing=False)
+
+    def close(self) -> None:
+        self._advance(closed=True)
+
+
+def overlaps_stages(config: Any, engine: RolloutEngine) -> bool:
+    """Whether step ``t + 1`` may be sampled while step ``t`` is rewarded without changing any batch:
+    the local sampler (no weights of its own to push between them), prompts that do not depend on
+    earlier rewards (no curriculum), one sampling round per step (no dynamic sampling)."""
+    return (isinstance(engine, LocalSampler) and config.task.sampler == "uniform"
+            and not config.algorithm.dynamic_sampling)
+
+
 @dataclass
 class RolloutProducer:
     """The thread that samples and rewards steps ``first_step``, ``first_step + 1``, ... ``last_step``
@@ -119,7 +204,6 @@ class RolloutProducer:
     first_step: int
     last_step: int
     step_generator: Callable[[int, int], torch.Generator]
-    turn: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         settings = self.config.rollout.async_
@@ -128,8 +212,12 @@ class RolloutProducer:
         self.snapshots = WeightSnapshots(self.policy, self.max_staleness + 1, self.first_step)
         self.stopped = threading.Event()
         self.engine_version: int | None = None
-        self.thread = threading.Thread(target=self._run, name="rlft-rollout-producer", daemon=True)
-        self.thread.start()
+        self.order = StageOrder(self.first_step, overlaps_stages(self.config, self.engine))
+        lanes = 2 if self.order.overlap else 1
+        self.threads = [threading.Thread(target=self._run, args=(self.first_step + lane, lanes),
+                                         name="rlft-rollout-producer", daemon=True) for lane in range(lanes)]
+        for thread in self.threads:
+            thread.start()
 
     # -- the learner's side --------------------------------------------------------------------
 
@@ -156,28 +244,35 @@ class RolloutProducer:
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """No batch is sampled or rewarded while the block runs (the learner's evaluation)."""
-        with self.turn:
+        with self.order.paused():
             yield
 
     def close(self) -> None:
         self.stopped.set()
         self.snapshots.close()
+        self.order.close()
         with contextlib.suppress(queue.Empty):
             while True:  # a producer blocked on a full queue gets its put through, then sees the stop
                 self.ready.get_nowait()
-        self.thread.join(timeout=30)
+        for thread in self.threads:
+            thread.join(timeout=30)
 
     # -- the producer's side -------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, first: int, every: int) -> None:
+        """Steps ``first``, ``first + every``, ... (this thread's lane)."""
         try:
-            for step in range(self.first_step, self.last_step + 1):
+            for step in range(first, self.last_step + 1, every):
                 produced = self._produce(step)
                 if produced is None:
                     return
                 waited = time.perf_counter()
+                self.order.wait_to_put(step)
                 self._put(produced)
+                self.order.put_done(step)
                 produced.producer_idle_s += time.perf_counter() - waited
+        except _Stopped:
+            return
         except BaseException:  # noqa: BLE001 - every failure must reach the learner, never hang it
             self._put(_Failure(traceback.format_exc()))
 
@@ -194,15 +289,31 @@ class RolloutProducer:
         idle = time.perf_counter() - started
         if policy is None or self.stopped.is_set():
             return None
-        with self.turn:
+        self.order.start_sampling(step)
+        stage = "sampling"
+
+        def reward_in_turn(*args: Any, **kwargs: Any) -> Any:  # the sampling is done: the reward stage
+            nonlocal stage
+            if stage == "sampling":
+                stage = "between"
+                self.order.start_reward(step)
+                stage = "reward"
+            return self.reward_fn(*args, **kwargs)
+
+        try:
             if not isinstance(self.engine, LocalSampler) and self.engine_version != version:
                 self.engine.push_weights(policy)  # an engine with weights of its own samples this version
                 self.engine_version = version
             gen = self.step_generator(self.config.seed, step)
-            sampled = sample_batch(self.config, policy, self.tokenizer, self.task, gen, self.engine, self.reward_fn,
+            sampled = sample_batch(self.config, policy, self.tokenizer, self.task, gen, self.engine, reward_in_turn,
                                    Ranks(device=next(policy.parameters()).device))
             prompts = getattr(self.task, "sampler", None)  # its figures now, not when the learner gets there
             prompt_metrics = prompts.metrics() if prompts is not None else {}
+        finally:  # a stage left by an error is released, so a pause never waits for it
+            if stage == "reward":
+                self.order.end_reward(step)
+            elif stage == "sampling":
+                self.order.leave(step)
         stale = step != version
         sampler = Sampler(logprobs_are_policys=self.engine.logprobs_are_policys and not stale,
                           approximate_logprobs=self.engine.approximate_logprobs or stale)

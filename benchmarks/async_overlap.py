@@ -2,7 +2,7 @@
 
 Usage (repository root)::
 
-    .venv/bin/python benchmarks/async_overlap.py                 # 3 seeds, 40 steps (about 25 min on 2 cores)
+    .venv/bin/python benchmarks/async_overlap.py                 # 3 seeds, 40 steps (about 10 min on 2 cores)
     .venv/bin/python benchmarks/async_overlap.py --seeds 0 --steps 10 --cases slow_reward   # a first look
 
 Cases, each for ``rollout.async.max_staleness`` 0 (the synchronous loop), 1 and 2:

@@ -92,7 +92,11 @@ def test_resumed_sampler_draws_what_an_uninterrupted_one_draws():
 
 
 def test_curriculum_needs_a_task_with_a_finite_training_set():
-    config = config_from_dict({"task": {"sampler": "curriculum"}})
+    for name in ("arithmetic", "reviews"):  # refused when the recipe loads, before a run folder exists
+        with pytest.raises(ConfigError, match=f"finite training set.*task '{name}' draws new.*multistep"):
+            config_from_dict({"task": {"name": name, "sampler": "curriculum"}})
+    # A task object without all_train_problems() (a plugin's) is refused when the sampler is built.
+    config = config_from_dict({"task": {"name": "multistep", "sampler": "curriculum"}})
     with pytest.raises(ConfigError, match="finite training set.*multistep"):
         with_prompt_sampler(config, ArithmeticTask(eval_size=4))
     uniform = with_prompt_sampler(config_from_dict({}), ArithmeticTask(eval_size=4))

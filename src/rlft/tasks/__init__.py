@@ -95,7 +95,19 @@ def dataset_task_from_rows(
     )
 
 
+def _no_curriculum(config: Any) -> None:
+    """Refused at load (not when the run starts): a task without a finite training set has no
+    prompts for ``task.sampler: curriculum`` to keep pass rates of."""
+    if config.sampler == "curriculum":
+        raise ConfigError(
+            f"task.sampler: curriculum needs a task with a finite training set to track pass rates in, but "
+            f"task {config.name!r} draws new problems every time. Use it with task.name: multistep or dataset "
+            "(or a task of your own that defines all_train_problems()), or set task.sampler: uniform."
+        )
+
+
 def _check_arithmetic(config: Any) -> None:
+    _no_curriculum(config)
     if config.answer_format == "steps" and set(config.operations) != {"+"}:
         raise ConfigError(
             f"task.answer_format='steps' writes column-addition steps, so task.operations must be "
@@ -107,6 +119,7 @@ def _check_arithmetic(config: Any) -> None:
 
 
 def _check_reviews(config: Any) -> None:
+    _no_curriculum(config)
     if config.eval_size > N_PROMPTS // 2:
         raise ConfigError(
             f"task.eval_size={config.eval_size}: the reviews task has {N_PROMPTS} prompts; "

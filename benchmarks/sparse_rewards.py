@@ -54,8 +54,11 @@ VARIANTS: dict[str, list[str]] = {
     "curriculum": ["algorithm.name=grpo", "task.sampler=curriculum"],
     "prm": ["algorithm.name=ppo"],
     "prm_curriculum": ["algorithm.name=ppo", "task.sampler=curriculum"],
-    # Not in the default set: GRPO on the PRM's sequence score (outcome + weight x min step score).
+    # Not in the default set: GRPO on the PRM's sequence score (outcome + weight x min step score),
+    # with the group std scaling (which turns the PRM's small differences into full-size
+    # advantages) and without it.
     "grpo_prm": ["algorithm.name=grpo"],
+    "grpo_prm_unscaled": ["algorithm.name=grpo", "algorithm.scale_rewards=false"],
 }
 DEFAULT_VARIANTS = ["outcome", "curriculum", "prm", "prm_curriculum"]
 PRM_REWARD = {"type": "process_model", "combine": "min", "weight": 0.5}

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,19 @@ def test_an_outcome_spec_is_built_and_checked(prm_run):
         build_reward({"type": "process_model", "path": str(root / "run"), "outcome": {"type": "numbr"}})
     with pytest.raises(RewardSpecError, match="not a process reward model"):
         build_reward({"type": "process_model", "path": str(root)})
+
+
+@pytest.mark.parametrize("algorithm,warns", [(["algorithm.name=grpo"], True), (["algorithm.name=dr_grpo"], False),
+                                             (["algorithm.name=grpo", "algorithm.scale_rewards=false"], False),
+                                             (["algorithm.name=ppo"], False)])
+def test_a_prm_reward_under_group_std_scaling_is_warned_about(prm_run, algorithm, warns):
+    from rlft.config import config_from_dict
+    from rlft.trainers.setup import recipe_reward
+
+    root, _ = prm_run
+    spec = json.dumps({"type": "process_model", "path": str(root / "run"), "outcome": {"type": "numeric"}})
+    config = config_from_dict({}, [*algorithm, f"reward={spec}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert recipe_reward(config) is not None
+    assert any("scale_rewards" in str(w.message) for w in caught) is warns

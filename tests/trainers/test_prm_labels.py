@@ -48,3 +48,22 @@ def test_labels_are_the_share_of_continuations_that_reach_the_answer(tmp_path, t
                                                  "solutions": 3, "rollouts": 3}}))
     assert main(["prm", "label", str(yaml_recipe), "--overwrite"]) == 0
     assert load_step_labels(tmp_path / "labels.jsonl") == rows
+
+
+def test_the_labels_never_replace_a_file_labelling_reads(tmp_path, tiny_run, capsys):
+    from rlft.cli.main import main
+
+    rl_recipe = tmp_path / "rl.yaml"
+    rl_recipe.write_text("task: {name: arithmetic, eval_size: 8}\n")
+    label = {"recipe": str(rl_recipe), "policy": str(tiny_run), "prompts": 2}
+    own = tmp_path / "prm.yaml"
+    own.write_text(json.dumps({"train_data": str(own), "label": label}))
+    assert main(["prm", "label", str(own), "--overwrite"]) == 2  # --overwrite does not extend to the recipe itself
+    assert "a file rlft prm label reads" in capsys.readouterr().err and json.loads(own.read_text())["label"] == label
+    with pytest.raises(ConfigError, match="a file rlft prm label reads"):
+        label_steps(prm_recipe_from_dict({"train_data": str(rl_recipe), "label": label}), overwrite=True)
+    assert rl_recipe.read_text().startswith("task:")
+    inside = tiny_run / "final_model" / "labels.jsonl"
+    with pytest.raises(ConfigError, match="inside label.policy"):
+        label_steps(prm_recipe_from_dict({"train_data": str(inside), "label": label}))
+    assert not inside.exists()

@@ -49,7 +49,7 @@ def _run_label(args: argparse.Namespace) -> int:
 
     recipe = load_prm_recipe(args.recipe, args.set)
     _quiet_transformers()
-    done = label_steps(recipe, overwrite=args.overwrite)
+    done = label_steps(recipe, overwrite=args.overwrite, recipe_file=args.recipe)
     print(f"rlft: {done['steps']} labelled steps of {done['solutions']} solutions in {done['train_data']} "
           f"(solutions right {done['solution_pass_rate']:.1%}, steps labelled >= 0.5 {done['positive_fraction']:.1%}; "
           f"{done['sampled_tokens']} tokens sampled in {done['seconds']:.0f} s)")

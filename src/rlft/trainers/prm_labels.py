@@ -89,8 +89,22 @@ def monte_carlo_labels(task: Any, config: Any, policy: Any, tokenizer: Any, prob
     return rows, tokens
 
 
-def label_steps(recipe: ProcessRewardRecipe, overwrite: bool = False) -> dict[str, Any]:
-    """Write Math-Shepherd step labels into ``recipe.train_data``; returns what was done."""
+def _check_not_an_input(out: Path, files: list[Any], policy: Path) -> None:
+    """The labels file may replace an earlier labels file (--overwrite), never what labelling reads."""
+    target = out.resolve()
+    for file in files:
+        if file and Path(file).resolve() == target:
+            raise ConfigError(f"train_data={out} is {file}, a file rlft prm label reads; the labels would replace it. "
+                              "Set train_data to a new .jsonl path.")
+    if policy.is_dir() and target.is_relative_to(policy.resolve()):  # (a hub id is no local folder)
+        raise ConfigError(f"train_data={out} is inside label.policy ({policy}); the labels would be written into the "
+                          "model folder. Set train_data to a path outside it.")
+
+
+def label_steps(recipe: ProcessRewardRecipe, overwrite: bool = False, recipe_file: str | Path | None = None
+                ) -> dict[str, Any]:
+    """Write Math-Shepherd step labels into ``recipe.train_data``; returns what was done.
+    ``recipe_file``: the PRM recipe's own file, which the labels must not replace."""
     from rlft.config import load_config
     from rlft.models.loading import load_policy
     from rlft.tasks import build_task
@@ -101,6 +115,7 @@ def label_steps(recipe: ProcessRewardRecipe, overwrite: bool = False) -> dict[st
         raise ConfigError("rlft prm label needs label.recipe (the RL recipe of the task) and label.policy (the model "
                           "that samples solutions).")
     out = Path(recipe.train_data)
+    _check_not_an_input(out, [recipe_file, label.recipe], Path(policy_folder(label.policy)))
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists (step labels may be hand-written); remove it, or pass --overwrite.")
     started = time.perf_counter()

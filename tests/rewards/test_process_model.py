@@ -170,3 +170,17 @@ def test_a_prm_reward_under_group_std_scaling_is_warned_about(prm_run, algorithm
         warnings.simplefilter("always")
         assert recipe_reward(config) is not None
     assert any("scale_rewards" in str(w.message) for w in caught) is warns
+
+
+def test_a_prm_run_refuses_a_folder_that_holds_other_files_and_names_its_own_field(tmp_path, capsys):
+    from rlft.cli.main import main
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _labels(folder / "labels.jsonl", 20, seed=1)  # the user's labels, where the run would write
+    recipe = tmp_path / "prm.yaml"
+    recipe.write_text(f"train_data: {folder / 'labels.jsonl'}\noutput_dir: {folder}\n")
+    assert main(["prm", "train", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty and holds no rlft run" in err and "--set output_dir=PATH" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.jsonl"]

@@ -68,8 +68,9 @@ RUN_IN_USE = (
 
 
 class RunFolder:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, key: str = "run_dir") -> None:
         self.root = Path(root)
+        self.key = key  # the recipe field naming the folder, for the hints of claim's errors
 
     config = property(lambda self: self.root / "config.yaml")
     base_model = property(lambda self: self.root / "base_model")
@@ -115,13 +116,13 @@ class RunFolder:
                 raise RlftError(
                     f"--resume: {root} is not an rlft run folder (it holds files but no config.yaml), so "
                     "there is nothing to resume. Give the folder of the run to resume, or start a new "
-                    "run in a new or empty folder with --set run_dir=PATH."
+                    f"run in a new or empty folder with --set {self.key}=PATH."
                 )
             raise RlftError(f"--resume: {root} holds no run yet. Start it without --resume.")
         if not resume and entries and not is_run:
             raise RlftError(
                 f"Run folder {root} is not empty and holds no rlft run (no config.yaml); rlft "
-                "does not write into it. Choose a new or empty folder with --set run_dir=PATH."
+                f"does not write into it. Choose a new or empty folder with --set {self.key}=PATH."
             )
         try:
             lock = FolderLock.acquire(root, RUN_IN_USE)

@@ -101,7 +101,7 @@ def open_session(
 
     The session holds the folder's lock (one process per run): ``with session:`` releases it.
     """
-    run = RunFolder(root)
+    run = RunFolder(root, key="output_dir" if "output_dir" in recipe else "run_dir")
     lock = run.claim(resume)  # one process per run folder, from before its first write
     with lock.released_on_error():
         return _open_claimed(run, lock, recipe, resume, defaults, resumable, planned_steps, data, copies, privacy)

@@ -135,8 +135,10 @@ class StageOrder:
                 raise _Stopped
             self.busy += enter
 
-    def _advance(self, **counters: int) -> None:
+    def _advance(self, leaving: bool = False, **counters: int) -> None:
+        """Set ``counters`` (and, ``leaving``, count one step out of its stage) in one update."""
         with self.changed:
+            self.busy -= leaving
             for name, value in counters.items():
                 setattr(self, name, value)
             self.changed.notify_all()
@@ -146,21 +148,15 @@ class StageOrder:
 
     def start_reward(self, step: int) -> None:
         """Ends ``step``'s sampling stage and waits for its turn to be rewarded."""
-        with self.changed:
-            self.busy -= 1
-        self._advance(next_sampling=step + 1)
+        self._advance(leaving=True, next_sampling=step + 1)
         self._wait(lambda: self.next_reward == step, enter=True)
 
     def leave(self, step: int) -> None:
         """``step`` stops without a reward (an error): it holds no stage, and no later step samples."""
-        with self.changed:
-            self.busy -= 1
-            self.changed.notify_all()
+        self._advance(leaving=True)
 
     def end_reward(self, step: int) -> None:
-        with self.changed:
-            self.busy -= 1
-        self._advance(next_reward=step + 1)
+        self._advance(leaving=True, next_reward=step + 1)
 
     def wait_to_put(self, step: int) -> None:
         self._wait(lambda: self.next_put == step, enter=False)

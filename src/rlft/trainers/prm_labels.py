@@ -115,13 +115,14 @@ def label_steps(recipe: ProcessRewardRecipe, overwrite: bool = False, recipe_fil
         raise ConfigError("rlft prm label needs label.recipe (the RL recipe of the task) and label.policy (the model "
                           "that samples solutions).")
     out = Path(recipe.train_data)
-    _check_not_an_input(out, [recipe_file, label.recipe], Path(policy_folder(label.policy)))
+    policy_dir = policy_folder(label.policy)
+    _check_not_an_input(out, [recipe_file, label.recipe], Path(policy_dir))
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists (step labels may be hand-written); remove it, or pass --overwrite.")
     started = time.perf_counter()
     config = load_config(label.recipe)
     task = build_task(config.task, lambda: recipe_reward(config), config.warm_start)
-    policy, tokenizer = load_policy(policy_folder(label.policy))
+    policy, tokenizer = load_policy(policy_dir)
     move_model(policy, resolve_device(recipe.device, "device")).eval()
     prepare_task(config, task, policy, tokenizer)
     gen = torch.Generator().manual_seed(recipe.seed)
